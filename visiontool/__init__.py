@@ -1,0 +1,29 @@
+"""visiontool: image classification and object detection from the command line and Python.
+
+Importing the package is cheap: torch and torchvision load only when a model is built.
+Public entry points are resolved lazily so `import visiontool` stays fast in scripts.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "detect": "visiontool.engine.detect",
+    "DetectConfig": "visiontool.engine.detect",
+    "load_model": "visiontool.models.loader",
+    "LoadedModel": "visiontool.models.loader",
+    "read_image": "visiontool.io.images",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'visiontool' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,7 @@
+"""placeholder"""
+
+HELP = "Detect objects."
+
+
+def detect() -> None:
+    pass

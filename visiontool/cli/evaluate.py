@@ -1,0 +1,11 @@
+"""`visiontool evaluate` (placeholder until its issue lands)."""
+
+from __future__ import annotations
+
+import typer
+
+HELP = "Not implemented yet."
+
+
+def evaluate() -> None:
+    raise typer.Exit(2)

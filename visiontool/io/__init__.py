@@ -1,0 +1,1 @@
+"""Input/output at the edges: images, drawing, result writers, checkpoints and weights."""

@@ -1,0 +1,87 @@
+"""visiontool checkpoints: a state_dict plus the metadata that rebuilds the model (design.md).
+
+Checkpoints are data, not code: they are read with `torch.load(weights_only=True)` and contain
+only tensors, numbers, strings, lists and dicts.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+from visiontool import __version__
+from visiontool.errors import ModelLoadError
+from visiontool.io.atomic import atomic_write
+
+FORMAT = "visiontool-checkpoint"
+FORMAT_VERSION = 1
+
+
+def make_checkpoint(state_dict: dict[str, Any], model_info: dict[str, Any], **extra: Any) -> dict:
+    """Assemble the checkpoint dict; `extra` carries training state (optimizer, epoch, args...)."""
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "visiontool_version": __version__,
+        "model_info": model_info,
+        "state_dict": state_dict,
+        **extra,
+    }
+
+
+def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> Path:
+    """Write a checkpoint atomically (temp file + rename)."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    return atomic_write(path, lambda handle: handle.write(buffer.getbuffer()))
+
+
+def is_visiontool_checkpoint(obj: Any) -> bool:
+    return isinstance(obj, dict) and obj.get("format") == FORMAT
+
+
+def read_checkpoint(path: str | Path) -> Any:
+    """Load a weights file safely. Raises `ModelLoadError` with one clear line on failure."""
+    import pickle
+    import zipfile
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"weights file not found: {path}")
+    if path.stat().st_size == 0:
+        raise ModelLoadError(f"weights file is empty: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(
+            f"{path} is not a plain-data checkpoint (refused by weights_only loading: {first})"
+        ) from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"{path} is not a readable PyTorch checkpoint ({first})") from exc
+
+
+def extract_state_dict(obj: Any, path: str | Path) -> dict[str, Any]:
+    """The state_dict inside a loaded file: ours, torchvision-reference style or a bare one."""
+    import torch
+
+    if is_visiontool_checkpoint(obj):
+        return obj["state_dict"]
+    if isinstance(obj, dict):
+        for key in ("model", "state_dict", "model_state_dict"):
+            inner = obj.get(key)
+            if isinstance(inner, dict) and inner and _all_tensors(inner, torch):
+                return inner
+        if obj and _all_tensors(obj, torch):
+            return obj
+    raise ModelLoadError(f"{path} holds no state_dict (expected a dict of tensors)")
+
+
+def _all_tensors(mapping: dict, torch: Any) -> bool:
+    return all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in mapping.items())

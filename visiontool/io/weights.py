@@ -1,0 +1,52 @@
+"""Pretrained weight files: where torchvision caches them and whether they can be fetched.
+
+torchvision downloads weights into `$TORCH_HOME/hub/checkpoints` on first use. Before asking it
+to, we check the cache and, if the file is missing, whether the download host answers at all,
+so an offline machine gets a one-line error at once instead of a hang or a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from urllib.parse import urlparse
+
+from visiontool.errors import ModelLoadError
+
+OFFLINE_ENV = "VISIONTOOL_OFFLINE"
+
+
+def cache_dir() -> Path:
+    import torch.hub
+
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def cached_path(url: str) -> Path:
+    return cache_dir() / Path(urlparse(url).path).name
+
+
+def host_reachable(url: str, timeout: float = 3.0) -> bool:
+    """True when a TCP connection to the URL's host opens within `timeout` seconds."""
+    if os.environ.get(OFFLINE_ENV, "").strip() not in ("", "0"):
+        return False
+    parsed = urlparse(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parsed.hostname or "", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def ensure_downloadable(url: str, *, model: str) -> Path:
+    """Return the cache path of `url`; raise ModelLoadError if it is missing and unreachable."""
+    path = cached_path(url)
+    if path.is_file() or host_reachable(url):
+        return path
+    raise ModelLoadError(
+        f"pretrained weights for {model!r} are not cached and the network is unreachable: "
+        f"download {url} to {path} on a machine with internet access, "
+        f"or pass --weights PATH (a local checkpoint) or --weights none (random init)"
+    )
