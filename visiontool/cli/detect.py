@@ -1,7 +1,157 @@
-"""placeholder"""
+"""`visiontool detect`: run a detector or classifier over images and save what it finds."""
 
-HELP = "Detect objects."
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from visiontool.cli.common import Console, DeviceOpt, ExistOkOpt, JsonOpt, QuietOpt, out_option
+
+if TYPE_CHECKING:
+    from visiontool.engine.detect import DetectSummary
+    from visiontool.engine.results import ImageResult
+
+HELP = (
+    "Detect objects (or classify) in images: files, folders, globs, .txt lists or - (stdin). "
+    "Writes annotated images, predictions.jsonl and summary.json."
+)
 
 
-def detect() -> None:
-    pass
+def detect(
+    sources: list[str] = typer.Argument(None, help="Images, folders, globs, .txt lists or -."),
+    model: str = typer.Option(None, "--model", "-m", help="Registry name (see `models`)."),
+    weights: str = typer.Option(
+        None, "--weights", "-w", help="DEFAULT (pretrained), none (random) or a checkpoint PATH."
+    ),
+    conf: float = typer.Option(0.25, "--conf", help="Score threshold."),
+    iou: float = typer.Option(None, "--iou", help="NMS IoU threshold (model default if unset)."),
+    max_det: int = typer.Option(300, "--max-det", help="Most detections kept per image."),
+    classes: list[str] = typer.Option(None, "--classes", help="Keep only these names or ids."),
+    imgsz: int = typer.Option(None, "--imgsz", help="Override the model's input size."),
+    batch: int = typer.Option(1, "--batch", "-b", help="Images per forward pass."),
+    workers: int = typer.Option(None, "--workers", help="Decode processes (default: cores-1)."),
+    half: bool = typer.Option(False, "--half", help="fp16/bf16 autocast on GPU."),
+    recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders."),
+    max_pixels: int = typer.Option(100_000_000, "--max-pixels", help="Reject larger images."),
+    topk: int = typer.Option(5, "--topk", help="Classes reported per image (classifiers)."),
+    save_img: bool = typer.Option(True, "--save-img/--no-save-img", help="Annotated images."),
+    save_txt: bool = typer.Option(False, "--save-txt", help="YOLO labels/<name>.txt files."),
+    save_conf: bool = typer.Option(False, "--save-conf", help="Add scores to --save-txt lines."),
+    save_coco: bool = typer.Option(False, "--save-coco", help="coco_results.json."),
+    strict: bool = typer.Option(False, "--strict", help="Stop at the first unreadable image."),
+    device: str = DeviceOpt,
+    out: Path = out_option("detect"),
+    exist_ok: bool = ExistOkOpt,
+    json_out: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    from visiontool.engine.detect import DetectConfig, run_detect
+    from visiontool.models.loader import weights_kind
+
+    if model is None and weights is None:
+        raise typer.BadParameter("pass --model NAME (see `visiontool models`) or --weights PATH")
+    console = Console(json_mode=json_out, quiet=quiet)
+    config = DetectConfig(
+        sources=list(sources or []),
+        out=out,
+        exist_ok=exist_ok,
+        model=model,
+        weights=weights if weights is not None else "DEFAULT",
+        device=device,
+        conf=conf,
+        iou=iou,
+        max_det=max_det,
+        classes=list(classes) if classes else None,
+        imgsz=imgsz,
+        batch=batch,
+        workers=workers,
+        half=half,
+        recursive=recursive,
+        max_pixels=max_pixels if max_pixels > 0 else None,
+        topk=topk,
+        save_img=save_img,
+        save_txt=save_txt,
+        save_conf=save_conf,
+        save_coco=save_coco,
+        strict=strict,
+    )
+    if weights_kind(config.weights) == "none":
+        console.warn("running with random weights (--weights none): detections are meaningless")
+    view = _Progress(console, json_out=json_out)
+    try:
+        summary = run_detect(config, on_result=view.on_result, on_log=console.warn)
+    finally:
+        view.stop()
+    _print_summary(console, summary)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+class _Progress:
+    """Per-image lines (plain output) or a rich progress bar (terminal), and --json lines."""
+
+    def __init__(self, console: Console, *, json_out: bool) -> None:
+        self.console = console
+        self.json_out = json_out
+        self.count = 0
+        self.bar = None
+        if not console.plain and not console.quiet:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(
+                TextColumn("detect"),
+                BarColumn(),
+                TextColumn("{task.completed} images"),
+                TimeElapsedColumn(),
+                console=console.err,
+                transient=True,
+            )
+            self.task = self.bar.add_task("detect", total=None)
+            self.bar.start()
+
+    def on_result(self, result: ImageResult) -> None:
+        self.count += 1
+        if self.json_out:
+            self.console.emit_json(result.to_dict())
+        if self.bar is not None:
+            self.bar.advance(self.task)
+        elif not self.json_out:
+            self.console.log(f"image {self.count} {_describe(result)}")
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _describe(r: ImageResult) -> str:
+    if r.error is not None:
+        return f"{r.image}: FAILED {r.error}"
+    if r.classes is not None:
+        top = ", ".join(f"{c.label} {c.score:.2f}" for c in r.classes[:3])
+        found = top
+    else:
+        counts: dict[str, int] = {}
+        for det in r.detections:
+            counts[det.label] = counts.get(det.label, 0) + 1
+        found = ", ".join(f"{n} {label}" for label, n in counts.items()) or "no detections"
+    return f"{r.image}: {r.width}x{r.height} {found}, {r.time_ms:.1f}ms"
+
+
+def _print_summary(console: Console, summary: DetectSummary) -> None:
+    data = summary.to_dict()
+    counts, times = data["counts"], data["times"]
+    speed = ", ".join(f"{ms:.1f}ms {stage}" for stage, ms in times["per_image_ms"].items())
+    console.log(f"Speed per image: {speed} ({times['images_per_s']:.2f} images/s)")
+    if data["failures"]:
+        console.table(
+            "failed images",
+            ["image", "reason"],
+            [[f["image"], f["error"]] for f in data["failures"]],
+        )
+    console.final(
+        f"{counts['images']} images, {counts['detections']} detections, "
+        f"{counts['failed']} failed in {times['total_s']:.1f}s on {data['device']}; "
+        f"results saved to {data['out']}"
+    )

@@ -1,0 +1,1 @@
+"""The engine: predictor, detection runs, training, evaluation and benchmarks."""

@@ -1,0 +1,192 @@
+"""Batched inference for any registry model: uint8 images in, boxes or class scores out.
+
+The predictor owns the model-side stages only (preprocess -> inference -> postprocess) and
+never reads or writes files; `engine.detect` streams inputs through it and hands results to
+writers. Images stay uint8 until they reach the model's device, where they become float.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+from visiontool.errors import ConfigError
+from visiontool.models.loader import LoadedModel
+
+
+@dataclass
+class ImagePrediction:
+    """Model output for one image, on the CPU, in original-image pixels and 0-based class ids."""
+
+    boxes: Any = None  # (N, 4) float xyxy
+    scores: Any = None  # (N,)
+    class_ids: Any = None  # (N,) int64
+    probs: Any = None  # (C,) for classifiers
+
+
+class Predictor:
+    """Runs a loaded detector or classifier on batches of uint8 (3, H, W) tensors."""
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        *,
+        conf: float = 0.25,
+        iou: float | None = None,
+        max_det: int | None = None,
+        classes: list[int] | None = None,
+        imgsz: int | None = None,
+        half: bool = False,
+    ) -> None:
+        import torch
+
+        self.loaded = loaded
+        self.task = loaded.info.task
+        self.conf = conf
+        self.max_det = max_det
+        self.keep_classes = sorted(set(classes)) if classes else None
+        self.device = loaded.device
+        self.autocast_dtype = _autocast_dtype(self.device) if half else None
+        self._raw_to_class = torch.tensor(loaded.info.raw_to_class(), dtype=torch.int64)
+        if self.task == "detect":
+            configure_detector(
+                loaded.module, conf=conf, iou=iou, max_det=max_det if not classes else None
+            )
+            if imgsz:
+                set_detector_input_size(loaded.module, imgsz)
+        self._preprocess = dict(loaded.info.preprocess)
+        if self.task == "classify" and imgsz:
+            ratio = self._preprocess.get("resize", imgsz) / self._preprocess.get("crop", imgsz)
+            self._preprocess.update(crop=imgsz, resize=int(round(imgsz * ratio)))
+
+    def predict(self, images: list[Any]) -> list[ImagePrediction]:
+        """Predict a batch. All images should have one shape for batch-size invariance."""
+        import torch
+
+        with torch.inference_mode(), self._autocast():
+            inputs = [self._to_device(image) for image in images]
+            if self.task == "classify":
+                return self._classify(inputs)
+            outputs = self.loaded.module(inputs)
+        return [self._detections(output) for output in outputs]
+
+    def _to_device(self, image: Any) -> Any:
+        image = image.to(self.device, non_blocking=True)
+        return image.float().div_(255.0)
+
+    def _autocast(self) -> Any:
+        import torch
+
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+
+    def _detections(self, output: dict[str, Any]) -> ImagePrediction:
+        boxes = output["boxes"].float().cpu()
+        scores = output["scores"].float().cpu()
+        raw = output["labels"].cpu().clamp(0, len(self._raw_to_class) - 1)
+        class_ids = self._raw_to_class[raw]
+        keep = (class_ids >= 0) & (scores >= self.conf)
+        if self.keep_classes is not None:
+            allowed = self._class_mask()
+            keep &= allowed[class_ids.clamp(min=0)]
+        boxes, scores, class_ids = boxes[keep], scores[keep], class_ids[keep]
+        order = scores.argsort(descending=True, stable=True)
+        if self.max_det is not None:
+            order = order[: self.max_det]
+        return ImagePrediction(boxes=boxes[order], scores=scores[order], class_ids=class_ids[order])
+
+    def _class_mask(self) -> Any:
+        import torch
+
+        mask = torch.zeros(len(self.loaded.info.classes), dtype=torch.bool)
+        mask[torch.tensor(self.keep_classes, dtype=torch.int64)] = True
+        return mask
+
+    def _classify(self, inputs: list[Any]) -> list[ImagePrediction]:
+        import torch
+
+        batch = torch.stack([classify_transform(x, self._preprocess) for x in inputs])
+        logits = self.loaded.module(batch)
+        if isinstance(logits, tuple):  # GoogLeNet/Inception aux outputs
+            logits = logits[0]
+        probs = logits.float().softmax(dim=1).cpu()
+        return [ImagePrediction(probs=p) for p in probs]
+
+
+def classify_transform(image: Any, preprocess: dict[str, Any]) -> Any:
+    """Resize the short side, centre-crop and normalise a float (3, H, W) image in [0, 1]."""
+    import torch
+    from torchvision.transforms.v2 import functional as F
+
+    if preprocess.get("grayscale"):
+        image = F.rgb_to_grayscale(image)
+    resize = preprocess.get("resize")
+    crop = preprocess.get("crop")
+    if resize:
+        image = F.resize(image, [int(resize)], antialias=True)
+    if crop:
+        image = F.center_crop(image, [int(crop), int(crop)])
+    mean = torch.tensor(preprocess.get("mean", [0.0] * image.shape[0]), device=image.device)
+    std = torch.tensor(preprocess.get("std", [1.0] * image.shape[0]), device=image.device)
+    return (image - mean[:, None, None]) / std[:, None, None]
+
+
+def configure_detector(
+    module: Any, *, conf: float, iou: float | None = None, max_det: int | None = None
+) -> None:
+    """Push thresholds into a torchvision detector so it does less work, not different work.
+
+    Raising the internal score threshold to `conf` drops only boxes we would drop afterwards:
+    NMS never lets a lower-scoring box suppress a higher one.
+    """
+    target = getattr(module, "roi_heads", module)
+    if hasattr(target, "score_thresh"):
+        target.score_thresh = conf
+    if iou is not None:
+        if not 0.0 < iou <= 1.0:
+            raise ConfigError(f"--iou must be in (0, 1], got {iou}")
+        if hasattr(target, "nms_thresh"):
+            target.nms_thresh = iou
+    if max_det is not None and hasattr(target, "detections_per_img"):
+        target.detections_per_img = max_det
+
+
+def set_detector_input_size(module: Any, imgsz: int) -> None:
+    """Override the resize of a torchvision detector's transform (short side, or fixed square)."""
+    transform = getattr(module, "transform", None)
+    if transform is None or not hasattr(transform, "min_size"):
+        raise ConfigError("--imgsz is not supported for this model")
+    if getattr(transform, "fixed_size", None):
+        transform.fixed_size = (imgsz, imgsz)
+    ratio = transform.max_size / max(transform.min_size)
+    transform.min_size = (imgsz,)
+    transform.max_size = int(round(imgsz * ratio))
+
+
+def _autocast_dtype(device: Any) -> Any:
+    import torch
+
+    if device.type != "cuda":
+        return None  # autocast on CPU is slower than fp32 for these models; --half is GPU-only
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def resolve_device(name: str) -> Any:
+    """--device auto|cpu|cuda|cuda:N -> torch.device, with a clear error when CUDA is absent."""
+    import torch
+
+    name = (name or "auto").lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {name}: CUDA is not available here; use --device cpu")
+        index = int(name.split(":", 1)[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) present")
+        return torch.device("cuda", index)
+    if name == "cpu":
+        return torch.device("cpu")
+    raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}")

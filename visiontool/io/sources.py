@@ -1,0 +1,161 @@
+"""Input sources: files, folders, globs, list files and stdin, as one lazy stream of paths.
+
+A SOURCE is an image file, a directory (recursive with `recursive=True`), a glob, a `.txt` file
+of paths, or `-` for paths on stdin. Each path comes with a relative output name, so annotated
+images keep the input's layout and names never collide. Paths stream: memory stays flat on
+folders of any size.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from visiontool.errors import DataError
+from visiontool.io.images import is_image_path
+
+GLOB_CHARS = frozenset("*?[")
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    """One input path and the relative name its outputs get."""
+
+    path: str
+    rel: str
+
+
+@dataclass(frozen=True)
+class SourcePlan:
+    """Validated source specs; picklable so DataLoader workers can re-walk them."""
+
+    specs: tuple[str, ...]
+    recursive: bool = False
+    stdin_lines: tuple[str, ...] = ()
+
+    def __iter__(self) -> Iterator[SourceItem]:
+        seen: set[str] = set()
+        for spec in self.specs:
+            for path, rel in _expand(spec, self.recursive, self.stdin_lines):
+                yield SourceItem(path=path, rel=_unique(rel, seen))
+
+
+def plan_sources(specs: list[str], *, recursive: bool = False) -> SourcePlan:
+    """Check every spec up front (missing path -> DataError, exit 2) and read stdin once."""
+    if not specs:
+        raise DataError("no SOURCE given: pass image files, folders, globs, a .txt list or -")
+    stdin_lines: tuple[str, ...] = ()
+    for spec in specs:
+        if spec == "-":
+            stdin_lines = tuple(_clean_lines(sys.stdin.read().splitlines()))
+        elif _is_glob(spec):
+            continue
+        elif not Path(spec).exists():
+            raise DataError(f"no such file or directory: {spec}")
+    return SourcePlan(specs=tuple(specs), recursive=recursive, stdin_lines=stdin_lines)
+
+
+def first_item(plan: SourcePlan) -> SourceItem:
+    """The first input, or DataError (exit 2) when the sources hold no images at all."""
+    for item in plan:
+        return item
+    raise DataError(f"no images found in {', '.join(plan.specs)}")
+
+
+def _expand(spec: str, recursive: bool, stdin_lines: tuple[str, ...]) -> Iterator[tuple[str, str]]:
+    if spec == "-":
+        yield from _from_list(stdin_lines, base=Path.cwd())
+        return
+    path = Path(spec)
+    if _is_glob(spec) and not path.exists():
+        yield from _from_glob(spec)
+    elif path.is_dir():
+        yield from _from_dir(path, recursive)
+    elif path.suffix.lower() == ".txt":
+        yield from _from_list(_read_list(path), base=path.parent)
+    else:
+        yield str(path), path.name
+
+
+def _from_dir(root: Path, recursive: bool) -> Iterator[tuple[str, str]]:
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        if not recursive:
+            dirs.clear()
+        for name in sorted(files):
+            full = Path(folder) / name
+            if is_image_path(full):
+                yield str(full), full.relative_to(root).as_posix()
+
+
+def _from_glob(pattern: str) -> Iterator[tuple[str, str]]:
+    root = _glob_root(pattern)
+    for match in sorted(glob.iglob(pattern, recursive=True)):
+        full = Path(match)
+        if full.is_file() and is_image_path(full):
+            yield str(full), _relative(full, root)
+
+
+def _from_list(lines: tuple[str, ...] | list[str], base: Path) -> Iterator[tuple[str, str]]:
+    for line in lines:
+        path = Path(line)
+        if not path.is_absolute() and not path.exists() and (base / path).exists():
+            path = base / path
+        yield str(path), _safe_rel(line)
+
+
+def _read_list(path: Path) -> list[str]:
+    try:
+        return _clean_lines(path.read_text(encoding="utf-8").splitlines())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read list file {path}: {exc}") from exc
+
+
+def _clean_lines(lines: list[str]) -> list[str]:
+    return [s for line in lines if (s := line.strip()) and not s.startswith("#")]
+
+
+def _is_glob(spec: str) -> bool:
+    return any(ch in spec for ch in GLOB_CHARS)
+
+
+def _glob_root(pattern: str) -> Path:
+    parts = []
+    for part in Path(pattern).parts:
+        if _is_glob(part):
+            break
+        parts.append(part)
+    return Path(*parts) if parts else Path(".")
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.name
+
+
+def _safe_rel(text: str) -> str:
+    """A list entry's own relative path when it stays inside the output folder, else its name."""
+    rel = PurePosixPath(text.replace("\\", "/"))
+    if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+        return rel.name or "image"
+    return rel.as_posix()
+
+
+def _unique(rel: str, seen: set[str]) -> str:
+    if rel not in seen:
+        seen.add(rel)
+        return rel
+    stem, dot, suffix = rel.rpartition(".")
+    if not dot:
+        stem, suffix = rel, ""
+    index = 2
+    while (candidate := f"{stem}_{index}{'.' + suffix if suffix else ''}") in seen:
+        index += 1
+    seen.add(candidate)
+    return candidate

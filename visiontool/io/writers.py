@@ -1,0 +1,128 @@
+"""Result writers: predictions.jsonl, coco_results.json, YOLO label files, annotated images.
+
+Writers consume `ImageResult`s and never touch the model. JSONL lines are flushed as they come
+so a killed run keeps everything done so far; whole-file outputs are written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
+
+from visiontool.engine.results import ImageResult
+from visiontool.io.atomic import write_bytes
+
+
+class JsonlWriter:
+    """predictions.jsonl: one JSON object per image, flushed per line."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._handle: IO[str] = path.open("w", encoding="utf-8")
+
+    def write(self, result: ImageResult) -> None:
+        self._handle.write(json.dumps(result.to_dict()) + "\n")
+        self._handle.flush()
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+class CocoResultsWriter:
+    """coco_results.json in the COCO results format, streamed to a temp file then renamed.
+
+    `image_id` is the file stem when it is a number (COCO's own naming), else the 1-based
+    position of the image in the run; each entry also carries `file_name` for matching.
+    """
+
+    def __init__(self, path: Path, category_ids: list[int]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.category_ids = category_ids
+        self._tmp = path.with_name(f".{path.name}.tmp")
+        self._handle: IO[str] = self._tmp.open("w", encoding="utf-8")
+        self._handle.write("[")
+        self._first = True
+        self._count = 0
+
+    def write(self, result: ImageResult) -> None:
+        self._count += 1
+        if not result.ok or not result.detections:
+            return
+        stem = PurePosixPath(result.rel).stem
+        image_id = int(stem) if stem.isdigit() else self._count
+        for det in result.detections:
+            x1, y1, x2, y2 = det.box
+            entry = {
+                "image_id": image_id,
+                "file_name": result.rel,
+                "category_id": self.category_ids[det.class_id],
+                "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+                "score": round(det.score, 5),
+            }
+            self._handle.write(("" if self._first else ",\n") + json.dumps(entry))
+            self._first = False
+
+    def close(self) -> None:
+        self._handle.write("]\n")
+        self._handle.close()
+        os.replace(self._tmp, self.path)
+
+
+class YoloTxtWriter:
+    """labels/<rel>.txt: `class cx cy w h [conf]`, normalised, one line per detection."""
+
+    def __init__(self, folder: Path, *, save_conf: bool = False) -> None:
+        self.folder = folder
+        self.save_conf = save_conf
+
+    def write(self, result: ImageResult) -> None:
+        if not result.ok or result.detections is None:
+            return
+        lines = []
+        for det in result.detections:
+            x1, y1, x2, y2 = det.box
+            values = [
+                (x1 + x2) / 2 / result.width,
+                (y1 + y2) / 2 / result.height,
+                (x2 - x1) / result.width,
+                (y2 - y1) / result.height,
+            ]
+            line = f"{det.class_id} " + " ".join(f"{v:.6f}" for v in values)
+            lines.append(line + (f" {det.score:.5f}" if self.save_conf else ""))
+        target = self.folder / PurePosixPath(result.rel).with_suffix(".txt")
+        write_bytes(target, ("\n".join(lines) + ("\n" if lines else "")).encode())
+
+    def close(self) -> None:
+        pass
+
+
+class ImageWriter:
+    """Annotated copies under the output folder at the input's relative path."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def write(self, result: ImageResult, image: Any) -> Path | None:
+        from visiontool.io.draw import (
+            draw_classes,
+            draw_detections,
+            encode_image,
+            output_suffix,
+            to_bgr_array,
+        )
+
+        if not result.ok or image is None:
+            return None
+        bgr = to_bgr_array(image)
+        if result.classes is not None:
+            draw_classes(bgr, result.classes)
+        else:
+            draw_detections(bgr, result.detections or [])
+        rel = PurePosixPath(result.rel)
+        suffix = output_suffix(rel.suffix)
+        target = self.folder / rel.with_suffix(suffix)
+        return write_bytes(target, encode_image(bgr, suffix))
