@@ -12,7 +12,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "detect": "visiontool.engine.detect",
+    "detect": "visiontool.engine.detect:run_detect",
     "DetectConfig": "visiontool.engine.detect",
     "load_model": "visiontool.models.loader",
     "LoadedModel": "visiontool.models.loader",
@@ -23,7 +23,8 @@ __all__ = ["__version__", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
+    target = _LAZY.get(name)
+    if target is None:
         raise AttributeError(f"module 'visiontool' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+    module, _, attribute = target.partition(":")
+    return getattr(importlib.import_module(module), attribute or name)

@@ -7,7 +7,15 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from visiontool.cli.common import Console, DeviceOpt, ExistOkOpt, JsonOpt, QuietOpt, out_option
+from visiontool.cli.common import (
+    Console,
+    DeviceOpt,
+    ExistOkOpt,
+    JsonOpt,
+    QuietOpt,
+    SeedOpt,
+    out_option,
+)
 
 if TYPE_CHECKING:
     from visiontool.engine.detect import DetectSummary
@@ -41,6 +49,7 @@ def detect(
     save_conf: bool = typer.Option(False, "--save-conf", help="Add scores to --save-txt lines."),
     save_coco: bool = typer.Option(False, "--save-coco", help="coco_results.json."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first unreadable image."),
+    seed: int = SeedOpt,
     device: str = DeviceOpt,
     out: Path = out_option("detect"),
     exist_ok: bool = ExistOkOpt,
@@ -48,7 +57,6 @@ def detect(
     quiet: bool = QuietOpt,
 ) -> None:
     from visiontool.engine.detect import DetectConfig, run_detect
-    from visiontool.models.loader import weights_kind
 
     if model is None and weights is None:
         raise typer.BadParameter("pass --model NAME (see `visiontool models`) or --weights PATH")
@@ -76,9 +84,8 @@ def detect(
         save_conf=save_conf,
         save_coco=save_coco,
         strict=strict,
+        seed=seed,
     )
-    if weights_kind(config.weights) == "none":
-        console.warn("running with random weights (--weights none): detections are meaningless")
     view = _Progress(console, json_out=json_out)
     try:
         summary = run_detect(config, on_result=view.on_result, on_log=console.warn)

@@ -53,6 +53,7 @@ class DetectConfig:
     save_conf: bool = False
     save_coco: bool = False
     strict: bool = False
+    seed: int = 0  # makes --weights none reproducible
 
 
 @dataclass
@@ -124,8 +125,13 @@ def run_detect(
     plan = plan_sources(config.sources, recursive=config.recursive)
     first_item(plan)
     device = resolve_device(config.device)
+    import torch
+
+    torch.manual_seed(config.seed)
     loaded = load_model(config.model, config.weights, device=device)
     class_ids = resolve_classes(config.classes, loaded.info.classes)
+    if loaded.info.weights.startswith("none"):
+        log("running with random weights (--weights none): detections are meaningless")
     if config.half and device.type != "cuda":
         log("--half ignored on CPU (autocast is GPU-only here)")
     predictor = Predictor(

@@ -7,6 +7,8 @@ only tensors, numbers, strings, lists and dicts.
 from __future__ import annotations
 
 import io
+import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +48,6 @@ def is_visiontool_checkpoint(obj: Any) -> bool:
 def read_checkpoint(path: str | Path) -> Any:
     """Load a weights file safely. Raises `ModelLoadError` with one clear line on failure."""
     import pickle
-    import zipfile
 
     import torch
 
@@ -55,16 +56,25 @@ def read_checkpoint(path: str | Path) -> Any:
         raise ModelLoadError(f"weights file not found: {path}")
     if path.stat().st_size == 0:
         raise ModelLoadError(f"weights file is empty: {path}")
+    if not zipfile.is_zipfile(path) and not _looks_like_pickle(path):
+        raise ModelLoadError(f"{path} is not a readable PyTorch checkpoint (not a torch.save file)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        what = f"it references {match.group(1)}" if match else "it holds more than plain data"
         raise ModelLoadError(
-            f"{path} is not a plain-data checkpoint (refused by weights_only loading: {first})"
+            f"{path} was refused by weights_only loading: {what}; visiontool loads checkpoints "
+            "as data, never code (re-save the state_dict alone)"
         ) from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"{path} is not a readable PyTorch checkpoint ({first})") from exc
+
+
+def _looks_like_pickle(path: Path) -> bool:
+    with path.open("rb") as handle:
+        return handle.read(1) == b"\x80"  # pickle protocol 2+ (legacy torch.save)
 
 
 def extract_state_dict(obj: Any, path: str | Path) -> dict[str, Any]:
