@@ -1,12 +1,308 @@
-"""`visiontool anchors` (placeholder until its issue lands)."""
+"""`visiontool anchors`: generate, see, label, fit and check anchor boxes.
+
+Thin commands: parse options, build a config, call one engine function, print. List options
+(`--sizes`, `--ratios`, `--scales`) take several values after one flag (`--ratios 0.5 1 2`) or a
+comma-separated list (`--ratios 0.5,1,2`).
+"""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+from typing import Any
+
 import typer
+from typer.core import TyperCommand
 
-app = typer.Typer(help="Not implemented yet.", no_args_is_help=True)
+from visiontool.cli.common import Console, JsonOpt, QuietOpt, SeedOpt, parse_pair
+
+LIST_OPTIONS = ("--sizes", "--ratios", "--scales")
+NUMBER = re.compile(r"^\+?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+app = typer.Typer(
+    help="Generate, see, label, fit and check anchor boxes.",
+    no_args_is_help=True,
+)
 
 
-@app.command("todo")
-def todo() -> None:
-    raise typer.Exit(2)
+class ListOptionCommand(TyperCommand):
+    """Lets `--ratios 0.5 1 2` mean `--ratios 0.5,1,2` (click options take one value each)."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        merged: list[str] = []
+        i = 0
+        while i < len(args):
+            token = args[i]
+            merged.append(token)
+            i += 1
+            if token in LIST_OPTIONS:
+                values = []
+                while i < len(args) and all(NUMBER.match(v) for v in args[i].split(",") if v):
+                    values.append(args[i])
+                    i += 1
+                if values:
+                    merged.append(",".join(values))
+        return super().parse_args(ctx, merged)
+
+
+def number_list(text: str | None, name: str) -> list[float]:
+    if not text:
+        return []
+    try:
+        values = [float(v) for v in text.replace(",", " ").split()]
+    except ValueError:
+        raise typer.BadParameter(f"{name} must be numbers like 0.5 1 2, got {text!r}") from None
+    if any(v <= 0 for v in values):
+        raise typer.BadParameter(f"{name} must be positive, got {text!r}")
+    return values
+
+
+def _pair(text: str | None, name: str, sep: str = "x") -> tuple[int, int] | None:
+    return None if text is None else parse_pair(text, sep=sep, name=name)
+
+
+ImageOpt = typer.Option(None, "--image", help="Draw on this image (its size is the image size).")
+SizeOpt = typer.Option(None, "--size", help="Image size HxW of a blank canvas, e.g. 561x728.")
+FmapOpt = typer.Option(None, "--fmap", help="Feature map HxW (default: one cell per pixel).")
+OffsetOpt = typer.Option(0.5, "--offset", help="Anchor centre within a cell (0 = corner).")
+
+
+@app.command("prior", cls=ListOptionCommand)
+def prior(
+    sizes: str = typer.Option(..., "--sizes", help="Anchor sizes (fractions of the image)."),
+    ratios: str = typer.Option(..., "--ratios", help="Width/height ratios."),
+    image: Path = ImageOpt,
+    size: str = SizeOpt,
+    fmap: str = FmapOpt,
+    offset: float = OffsetOpt,
+    at: str = typer.Option(None, "--at", help="Feature-map cell Y,X to draw (default: centre)."),
+    out: Path = typer.Option(Path("anchors.png"), "--out", help="Picture to write."),
+    json_out: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Multibox anchors (n+m-1 per cell): count, table and a picture."""
+    from visiontool.engine.anchor_show import PriorConfig, prior_view
+
+    result = prior_view(
+        PriorConfig(
+            sizes=number_list(sizes, "--sizes"),
+            ratios=number_list(ratios, "--ratios"),
+            image=image,
+            size=_pair(size, "--size"),
+            fmap=_pair(fmap, "--fmap"),
+            offset=offset,
+            at=_pair(at, "--at", sep=","),
+            out=out,
+        )
+    )
+    console = Console(json_mode=json_out, quiet=quiet)
+    if json_out:
+        console.emit_json(result.to_dict())
+        return
+    fh, fw = result.fmap
+    where = f"cell {result.at[0]},{result.at[1]}" if result.at else "every cell"
+    console.table(
+        f"anchors at {where} (image {result.image_size[0]}x{result.image_size[1]})",
+        ["#", "size", "ratio", "w", "h", "w px", "h px", "box (normalized xyxy)"],
+        [
+            [a["index"], f"{a['size']:g}", f"{a['ratio']:g}", f"{a['w']:.3f}", f"{a['h']:.3f}",
+             f"{a['w_px']:.1f}", f"{a['h_px']:.1f}", a["box"]]
+            for a in result.anchors
+        ],
+    )  # fmt: skip
+    console.final(
+        f"{result.count} anchors = {fh}x{fw} cells x {result.per_location} per cell; "
+        f"picture: {result.out}"
+    )
+
+
+@app.command("grid", cls=ListOptionCommand)
+def grid(
+    size: str = SizeOpt,
+    image: Path = ImageOpt,
+    stride: int = typer.Option(16, "--stride", help="Feature-map stride in pixels."),
+    scales: str = typer.Option("8,16,32", "--scales", help="Anchor scales (multiples of stride)."),
+    ratios: str = typer.Option("0.5,1,2", "--ratios", help="Width/height ratios."),
+    border: float = typer.Option(0.0, "--border", help="Pixels an inside anchor may cross by."),
+    out: Path = typer.Option(Path("grid.png"), "--out", help="Picture to write."),
+    json_out: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Faster R-CNN grid anchors in pixels: count, inside count, per-shape table, picture."""
+    from visiontool.engine.anchor_show import GridConfig, grid_view
+
+    result = grid_view(
+        GridConfig(
+            scales=number_list(scales, "--scales"),
+            ratios=number_list(ratios, "--ratios"),
+            stride=stride,
+            image=image,
+            size=_pair(size, "--size"),
+            border=border,
+            out=out,
+        )
+    )
+    console = Console(json_mode=json_out, quiet=quiet)
+    if json_out:
+        console.emit_json(result.to_dict())
+        return
+    console.table(
+        "anchor shapes",
+        ["#", "scale", "ratio", "w", "h", "inside"],
+        [
+            [s["index"], f"{s['scale']:g}", f"{s['ratio']:g}", s["w"], s["h"], s["inside"]]
+            for s in result.shapes
+        ],
+    )
+    fh, fw = result.fmap
+    console.final(
+        f"{result.count} anchors = {fh}x{fw} cells x {result.per_location}; "
+        f"{result.inside} fully inside the image; picture: {result.out}"
+    )
+
+
+@app.command("label", cls=ListOptionCommand)
+def label(
+    gt: Path = typer.Option(..., "--gt", help='JSON {"classes": [...], "boxes": [...]}.'),
+    anchors: Path = typer.Option(None, "--anchors", help="JSON list of normalized xyxy anchors."),
+    sizes: str = typer.Option(None, "--sizes", help="Generate anchors: sizes."),
+    ratios: str = typer.Option(None, "--ratios", help="Generate anchors: ratios."),
+    fmap: str = FmapOpt,
+    offset: float = OffsetOpt,
+    image: Path = ImageOpt,
+    size: str = typer.Option(None, "--size", help="Canvas HxW when there is no --image."),
+    iou: float = typer.Option(0.5, "--iou", help="IoU an extra anchor needs to take a box."),
+    show_all: bool = typer.Option(False, "--all", help="List every anchor, not only assigned."),
+    out: Path = typer.Option(Path("labels.png"), "--out", help="Picture to write."),
+    json_out: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Label anchors against ground truth: assignment table (IoU, box, class, offsets), picture."""
+    from visiontool.engine.anchor_show import LabelConfig, label_view
+
+    canvas = _pair(size, "--size")
+    if image is None and canvas is None:
+        canvas = (512, 512)
+    result = label_view(
+        LabelConfig(
+            gt=gt,
+            anchors=anchors,
+            sizes=number_list(sizes, "--sizes"),
+            ratios=number_list(ratios, "--ratios"),
+            fmap=_pair(fmap, "--fmap"),
+            offset=offset,
+            image=image,
+            size=canvas,
+            iou_threshold=iou,
+            show_all=show_all,
+            out=out,
+        )
+    )
+    console = Console(json_mode=json_out, quiet=quiet)
+    if json_out:
+        console.emit_json(result.to_dict())
+        return
+    console.table(
+        "anchor labels",
+        ["anchor", "best IoU", "box", "class", "label", "offsets"],
+        [
+            [r["anchor"], f"{r['best_iou']:.3f}", r["assigned"] if r["assigned"] >= 0 else "-",
+             r["class"], r["label"], " ".join(f"{v:.3f}" for v in r["offsets"])]
+            for r in result.rows
+        ],
+    )  # fmt: skip
+    per_class = ", ".join(f"{k}: {v}" for k, v in result.per_class.items())
+    console.final(
+        f"{result.assigned} of {result.count} anchors assigned ({per_class}); picture: {result.out}"
+    )
+
+
+@app.command("fit")
+def fit(
+    data: Path = typer.Option(..., "--data", help="Data set (folder, COCO json, YAML spec...)."),
+    num: int = typer.Option(9, "--num", help="Number of anchors K."),
+    imgsz: int = typer.Option(640, "--imgsz", help="Image size (long side) the anchors are for."),
+    algo: str = typer.Option("kmeans", "--algo", help="kmeans, or evolve (k-means + evolution)."),
+    split: str = typer.Option(None, "--split", help="Data set split (default: the reader's)."),
+    generations: int = typer.Option(1000, "--generations", help="Evolution generations."),
+    iou: float = typer.Option(0.5, "--iou", help="IoU a box's best anchor needs for recall."),
+    thr: float = typer.Option(4.0, "--thr", help="Width/height ratio-metric threshold."),
+    out: Path = typer.Option(Path("anchors.json"), "--out", help="anchors.json to write."),
+    seed: int = SeedOpt,
+    json_out: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Fit K anchor shapes to a data set's boxes; write anchors.json (and a picture beside it)."""
+    from visiontool.engine.anchor_fit import FitConfig, run_fit
+
+    config = FitConfig(
+        num=num, imgsz=imgsz, algo=algo, iou=iou, thr=thr, generations=generations, seed=seed
+    )
+    result = run_fit(data, config, split=split, out=out)
+    console = Console(json_mode=json_out, quiet=quiet)
+    if json_out:
+        console.emit_json(result.to_dict())
+        return
+    doc = result.to_dict()
+    console.table(
+        f"{doc['num']} anchors at imgsz {imgsz} (pixels)",
+        ["#", "w", "h", "size", "ratio h/w"],
+        [
+            [i, f"{w:.1f}", f"{h:.1f}", f"{s[0]:.1f}", f"{r[0]:.3f}"]
+            for i, ((w, h), s, r) in enumerate(
+                zip(doc["wh"], doc["sizes"], doc["ratios"], strict=True)
+            )
+        ],
+    )
+    stats = result.stats
+    if result.initial is not None:
+        console.log(f"k-means alone: mean IoU {result.initial.mean_iou:.3f}")
+    if result.dropped:
+        console.warn(f"{result.dropped} boxes under {config.min_size:g} px at imgsz were ignored")
+    console.final(
+        f"{stats.boxes} boxes: mean IoU {stats.mean_iou:.3f}, best possible recall "
+        f"{stats.bpr:.3f} (IoU >= {iou:g}), {stats.bpr_ratio:.3f} (ratio < {thr:g}), "
+        f"{stats.anchors_per_box:.2f} anchors/box; wrote {out} and {result.extra['picture']}"
+    )
+
+
+@app.command("check")
+def check(
+    model: str = typer.Option(..., "--model", help="Detector name (see `visiontool models`)."),
+    data: Path = typer.Option(..., "--data", help="Data set (folder, COCO json, YAML spec...)."),
+    split: str = typer.Option(None, "--split", help="Data set split (default: the reader's)."),
+    limit: int = typer.Option(None, "--limit", help="Check only the first N images."),
+    device: str = typer.Option("cpu", "--device", help="Where to run the model's transform."),
+    json_out: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Recall of a model's own anchors on a data set's boxes, per size bucket, with hints."""
+    from visiontool.engine.anchor_check import CheckConfig, check_anchors
+
+    result = check_anchors(
+        CheckConfig(model=model, data=data, split=split, limit=limit, device=device)
+    )
+    console = Console(json_mode=json_out, quiet=quiet)
+    if json_out:
+        console.emit_json(result.to_dict())
+        return
+    console.table(
+        f"{result.model} anchors ({result.generator}) on {result.images} images",
+        ["bucket", "boxes", "recall@0.5", "recall@0.7", "mean IoU"],
+        [
+            [b.name, b.boxes, *(_rate(b, v) for v in (b.recall_50, b.recall_70, b.mean_iou))]
+            for b in [*result.buckets, result.overall]
+        ],
+    )
+    if result.note:
+        console.log(f"note: {result.note}")
+    for hint in result.hints:
+        console.warn(hint)
+    o = result.overall
+    console.final(
+        f"{o.boxes} boxes: recall {o.recall_50:.3f} at IoU 0.5, {o.recall_70:.3f} at IoU 0.7"
+    )
+
+
+def _rate(bucket: Any, value: float) -> str:
+    return f"{value:.3f}" if bucket.boxes else "-"

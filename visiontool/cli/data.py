@@ -1,12 +1,203 @@
-"""`visiontool data` (placeholder until its issue lands)."""
+"""`visiontool data`: check, convert, synth, show and stats for data sets.
+
+Thin commands: parse options, call one engine function in `visiontool.data`, print through
+`Console`. Engine imports stay inside the functions so `visiontool --help` stays light.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
-app = typer.Typer(help="Not implemented yet.", no_args_is_help=True)
+from visiontool.cli.common import Console, JsonOpt, QuietOpt, SeedOpt, resolve_out
+
+app = typer.Typer(
+    help="Check, convert, generate, preview and summarise data sets "
+    "(COCO, VOC, YOLO, ImageFolder, CSV).",
+    no_args_is_help=True,
+)
+
+FormatOpt = typer.Option(
+    None, "--format", "-f", help="Force the format: coco, voc, yolo, imagefolder, csv."
+)
+MAX_LISTED = 20
 
 
-@app.command("todo")
-def todo() -> None:
-    raise typer.Exit(2)
+@app.command("check")
+def check(
+    path: Path = typer.Argument(..., help="Data set folder, COCO json, CSV or data spec."),
+    format: str = FormatOpt,
+    max_issues: int = typer.Option(MAX_LISTED, "--max-issues", help="Problems to list (0: all)."),
+    json_out: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Find malformed annotations in every split; exit 1 when there are errors."""
+    from visiontool.data.check import check_dataset
+
+    report = check_dataset(path, format=format)
+    console = Console(json_mode=json_out, quiet=quiet)
+    if json_out:
+        console.emit_json(report.to_dict())
+    else:
+        _print_check(console, report, max_issues)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def _print_check(console: Console, report: object, max_issues: int) -> None:
+    console.table(
+        f"{report.path} ({report.format}, {len(report.classes)} classes)",
+        ["split", "images", "objects", "errors", "warnings"],
+        [
+            [s.name, s.images, "-" if s.objects is None else s.objects, s.errors, s.warnings]
+            for s in report.splits
+        ],
+    )
+    ordered = sorted(report.issues, key=lambda item: item[1].level != "error")
+    shown = ordered if max_issues <= 0 else ordered[:max_issues]
+    for _, issue in shown:
+        console.final(f"{issue.level}: {issue}")
+    if len(shown) < len(ordered):
+        console.final(f"... {len(ordered) - len(shown)} more (use --max-issues 0 to list all)")
+    verdict = "ok" if report.ok else "FAILED"
+    console.final(f"{verdict}: {report.errors} errors, {report.warnings} warnings")
+
+
+@app.command("convert")
+def convert(
+    src: Path = typer.Argument(..., help="Source data set (any readable format)."),
+    to: str = typer.Option(..., "--to", help="coco, voc or yolo (imagefolder, csv: classify)."),
+    out: Path = typer.Option(..., "--out", help="Output folder (must be new or empty)."),
+    link: bool = typer.Option(False, "--link", help="Symlink images instead of copying them."),
+    format: str = FormatOpt,
+    json_out: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Write a data set in another format, every split, images copied or linked."""
+    from visiontool.data.convert import convert_dataset
+
+    summary = convert_dataset(src, to=to, out=out, link=link, format=format)
+    console = Console(json_mode=json_out, quiet=quiet)
+    if json_out:
+        console.emit_json(summary)
+        return
+    splits = ", ".join(f"{k} {v}" for k, v in summary["splits"].items())
+    console.final(f"wrote {summary['format']} to {summary['out']} ({splits} images)")
+
+
+@app.command("synth")
+def synth(
+    out: Path = typer.Option(None, "--out", help="Output folder (default runs/data/synth/exp)."),
+    n: int = typer.Option(200, "--n", help="Number of images."),
+    imgsz: int = typer.Option(None, "--imgsz", help="Image size (default 256; 28 for digits)."),
+    format: str = typer.Option("coco", "--format", help="coco, voc or yolo (detection)."),
+    task: str = typer.Option("detect", "--task", help="detect, or classify (ImageFolder)."),
+    kind: str = typer.Option("shapes", "--kind", help="classify only: shapes or digits."),
+    val_fraction: float = typer.Option(0.2, "--val-fraction", help="Share of images for val."),
+    seed: int = SeedOpt,
+    json_out: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Generate a labelled data set of shapes (or digits) offline; same seed, same bytes."""
+    from visiontool.data.synth import synth_classification, synth_detection
+    from visiontool.errors import ConfigError
+
+    out = resolve_out(out, "data/synth")
+    if task == "detect":
+        summary = synth_detection(
+            out, n=n, imgsz=imgsz or 256, fmt=format, seed=seed, val_fraction=val_fraction
+        )
+    elif task == "classify":
+        size = imgsz or (28 if kind == "digits" else 64)
+        summary = synth_classification(
+            out, n=n, imgsz=size, seed=seed, kind=kind, val_fraction=val_fraction
+        )
+    else:
+        raise ConfigError(f"--task must be 'detect' or 'classify', got {task!r}")
+    console = Console(json_mode=json_out, quiet=quiet)
+    if json_out:
+        console.emit_json(summary)
+        return
+    splits = ", ".join(f"{k} {v}" for k, v in summary["splits"].items())
+    console.final(
+        f"wrote {summary['images']} images ({splits}) as {summary['format']} to {summary['out']}"
+    )
+
+
+@app.command("show")
+def show(
+    path: Path = typer.Argument(..., help="Data set folder, COCO json, CSV or data spec."),
+    split: str = typer.Option("train", "--split", help="Which split to draw."),
+    n: int = typer.Option(16, "--n", help="Number of samples."),
+    augment: str = typer.Option("none", "--augment", help="frcnn, ssd, classify or none."),
+    out: Path = typer.Option(None, "--out", help="PNG to write (default runs/data/show/exp)."),
+    format: str = FormatOpt,
+    seed: int = SeedOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Draw a grid of samples with their boxes after an augmentation preset."""
+    from visiontool.data.datasets import open_dataset
+    from visiontool.data.show import render_grid
+
+    if n < 1:
+        raise typer.BadParameter("--n must be at least 1", param_hint="--n")
+    dataset = open_dataset(path, split=split, format=format)
+    target = out if out is not None else resolve_out(None, "data/show") / "grid.png"
+    written = render_grid(dataset, target, n=n, augment=augment, seed=seed)
+    Console(quiet=quiet).final(f"wrote {written}")
+
+
+@app.command("stats")
+def stats(
+    path: Path = typer.Argument(..., help="Data set folder, COCO json, CSV or data spec."),
+    split: str = typer.Option("train", "--split", help="Which split (whole set if none)."),
+    format: str = FormatOpt,
+    plot: Path = typer.Option(None, "--plot", help="Also write histograms to this PNG."),
+    json_out: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Images, objects, per-class counts, box size and aspect-ratio distribution."""
+    from visiontool.data.datasets import open_dataset
+    from visiontool.data.stats import dataset_stats, plot_stats
+
+    dataset = open_dataset(path, split=split, format=format)
+    result = {"path": str(path), **dataset_stats(dataset)}
+    console = Console(json_mode=json_out, quiet=quiet)
+    if plot is not None and result["task"] == "detect":
+        plot_stats(dataset, plot)
+        console.log(f"wrote {plot}")
+    if json_out:
+        console.emit_json(result)
+        return
+    _print_stats(console, result)
+
+
+def _print_stats(console: Console, result: dict) -> None:
+    head = f"{result['path']} ({result['format']}, split {result['split']}): "
+    if result["task"] == "classify":
+        console.table(
+            head + f"{result['images']} images",
+            ["id", "class", "images"],
+            [[c["id"], c["name"], c["images"]] for c in result["classes"]],
+        )
+        return
+    console.table(
+        head + f"{result['images']} images, {result['objects']} objects, "
+        f"{result['negatives']} without objects",
+        ["id", "class", "objects", "images"],
+        [[c["id"], c["name"], c["objects"], c["images"]] for c in result["classes"]],
+    )
+    columns = ["min", "p5", "p25", "median", "mean", "p75", "p95", "max"]
+    rows = [
+        [name, *(_num(values.get(c)) for c in columns)]
+        for name, values in result["box"].items()
+        if values
+    ]
+    console.table("boxes", ["", *columns], rows)
+
+
+def _num(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"

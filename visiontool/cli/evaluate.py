@@ -1,11 +1,164 @@
-"""`visiontool evaluate` (placeholder until its issue lands)."""
+"""`visiontool eval`: score a model or a predictions file against a data set.
+
+Parses options into an `EvalConfig`, calls `engine.evaluate.run_eval`, prints the summary and
+per-class tables, and exits 1 when a `--fail-under` gate is missed.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import typer
 
-HELP = "Not implemented yet."
+from visiontool.cli.common import (
+    Console,
+    DeviceOpt,
+    ExistOkOpt,
+    JsonOpt,
+    QuietOpt,
+    out_option,
+    resolve_out,
+)
+
+HELP = (
+    "Score a model (--model/--weights) or a predictions file (--pred) against a data set: "
+    "COCO mAP (12 numbers), VOC AP50, per-class AP, PR curve and confusion matrix plots; "
+    "top-1/top-5 for classifiers."
+)
+MAX_WARNINGS = 10
 
 
-def evaluate() -> None:
-    raise typer.Exit(2)
+def evaluate(
+    data: Path = typer.Option(
+        ..., "--data", help="Data set folder, data spec, or a bare COCO annotations json."
+    ),
+    pred: Path = typer.Option(
+        None, "--pred", help="Predictions to score: predictions.jsonl or a COCO results json."
+    ),
+    model: str = typer.Option(None, "--model", "-m", help="Registry name (see `models`)."),
+    weights: str = typer.Option(
+        None, "--weights", "-w", help="Checkpoint path, DEFAULT or none (default DEFAULT)."
+    ),
+    split: str = typer.Option("val", "--split", help="Which split of the data set."),
+    iou_thresholds: str = typer.Option(
+        None,
+        "--iou-thresholds",
+        help="COCO IoU thresholds: '0.5,0.75' or 'start:stop:step' (default 0.5:0.95:0.05).",
+    ),
+    fail_under: list[str] = typer.Option(
+        None, "--fail-under", help="Gate KEY=VALUE (e.g. map50=0.5, top1=0.9); exit 1 if missed."
+    ),
+    conf: float = typer.Option(0.25, "--conf", help="Confusion matrix: minimum score."),
+    iou: float = typer.Option(0.45, "--iou", help="Confusion matrix: IoU for a match."),
+    lenient: bool = typer.Option(
+        False, "--lenient", help="Skip bad prediction lines with a warning instead of exiting 2."
+    ),
+    plots: bool = typer.Option(True, "--plots/--no-plots", help="Write PNG plots."),
+    batch: int = typer.Option(8, "--batch", help="Images per batch (model runs)."),
+    workers: int = typer.Option(None, "--workers", help="Decode workers (default: spare cores)."),
+    half: bool = typer.Option(False, "--half", help="Half precision on GPU."),
+    imgsz: int = typer.Option(None, "--imgsz", help="Model input size."),
+    device: str = DeviceOpt,
+    out: Path = out_option("eval"),
+    exist_ok: bool = ExistOkOpt,
+    json_out: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    from visiontool.engine.evaluate import EvalConfig, run_eval
+
+    config = EvalConfig(
+        data=data,
+        pred=pred,
+        model=model,
+        weights=weights,
+        split=split,
+        iou_thresholds=parse_thresholds(iou_thresholds) if iou_thresholds else None,
+        conf=conf,
+        iou=iou,
+        fail_under=parse_gates(fail_under or []),
+        lenient=lenient,
+        plots=plots,
+        device=device,
+        batch=batch,
+        workers=workers,
+        half=half,
+        imgsz=imgsz,
+    )
+    console = Console(json_mode=json_out, quiet=quiet)
+    config.out = resolve_out(out, "eval", exist_ok=exist_ok)
+    report = run_eval(config, on_log=console.log)
+    for message in report.warnings[:MAX_WARNINGS]:
+        console.warn(message)
+    if len(report.warnings) > MAX_WARNINGS:
+        console.warn(f"... and {len(report.warnings) - MAX_WARNINGS} more warnings")
+    if json_out:
+        console.emit_json(report.to_dict())
+    else:
+        _print_tables(console, report)
+    console.final(f"results saved to {config.out}")
+    for gate in report.failed:
+        console.err.print(f"gate missed: {gate}", markup=False)
+    if report.failed:
+        raise typer.Exit(1)
+
+
+def _print_tables(console: Console, report: Any) -> None:
+    metrics = report.metrics
+    per_class = metrics["per_class"]
+    if report.task == "classify":
+        console.table(
+            "accuracy", ["metric", "value"], [[k, _f(metrics[k])] for k in ("top1", "top5")]
+        )
+        rows = [
+            [n, v["n"], _f(v["precision"]), _f(v["recall"]), _f(v["f1"])]
+            for n, v in per_class.items()
+        ]
+        console.table("per class", ["class", "images", "precision", "recall", "F1"], rows)
+        return
+    rows = [
+        [n, v["n_gt"], v["n_pred"], _f(v["ap"]), _f(v["ap50"]), _f(v["voc_ap50"])]
+        for n, v in per_class.items()
+    ]
+    console.table("per class", ["class", "gt", "pred", "AP", "AP50", "VOC AP50"], rows)
+    summary = [[key, _f(value)] for key, value in metrics.items() if key != "per_class"]
+    console.table(
+        f"{report.source}: {report.predictions} predictions, {report.images} images",
+        ["metric", "value"],
+        summary,
+    )
+
+
+def _f(value: float) -> str:
+    return "-" if value < 0 else f"{value:.4f}"
+
+
+def parse_thresholds(text: str) -> list[float]:
+    """'0.5,0.75' or 'start:stop:step' (both ends included)."""
+    try:
+        if ":" in text:
+            start, stop, step = (float(p) for p in text.split(":"))
+            count = int(round((stop - start) / step)) + 1
+            if count < 1 or count > 1000:
+                raise ValueError
+            return [round(start + i * step, 10) for i in range(count)]
+        return [float(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise typer.BadParameter(
+            f"expected '0.5,0.75' or '0.5:0.95:0.05', got {text!r}", param_hint="--iou-thresholds"
+        ) from None
+
+
+def parse_gates(items: list[str]) -> dict[str, float]:
+    gates = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        try:
+            if not sep or not key.strip():
+                raise ValueError
+            gates[key.strip()] = float(value)
+        except ValueError:
+            raise typer.BadParameter(
+                f"expected KEY=VALUE like map50=0.5, got {item!r}", param_hint="--fail-under"
+            ) from None
+    return gates

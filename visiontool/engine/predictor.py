@@ -117,19 +117,28 @@ class Predictor:
 
 def classify_transform(image: Any, preprocess: dict[str, Any]) -> Any:
     """Resize the short side, centre-crop and normalise a float (3, H, W) image in [0, 1]."""
-    import torch
     from torchvision.transforms.v2 import functional as F
 
-    if preprocess.get("grayscale"):
-        image = F.rgb_to_grayscale(image)
     resize = preprocess.get("resize")
     crop = preprocess.get("crop")
     if resize:
         image = F.resize(image, [int(resize)], antialias=True)
     if crop:
         image = F.center_crop(image, [int(crop), int(crop)])
-    mean = torch.tensor(preprocess.get("mean", [0.0] * image.shape[0]), device=image.device)
-    std = torch.tensor(preprocess.get("std", [1.0] * image.shape[0]), device=image.device)
+    return normalize_for_model(image, preprocess)
+
+
+def normalize_for_model(image: Any, preprocess: dict[str, Any]) -> Any:
+    """Grayscale (if the model wants one channel) and mean/std normalisation, (C, H, W) or
+    (N, C, H, W). Training applies this after augmentation; inference after resize/crop."""
+    import torch
+    from torchvision.transforms.v2 import functional as F
+
+    if preprocess.get("grayscale"):
+        image = F.rgb_to_grayscale(image)
+    channels = image.shape[-3]
+    mean = torch.tensor(preprocess.get("mean", [0.0] * channels), device=image.device)
+    std = torch.tensor(preprocess.get("std", [1.0] * channels), device=image.device)
     return (image - mean[:, None, None]) / std[:, None, None]
 
 

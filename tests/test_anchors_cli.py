@@ -1,0 +1,318 @@
+"""`visiontool anchors prior|grid|label|fit|check` through CliRunner: output, files, pictures."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from visiontool.cli.main import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, ["anchors", *args])
+
+
+def assert_picture(path: Path, size: tuple[int, int] | None = None, min_colors: int = 3) -> None:
+    """A real PNG with drawing on it: several colours, a fair share of non-background pixels."""
+    assert path.exists(), f"{path} not written"
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        if size is not None:
+            assert image.size == size
+        pixels = np.asarray(image.convert("RGB")).reshape(-1, 3)
+    colors = np.unique(pixels, axis=0)
+    assert len(colors) >= min_colors
+    background = np.bincount(np.unique(pixels, axis=0, return_inverse=True)[1].ravel()).max()
+    assert len(pixels) - background > 500
+
+
+def load_json(result) -> dict:
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_help_does_not_import_torch():
+    code = (
+        "import sys; from visiontool.cli.main import run\n"
+        "try:\n    run(['anchors', '--help'])\nexcept SystemExit:\n    pass\n"
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "prior" in done.stdout and "check" in done.stdout
+
+
+# ---------------------------------------------------------------------------- prior
+
+
+def test_prior_full_image_count_table_and_picture(tmp_path):
+    out = tmp_path / "anchors.png"
+    result = invoke(
+        "prior", "--size", "561x728", "--sizes", "0.75", "0.5", "0.25",
+        "--ratios", "1", "2", "0.5", "--out", str(out),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "2042040 anchors" in result.stdout
+    assert "s=0.75" not in result.stdout  # labels belong in the picture, the table shows sizes
+    assert "0.75" in result.stdout and "546.0" in result.stdout  # 0.75 * 728 px wide
+    assert_picture(out, (728, 561))
+
+
+def test_prior_json_at_cell_on_image_with_coarse_fmap(tmp_path):
+    image = tmp_path / "img.png"
+    Image.new("RGB", (80, 40), (20, 120, 20)).save(image)
+    result = invoke(
+        "prior", "--image", str(image), "--fmap", "2x4", "--sizes", "0.5,0.25",
+        "--ratios", "1", "--at", "1,2", "--offset", "0", "--json", "--out", str(tmp_path / "p.png"),
+    )  # fmt: skip
+    doc = load_json(result)
+    assert doc["count"] == 2 * 4 * 2 and doc["per_location"] == 2
+    assert doc["image_size"] == [40, 80] and doc["fmap"] == [2, 4] and doc["at"] == [1, 2]
+    # centre (2/4, 1/2) with offset 0; size 0.5 -> half extent 0.25
+    assert doc["anchors"][0]["box"] == [0.25, 0.25, 0.75, 0.75]
+    assert doc["anchors"][1]["box_px"] == [30.0, 15.0, 50.0, 25.0]
+    assert_picture(tmp_path / "p.png", (512, 256))  # small images are scaled up to be legible
+
+
+def test_prior_coarse_map_draws_every_anchor(tmp_path):
+    out = tmp_path / "all.png"
+    doc = load_json(
+        invoke("prior", "--size", "64x64", "--fmap", "3x3", "--sizes", "0.3", "--ratios", "1", "2",
+               "--json", "--out", str(out))
+    )  # fmt: skip
+    assert doc["mode"] == "all" and doc["at"] is None and doc["count"] == 18
+    assert_picture(out)
+
+
+def test_prior_usage_errors(tmp_path):
+    result = invoke("prior", "--size", "10x10", "--sizes", "0.5", "--ratios", "1", "--at", "20,0")
+    assert result.exit_code == 2 and "outside the 10x10 feature map" in result.output
+    result = invoke("prior", "--size", "10x10", "--sizes", "big", "--ratios", "1")
+    assert result.exit_code == 2 and "--sizes" in result.output
+    result = invoke("prior", "--sizes", "0.5", "--ratios", "1")
+    assert result.exit_code == 2 and "--image IMG or --size HxW" in result.output
+    result = invoke(
+        "prior", "--image", str(tmp_path / "nope.jpg"), "--sizes", "0.5", "--ratios", "1"
+    )
+    assert result.exit_code == 2 and "nope.jpg" in result.output
+    assert "Traceback" not in result.output
+
+
+# ---------------------------------------------------------------------------- grid
+
+
+def test_grid_counts_hand_case(tmp_path):
+    out = tmp_path / "grid.png"
+    doc = load_json(
+        invoke("grid", "--size", "32x48", "--stride", "16", "--scales", "1", "2", "--ratios", "1",
+               "--json", "--out", str(out))
+    )  # fmt: skip
+    # 2x3 cells x 2 shapes; every 16x16 anchor inside, every 32x32 one crosses the border
+    assert doc["count"] == 12 and doc["inside"] == 6
+    assert [s["inside"] for s in doc["shapes"]] == [6, 0]
+    assert doc["shapes"][1]["w"] == 32.0
+    assert_picture(out, (512, 341))
+
+
+def test_grid_faster_rcnn_defaults(tmp_path):
+    out = tmp_path / "g.png"
+    result = invoke("grid", "--size", "600x1000", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert "21546 anchors = 38x63 cells x 9" in result.stdout
+    assert "fully inside" in result.stdout
+    assert_picture(out, (1000, 600))
+
+
+# ---------------------------------------------------------------------------- label
+
+D2L_ANCHORS = [
+    [0, 0.1, 0.2, 0.3],
+    [0.15, 0.2, 0.4, 0.4],
+    [0.63, 0.05, 0.88, 0.98],
+    [0.66, 0.45, 0.8, 0.8],
+    [0.57, 0.3, 0.92, 0.9],
+]
+
+
+def write_gt(tmp_path: Path) -> Path:
+    gt = tmp_path / "gt.json"
+    gt.write_text(
+        json.dumps(
+            {
+                "classes": ["dog", "cat"],
+                "boxes": [
+                    [0, 0.1, 0.08, 0.52, 0.92],
+                    {"class": "cat", "box": [0.55, 0.2, 0.9, 0.88]},
+                ],
+            }
+        )
+    )
+    return gt
+
+
+def test_label_with_anchor_file_table_json_and_picture(tmp_path):
+    gt = write_gt(tmp_path)
+    anchors = tmp_path / "anchors.json"
+    anchors.write_text(json.dumps({"anchors": D2L_ANCHORS}))
+    out = tmp_path / "labels.png"
+    result = invoke("label", "--gt", str(gt), "--anchors", str(anchors), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert "3 of 5 anchors assigned (dog: 1, cat: 2)" in result.stdout
+    assert_picture(out, (512, 512))
+    doc = load_json(
+        invoke("label", "--gt", str(gt), "--anchors", str(anchors), "--all", "--json",
+               "--out", str(out))
+    )  # fmt: skip
+    rows = doc["rows"]
+    assert [r["label"] for r in rows] == [0, 1, 2, 0, 2]
+    assert [r["class"] for r in rows] == ["background", "dog", "cat", "background", "cat"]
+    assert rows[0]["offsets"] == [0, 0, 0, 0]
+    assert rows[1]["offsets"][:2] == pytest.approx([1.4, 10.0], abs=0.01)
+
+
+def test_label_with_prior_options_on_image(tmp_path):
+    gt = write_gt(tmp_path)
+    image = tmp_path / "img.jpg"
+    Image.new("RGB", (728, 561), (200, 180, 160)).save(image)
+    out = tmp_path / "l.png"
+    doc = load_json(
+        invoke("label", "--gt", str(gt), "--image", str(image), "--fmap", "4x4",
+               "--sizes", "0.75", "0.5", "0.25", "--ratios", "1", "2", "0.5", "--json",
+               "--out", str(out))
+    )  # fmt: skip
+    assert doc["count"] == 80 and doc["assigned"] >= 2
+    assert {r["class"] for r in doc["rows"]} == {"dog", "cat"}
+    assert_picture(out, (728, 561))
+
+
+def test_label_bad_inputs(tmp_path):
+    bad = tmp_path / "gt.json"
+    bad.write_text(json.dumps({"boxes": [[0, 0.5, 0.5, 0.2, 0.9]]}))
+    result = invoke("label", "--gt", str(bad), "--sizes", "0.5", "--ratios", "1", "--fmap", "2x2")
+    assert result.exit_code == 2 and "gt.json: box 0" in result.output
+    assert "Traceback" not in result.output
+    good = write_gt(tmp_path)
+    result = invoke("label", "--gt", str(good))
+    assert result.exit_code == 2 and "--anchors FILE" in result.output
+
+
+# ---------------------------------------------------------------------------- fit / check
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    from visiontool.data.synth import synth_detection
+
+    root = tmp_path_factory.mktemp("anchors_data") / "ds"
+    synth_detection(root, n=16, imgsz=128, fmt="coco", seed=0)
+    return root
+
+
+def test_fit_writes_anchors_json_and_picture(tmp_path, dataset):
+    from visiontool.engine.anchor_fit import read_anchors_json
+
+    out = tmp_path / "fit" / "anchors.json"
+    result = invoke(
+        "fit", "--data", str(dataset), "--num", "3", "--imgsz", "256", "--out", str(out)
+    )
+    assert result.exit_code == 0, result.output
+    assert "mean IoU" in result.stdout and "best possible recall" in result.stdout
+    spec = read_anchors_json(out)
+    assert spec["num"] == 3 and spec["imgsz"] == 256 and len(spec["sizes"]) == 3
+    areas = [w * h for w, h in spec["wh"]]
+    assert areas == sorted(areas)
+    assert_picture(out.with_suffix(".png"))
+    doc = load_json(
+        invoke("fit", "--data", str(dataset), "--num", "3", "--algo", "evolve",
+               "--generations", "50", "--json", "--out", str(tmp_path / "a2.json"))
+    )  # fmt: skip
+    assert doc["algo"] == "evolve" and doc["stats"]["mean_iou"] >= doc["kmeans_stats"]["mean_iou"]
+    assert 0 < doc["bpr"] <= 1 and doc["anchors_per_box"] > 0
+
+
+def test_fit_errors(tmp_path, dataset):
+    result = invoke("fit", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "a.json"))
+    assert result.exit_code == 2 and "missing" in result.output
+    result = invoke(
+        "fit", "--data", str(dataset), "--algo", "magic", "--out", str(tmp_path / "a.json")
+    )
+    assert result.exit_code == 2 and "--algo" in result.output
+    result = invoke(
+        "fit", "--data", str(dataset), "--num", "5000", "--out", str(tmp_path / "a.json")
+    )
+    assert result.exit_code == 2 and "lower --num" in result.output
+    assert not (tmp_path / "a.json").exists()
+
+
+def test_check_frcnn_mobile_recall_buckets(dataset):
+    doc = load_json(
+        invoke("check", "--model", "frcnn-mobile-320", "--data", str(dataset), "--json")
+    )
+    assert doc["generator"] == "AnchorGenerator"
+    assert [b["name"] for b in doc["buckets"]] == ["small", "medium", "large"]
+    assert sum(b["boxes"] for b in doc["buckets"]) == doc["boxes"] == doc["overall"]["boxes"] > 0
+    for bucket in [*doc["buckets"], doc["overall"]]:
+        assert 0 <= bucket["recall_70"] <= bucket["recall_50"] <= 1
+    assert doc["input_sizes"][0]["image"] == [128, 128]
+    assert doc["input_sizes"][0]["input"] == [320, 320]
+    bad = [b for b in doc["buckets"] if b["boxes"] and b["recall_50"] < 0.9]
+    assert all(b["hint"] for b in bad) and len(doc["hints"]) == len(bad)
+    result = invoke("check", "--model", "frcnn-mobile-320", "--data", str(dataset), "--limit", "3")
+    assert result.exit_code == 0, result.output
+    assert "recall@0.5" in result.stdout and "on 3 images" in result.stdout
+
+
+def test_check_ssdlite_and_non_detector(dataset):
+    doc = load_json(invoke("check", "--model", "ssdlite", "--data", str(dataset), "--json"))
+    assert doc["generator"] == "DefaultBoxGenerator" and doc["boxes"] > 0
+    assert doc["input_sizes"][0]["anchors"] == 3234
+    result = invoke("check", "--model", "resnet18", "--data", str(dataset))
+    assert result.exit_code == 2 and "no anchor generator" in result.output
+
+
+def test_check_records_hand_case():
+    """One box that equals an anchor exactly: recall 1 at both IoUs; a thin one: recall 0."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from visiontool.engine.anchor_check import check_records
+
+    class Transform:
+        def __call__(self, images):
+            from torchvision.models.detection.image_list import ImageList
+
+            return ImageList(torch.stack(images), [tuple(images[0].shape[-2:])]), None
+
+    class Toy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = torch.nn.Conv2d(3, 1, 16, stride=16)
+            self.transform = Transform()
+
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+
+    generator = AnchorGenerator(((16,),), ((1.0,),))
+    # 64x64 image -> 4x4 cells of stride 16; torchvision centres anchors on cell corners:
+    # 16x16 anchors at [16k - 8, 16j - 8, 16k + 8, 16j + 8]
+    record = SimpleNamespace(
+        height=64,
+        width=64,
+        boxes=np.array([[8, 8, 24, 24], [0, 0, 64, 2]], np.float32),
+        iscrowd=np.zeros(2, bool),
+        box_area=lambda: np.array([256.0, 128.0], np.float32),
+    )
+    result = check_records(Toy(), generator, [record])
+    assert result.overall.boxes == 2
+    assert result.overall.recall_50 == 0.5 and result.overall.recall_70 == 0.5
+    small = result.buckets[0]
+    assert small.boxes == 2 and small.hint  # half of the small boxes are missed

@@ -1,0 +1,152 @@
+"""visiontool.engine.anchor_fit: k-means / evolution recover planted shapes; stats; anchors.json."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from visiontool.engine.anchor_fit import (
+    FitConfig,
+    anchor_generator_args,
+    anchor_stats,
+    anchors_json,
+    box_shapes,
+    evolve_anchors,
+    fit_anchors,
+    kmeans_anchors,
+    read_anchors_json,
+    write_anchors_json,
+)
+from visiontool.errors import ConfigError, DataError
+
+PLANTED = np.array(
+    [
+        [10, 13],
+        [16, 30],
+        [33, 23],
+        [30, 61],
+        [62, 45],
+        [59, 119],
+        [116, 90],
+        [156, 198],
+        [373, 326],
+    ],
+    dtype=np.float64,
+)
+
+
+def planted_boxes(per: int = 150, noise: float = 0.06, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    shapes = np.repeat(PLANTED, per, axis=0)
+    return shapes * np.exp(rng.normal(0, noise, shapes.shape))
+
+
+def test_stats_hand_case():
+    # (2,2) vs anchor (2,2): IoU 1; (4,1) vs (2,2): inter 2, union 6 -> 1/3; ratio metric 0.5
+    stats = anchor_stats(np.array([[2.0, 2.0], [4.0, 1.0]]), np.array([[2.0, 2.0]]))
+    assert stats.boxes == 2
+    assert stats.mean_iou == pytest.approx(2 / 3)
+    assert stats.bpr == 0.5
+    assert stats.bpr_ratio == 1.0
+    assert stats.anchors_per_box == 0.5
+    assert stats.anchors_per_box_ratio == 1.0
+    strict = anchor_stats(np.array([[2.0, 2.0], [4.0, 1.0]]), np.array([[2.0, 2.0]]), thr=1.5)
+    assert strict.bpr_ratio == 0.5
+
+
+def test_kmeans_recovers_planted_shapes():
+    found = kmeans_anchors(planted_boxes(), 9, seed=1)
+    assert found.shape == (9, 2)
+    areas = found[:, 0] * found[:, 1]
+    assert np.all(np.diff(areas) >= 0)  # sorted by area
+    np.testing.assert_allclose(found, PLANTED, rtol=0.08)
+
+
+def test_evolve_never_worse_and_recovers_from_a_bad_start():
+    wh = planted_boxes(per=60)
+    start = PLANTED * np.array([1.4, 0.7])
+    before = anchor_stats(wh, start).mean_iou
+    evolved = evolve_anchors(wh, start, generations=400, seed=0)
+    after = anchor_stats(wh, evolved).mean_iou
+    assert after > before + 0.05
+    assert evolve_anchors(wh, PLANTED, generations=50).shape == (9, 2)
+
+
+def test_fit_anchors_kmeans_and_evolve():
+    wh = planted_boxes()
+    result = fit_anchors(wh, FitConfig(num=9, imgsz=640))
+    assert result.stats.mean_iou > 0.85 and result.stats.bpr == 1.0
+    evolved = fit_anchors(wh, FitConfig(num=9, algo="evolve", generations=100))
+    assert evolved.initial is not None
+    assert evolved.stats.mean_iou >= evolved.initial.mean_iou
+    with pytest.raises(DataError):
+        fit_anchors(wh[:3], FitConfig(num=9))
+    with pytest.raises(ConfigError):
+        fit_anchors(wh, FitConfig(algo="magic"))
+
+
+def test_box_shapes_scale_long_side_skip_crowd_and_tiny():
+    record = SimpleNamespace(
+        width=200,
+        height=100,
+        boxes=np.array(
+            [[0, 0, 50, 20], [10, 10, 110, 90], [0, 0, 3, 3], [0, 0, 100, 100]], np.float32
+        ),
+        iscrowd=np.array([False, False, False, True]),
+    )
+    wh, dropped = box_shapes([record], 400, min_size=2.0)
+    np.testing.assert_allclose(wh, [[100, 40], [200, 160], [6, 6]])
+    assert dropped == 0
+    wh, dropped = box_shapes([record], 100, min_size=2.0)  # (3,3) -> (1.5,1.5) dropped
+    assert dropped == 1 and len(wh) == 2
+
+
+def test_anchors_json_schema_and_round_trip(tmp_path):
+    result = fit_anchors(planted_boxes(per=40), FitConfig(num=9, imgsz=512))
+    doc = anchors_json(result)
+    assert doc["num"] == 9 and doc["imgsz"] == 512
+    assert len(doc["wh"]) == 9 and len(doc["sizes"]) == 9 and len(doc["ratios"]) == 9
+    for (w, h), (size,), (ratio,) in zip(doc["wh"], doc["sizes"], doc["ratios"], strict=True):
+        assert size == pytest.approx(np.sqrt(w * h), rel=1e-3)
+        assert ratio == pytest.approx(h / w, rel=1e-3)
+    assert 0 < doc["mean_iou"] <= 1 and 0 < doc["bpr"] <= 1
+    path = write_anchors_json(tmp_path / "anchors.json", result)
+    assert read_anchors_json(path)["wh"] == doc["wh"]
+
+
+def test_read_anchors_json_errors(tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        read_anchors_json(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(DataError, match="bad.json"):
+        read_anchors_json(bad)
+    bad.write_text(json.dumps({"num": 2, "imgsz": 64, "wh": [[1, 2]], "sizes": [], "ratios": []}))
+    with pytest.raises(DataError, match="'wh'"):
+        read_anchors_json(bad)
+    bad.write_text(json.dumps({"num": 1}))
+    with pytest.raises(DataError, match="missing"):
+        read_anchors_json(bad)
+
+
+def test_anchor_generator_args_reproduce_shapes_in_torchvision():
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+
+    spec = {"wh": [[40.0, 10.0], [10.0, 10.0], [30.0, 60.0], [100.0, 50.0]]}
+    sizes, ratios = anchor_generator_args(spec, 4)
+    assert sizes == ((10.0,), (20.0,), (np.sqrt(1800),), (np.sqrt(5000),))
+    generator = AnchorGenerator(sizes, ratios)
+    cells = [c.numpy() for c in generator.cell_anchors]
+    expected = [[10, 10], [40, 10], [30, 60], [100, 50]]
+    for cell, (w, h) in zip(cells, expected, strict=True):
+        assert cell.shape == (1, 4)
+        assert abs(cell[0, 2] - cell[0, 0] - w) <= 1 and abs(cell[0, 3] - cell[0, 1] - h) <= 1
+    sizes2, ratios2 = anchor_generator_args(spec, 2)
+    assert sizes2[0] == (pytest.approx(np.sqrt(10 * 20)),)
+    assert ratios2[0] == (1.0, 0.25) and ratios2[1] == (2.0, 0.5)
+    assert [len(c) for c in AnchorGenerator(sizes2, ratios2).cell_anchors] == [2, 2]
+    with pytest.raises(ConfigError, match="multiple of 3"):
+        anchor_generator_args(spec, 3)

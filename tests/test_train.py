@@ -1,0 +1,165 @@
+"""`visiontool train`: learning happens, checkpoints serve detect/eval, resume and DDP are exact,
+bad flags are usage errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from visiontool.data.synth import synth_classification, synth_detection
+from visiontool.engine.train import Callbacks, TrainConfig, run_train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("digits")
+    synth_classification(out, n=60, imgsz=32, seed=3, kind="digits")
+    return out
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("shapes")
+    synth_detection(out, n=10, imgsz=96, fmt="coco", seed=5)
+    return out
+
+
+def lenet_config(data: Path, out: Path, **overrides) -> TrainConfig:
+    base = dict(data=str(data), task="classify", model="lenet", epochs=2, batch=8, lr=0.05,
+                workers=0, augment="none", out=out, warmup=0.0)  # fmt: skip
+    base.update(overrides)
+    return TrainConfig(**base)
+
+
+def losses(out: Path) -> list[float]:
+    with (out / "results.csv").open() as handle:
+        return [float(row["loss"]) for row in csv.DictReader(handle)]
+
+
+def test_classifier_learns_and_writes_outputs(digits, tmp_path):
+    out = tmp_path / "run"
+    config = lenet_config(digits, out, epochs=15, optimizer="adamw", lr=0.005,
+                          schedule="constant")  # fmt: skip
+    summary = run_train(config)
+    history = losses(out)
+    assert history[-1] < 0.5 * history[0]
+    assert summary.best_metric == "top1" and summary.best_value is not None
+    for name in ("args.json", "results.csv", "losses.png", "metrics.png",
+                 "weights/last.pt", "weights/best.pt"):  # fmt: skip
+        assert (out / name).is_file(), name
+    args = json.loads((out / "args.json").read_text())
+    assert args["model"] == "lenet" and args["epochs"] == 15
+    best = torch.load(out / "weights/best.pt", weights_only=True)
+    assert best["model_info"]["classes"] == [str(d) for d in range(10)]
+    assert "optimizer" not in best["train"]  # deployable weights only
+    assert (out / "weights/best.pt").stat().st_size < (out / "weights/last.pt").stat().st_size
+
+
+@pytest.mark.slow
+def test_detector_learns_and_its_checkpoint_serves_detect_and_eval(cli, shapes, tmp_path):
+    out = tmp_path / "det"
+    config = TrainConfig(data=str(shapes), model="frcnn", backbone="mobilenet_v3_small",
+                         epochs=3, batch=4, imgsz=96, workers=0, augment="none", out=out,
+                         lr=0.02, warmup=0.0)  # fmt: skip
+    run_train(config)
+    history = losses(out)
+    assert history[-1] < 0.5 * history[0]
+    weights = out / "weights" / "best.pt"
+    result = cli("detect", shapes / "images" / "val", "--weights", weights, "--conf", "0.01",
+                 "--out", tmp_path / "pred", "--workers", "0")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(x) for x in (tmp_path / "pred/predictions.jsonl").read_text().splitlines()]
+    labels = {d["label"] for row in rows for d in row["detections"]}
+    assert labels and labels <= {"circle", "square", "triangle", "star", "cross", "ring"}
+    result = cli("eval", "--weights", weights, "--data", shapes, "--out", tmp_path / "ev",
+                 "--workers", "0")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert 0.0 <= metrics["map50"] <= 1.0
+
+
+def test_resume_after_interrupt_matches_uninterrupted(digits, tmp_path):
+    torch.manual_seed(0)
+    straight = run_train(lenet_config(digits, tmp_path / "a", epochs=2))
+    calls = {"n": 0}
+
+    def interrupt(info) -> None:
+        calls["n"] += 1
+        if calls["n"] == info.steps + 2:  # two steps into the second epoch
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_train(lenet_config(digits, tmp_path / "b", epochs=2), Callbacks(on_step=interrupt))
+    last = tmp_path / "b" / "weights" / "last.pt"
+    saved = torch.load(last, weights_only=True)["train"]
+    assert (saved["epoch"], saved["step"]) == (1, 2)
+    resumed = run_train(lenet_config(digits, None, resume=str(last)))
+    assert Path(resumed.out) == tmp_path / "b"
+    a = torch.load(Path(straight.last), weights_only=True)["state_dict"]
+    b = torch.load(last, weights_only=True)["state_dict"]
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert losses(tmp_path / "a") == losses(tmp_path / "b")
+
+
+def test_nonfinite_loss_stops_with_checkpoint(cli, digits, tmp_path):
+    out = tmp_path / "nan"
+    result = cli("train", "--task", "classify", "--model", "lenet", "--data", digits,
+                 "--lr", "1e12", "--epochs", "2", "--workers", "0", "--augment", "none",
+                 "--warmup", "0", "--out", out)  # fmt: skip
+    assert result.exit_code == 1
+    assert "loss became" in result.output and "last.pt" in result.output
+    assert (out / "weights" / "last.pt").is_file()
+
+
+def test_bad_flags_are_usage_errors(cli, shapes, digits, tmp_path):
+    result = cli("train", "--data", shapes, "--model", "frcnn", "--backbone", "resnet81")
+    assert result.exit_code == 2 and "resnet18" in result.output
+    result = cli("train", "--data", shapes, "--model", "frcnm")
+    assert result.exit_code == 2 and "detection head" in result.output
+    result = cli("train", "--data", shapes, "--model", "retinanet", "--no-fpn")
+    assert result.exit_code == 2 and "needs an FPN" in result.output
+    result = cli("train", "--data", shapes, "--model", "ssdlite", "--backbone", "vgg16")
+    assert result.exit_code == 2 and "does not work with backbone 'vgg16'" in result.output
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({"images": [], "annotations": [],
+                                 "categories": [{"id": 1, "name": "a"}]}))  # fmt: skip
+    result = cli("train", "--model", "frcnn", "--data", empty)
+    assert result.exit_code == 2 and "no images" in result.output
+    result = cli("train", "--data", tmp_path / "missing", "--model", "frcnn")
+    assert result.exit_code == 2
+    result = cli("train", "--task", "classify", "--model", "frcnn", "--data", digits)
+    assert result.exit_code == 2 and "not a classifier" in result.output
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_match_one_process_with_double_batch(digits, tmp_path):
+    common = ["--task", "classify", "--model", "lenet", "--data", str(digits), "--epochs", "1",
+              "--lr", "0.05", "--workers", "0", "--augment", "none", "--warmup", "0",
+              "--device", "cpu"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CI": "1"}
+    single = tmp_path / "single"
+    subprocess.run([sys.executable, "-m", "visiontool", "train", *common, "--batch", "8",
+                    "--out", str(single)], check=True, env=env, cwd=REPO,
+                   capture_output=True)  # fmt: skip
+    ddp = tmp_path / "ddp"
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                          "--master_port=29517", "-m", "visiontool", "train", *common,
+                          "--batch", "4", "--out", str(ddp)], env=env, cwd=REPO,
+                         capture_output=True, text=True)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    a = torch.load(single / "weights/last.pt", weights_only=True)["state_dict"]
+    b = torch.load(ddp / "weights/last.pt", weights_only=True)["state_dict"]
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-5), key
+    assert run.stdout.count("results saved to") == 1  # rank 0 alone logs

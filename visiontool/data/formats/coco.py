@@ -1,0 +1,259 @@
+"""COCO detection json (`annotations/instances_<split>.json` + an image folder).
+
+Category ids are usually not contiguous (1..90 for COCO); classes are the categories sorted by
+id and `category_ids` keeps the original id of each, so results can be written back in COCO ids.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from visiontool.data.detection import DetectionDataset
+from visiontool.data.formats.common import match_split, place_file, unique_names
+from visiontool.data.records import ImageRecord, Issues, RawBox, build_record, inside_root
+from visiontool.errors import DataError
+
+
+def probe(path: Path) -> bool:
+    if path.is_file():
+        return path.suffix.lower() == ".json" and _looks_like_coco(path)
+    return bool(_annotation_files(path))
+
+
+def _looks_like_coco(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(65536)
+    except OSError:
+        return False
+    return b'"images"' in head or b'"annotations"' in head or b'"categories"' in head
+
+
+def _annotation_files(root: Path) -> dict[str, Path]:
+    """split name -> json, from `annotations/*.json` or `*.json` in the folder."""
+    found: dict[str, Path] = {}
+    for folder in (root / "annotations", root):
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.glob("*.json")):
+            name = path.stem
+            if name.startswith("instances_"):
+                name = name[len("instances_") :]
+            elif folder == root and not _looks_like_coco(path):
+                continue
+            found.setdefault(name, path)
+        if found:
+            break
+    return found
+
+
+def splits(path: Path) -> list[str]:
+    return [] if path.is_file() else list(_annotation_files(path))
+
+
+def read(path: Path, split: str | None, *, classes: list[str] | None = None) -> DetectionDataset:
+    """Read one split (or the one json given)."""
+    if path.is_file():
+        json_path, split_name = path, _split_of(path)
+    else:
+        files = _annotation_files(path)
+        if not files:
+            raise DataError(f"{path}: no COCO annotation json (annotations/instances_*.json)")
+        split_name = match_split(split, list(files), path)
+        json_path = files[split_name]
+    root = json_path.parent.parent if json_path.parent.name == "annotations" else json_path.parent
+    return read_json(json_path, root=root, split=split_name)
+
+
+def _split_of(json_path: Path) -> str:
+    stem = json_path.stem
+    return stem[len("instances_") :] if stem.startswith("instances_") else stem
+
+
+def _load(json_path: Path, issues: Issues) -> dict[str, Any] | None:
+    try:
+        text = json_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        issues.error(json_path, f"cannot read file ({exc})")
+        return None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        issues.error(f"{json_path}:{exc.lineno}", f"invalid JSON ({exc.msg}, column {exc.colno})")
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        issues.error(json_path, "not a COCO detection file (no 'images' list)")
+        return None
+    return data
+
+
+def read_json(
+    json_path: Path, *, root: Path, split: str | None, image_dir: Path | None = None
+) -> DetectionDataset:
+    issues = Issues()
+    data = _load(json_path, issues)
+    if data is None:
+        return DetectionDataset([], [], root=root, format="coco", split=split, issues=issues.items)
+    cat_ids, classes = _categories(data, json_path, issues)
+    index_of = {cid: k for k, cid in enumerate(cat_ids)}
+    images = _images(data, json_path, issues)
+    image_dir = image_dir or _find_image_dir(json_path, root, split, images)
+    raw: dict[int, list[RawBox]] = {image_id: [] for image_id in images}
+    for i, ann in enumerate(data.get("annotations") or []):
+        where = f"{json_path}: annotations[{i}]"
+        box = _annotation(ann, where, index_of, raw, issues)
+        if box is not None:
+            raw[ann["image_id"]].append(box)
+    records = []
+    for image_id, image in images.items():
+        record = _record(image_id, image, image_dir, root, json_path, raw[image_id], issues)
+        if record is not None:
+            records.append(record)
+    return DetectionDataset(
+        records,
+        classes,
+        root=root,
+        category_ids=cat_ids,
+        format="coco",
+        split=split,
+        issues=issues.items,
+    )
+
+
+def _categories(
+    data: dict[str, Any], json_path: Path, issues: Issues
+) -> tuple[list[int], list[str]]:
+    cats: dict[int, str] = {}
+    for i, cat in enumerate(data.get("categories") or []):
+        if not isinstance(cat, dict) or not isinstance(cat.get("id"), int):
+            issues.error(f"{json_path}: categories[{i}]", "category without an integer 'id'")
+            continue
+        if cat["id"] in cats:
+            issues.error(f"{json_path}: categories[{i}]", f"duplicate category id {cat['id']}")
+            continue
+        cats[cat["id"]] = str(cat.get("name", cat["id"]))
+    if not cats:
+        issues.error(json_path, "no 'categories': cannot name the classes")
+    ids = sorted(cats)
+    return ids, [cats[i] for i in ids]
+
+
+def _images(data: dict[str, Any], json_path: Path, issues: Issues) -> dict[int, dict[str, Any]]:
+    images: dict[int, dict[str, Any]] = {}
+    for i, image in enumerate(data["images"]):
+        where = f"{json_path}: images[{i}]"
+        if not isinstance(image, dict) or "id" not in image or "file_name" not in image:
+            issues.error(where, "image entry needs 'id' and 'file_name'")
+            continue
+        if image["id"] in images:
+            issues.error(where, f"duplicate image id {image['id']}")
+            continue
+        images[image["id"]] = image
+    return images
+
+
+def _find_image_dir(
+    json_path: Path, root: Path, split: str | None, images: dict[int, dict[str, Any]]
+) -> Path:
+    """Where `file_name`s live: the first candidate folder holding the first images."""
+    names = [str(image["file_name"]) for image in list(images.values())[:5]]
+    candidates = []
+    for base in (root, json_path.parent):
+        if split:
+            candidates += [base / split, base / "images" / split]
+        candidates += [base / "images", base]
+    for base in (root / "images", root):  # then any one-level subfolder
+        if base.is_dir():
+            candidates += sorted(p for p in base.iterdir() if p.is_dir())
+    for folder in candidates:
+        if names and any((folder / name).is_file() for name in names):
+            return folder
+    return candidates[0]
+
+
+def _annotation(
+    ann: Any,
+    where: str,
+    index_of: dict[int, int],
+    raw: dict[int, list[RawBox]],
+    issues: Issues,
+) -> RawBox | None:
+    if not isinstance(ann, dict):
+        issues.error(where, "annotation is not an object")
+        return None
+    bbox = ann.get("bbox")
+    if ann.get("image_id") not in raw:
+        issues.error(where, f"unknown image_id {ann.get('image_id')!r}")
+        return None
+    if ann.get("category_id") not in index_of:
+        issues.error(where, f"unknown class: category_id {ann.get('category_id')!r}")
+        return None
+    if (
+        not isinstance(bbox, list)
+        or len(bbox) != 4
+        or not all(isinstance(v, (int, float)) for v in bbox)
+    ):
+        issues.error(where, f"bbox must be [x, y, w, h] numbers, got {bbox!r}")
+        return None
+    x, y, w, h = (float(v) for v in bbox)
+    area = ann.get("area")
+    return RawBox(
+        x1=x,
+        y1=y,
+        x2=x + w,
+        y2=y + h,
+        label=index_of[ann["category_id"]],
+        iscrowd=bool(ann.get("iscrowd", 0)),
+        difficult=bool(ann.get("ignore", 0)),
+        area=float(area) if isinstance(area, (int, float)) else None,
+        where=where,
+    )
+
+
+def _record(
+    image_id: int,
+    image: dict[str, Any],
+    image_dir: Path,
+    root: Path,
+    json_path: Path,
+    raw: list[RawBox],
+    issues: Issues,
+) -> ImageRecord | None:
+    where = f"{json_path}: image id {image_id}"
+    file_name = str(image["file_name"])
+    path = image_dir / file_name
+    if Path(file_name).is_absolute() or not inside_root(path, root):
+        issues.error(where, f"file_name {file_name!r} escapes the data set folder {root}")
+        return None
+    if not path.is_file():
+        issues.error(where, f"missing image file {path}")
+        return None
+    width, height = image.get("width"), image.get("height")
+    if not (isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0):
+        from visiontool.io.images import image_size
+
+        try:
+            width, height = image_size(path)
+        except Exception as exc:  # ImageError
+            issues.error(where, f"unreadable image {path} ({exc})")
+            return None
+    if not isinstance(image_id, int):
+        issues.error(where, f"image id must be an integer, got {image_id!r}")
+        return None
+    return build_record(image_id, path, width, height, raw, issues)
+
+
+def write(splits: dict[str, DetectionDataset], out: Path, *, transfer: str = "copy") -> None:
+    """`out/annotations/instances_<split>.json` and `out/images/<split>/<file>`."""
+    from visiontool.data.convert import to_coco_dict
+    from visiontool.io.atomic import write_json
+
+    for split, dataset in splits.items():
+        records = dataset.records()
+        names = unique_names([r.path for r in records])
+        for record, name in zip(records, names, strict=True):
+            place_file(record.path, out / "images" / split / name, transfer=transfer)
+        data = to_coco_dict(dataset, file_names=names)
+        write_json(out / "annotations" / f"instances_{split}.json", data, indent=None)

@@ -1,0 +1,239 @@
+"""YOLO txt: `images/<split>/x.jpg` with `labels/<split>/x.txt` lines `class cx cy w h`
+(normalized to 0..1), and class names in `data.yaml` (`names`) or `classes.txt`.
+
+A missing label file means an image with no objects. Segment lines (`class x1 y1 x2 y2 ...`)
+are read as the box around the polygon; a sixth value (a confidence) is ignored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from visiontool.data.detection import DetectionDataset
+from visiontool.data.formats.common import (
+    SPLIT_NAMES,
+    list_images,
+    match_split,
+    place_file,
+    read_names_file,
+    unique_names,
+    write_names_file,
+)
+from visiontool.data.records import ImageRecord, Issues, RawBox, build_record, inside_root
+
+SPEC_NAMES = ("data.yaml", "dataset.yaml", "data.yml")
+
+
+def probe(path: Path) -> bool:
+    if path.is_file():
+        return path.suffix.lower() == ".txt"
+    if any((path / name).is_file() for name in SPEC_NAMES):
+        return True
+    if (path / "images").is_dir() and (path / "labels").is_dir():
+        return True
+    return any(
+        (path / s / "images").is_dir() and (path / s / "labels").is_dir() for s in SPLIT_NAMES
+    )
+
+
+def _split_folders(root: Path) -> dict[str, Path]:
+    """split -> images folder: images/<split>/ or <split>/images/ (Roboflow export)."""
+    found = {}
+    images = root / "images"
+    if images.is_dir():
+        for sub in sorted(p for p in images.iterdir() if p.is_dir()):
+            if list_images(sub):
+                found[sub.name] = sub
+    for name in SPLIT_NAMES:
+        if (root / name / "images").is_dir():
+            found.setdefault(name, root / name / "images")
+    return found
+
+
+def splits(path: Path) -> list[str]:
+    return [] if path.is_file() else list(_split_folders(path))
+
+
+def labels_path(image: Path) -> Path:
+    """images/.../x.jpg -> labels/.../x.txt (the last 'images' part), else x.txt beside it."""
+    parts = list(image.parts)
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i] == "images":
+            parts[i] = "labels"
+            return Path(*parts).with_suffix(".txt")
+    return image.with_suffix(".txt")
+
+
+def read(
+    path: Path,
+    split: str | None,
+    *,
+    classes: list[str] | None = None,
+    root: Path | None = None,
+) -> DetectionDataset:
+    """`path` is the data set folder, one split's images folder, or a .txt list of images."""
+    split_name = None
+    if path.is_file():
+        images = _image_list(path)
+        root = root or path.parent
+    else:
+        folders = _split_folders(path)
+        if folders and not list_images(path):
+            split_name = match_split(split, list(folders), path)
+            images = list_images(folders[split_name], recursive=True)
+            root = root or path
+        else:
+            images = list_images(
+                path / "images" if (path / "images").is_dir() else path, recursive=True
+            )
+            root = root or path
+    if classes is None:
+        classes = _names_file(root, path)
+    return read_images(images, root=root, classes=classes, split=split_name or split)
+
+
+def _image_list(list_file: Path) -> list[Path]:
+    lines = list_file.read_text(encoding="utf-8").splitlines()
+    return [(list_file.parent / line.strip()) for line in lines if line.strip()]
+
+
+def _names_file(root: Path, path: Path) -> list[str] | None:
+    for folder in (root, path, root / "labels"):
+        for name in ("classes.txt", "classes.names", "obj.names"):
+            if (folder / name).is_file():
+                return read_names_file(folder / name)
+    return None
+
+
+def read_images(
+    images: list[Path], *, root: Path, classes: list[str] | None, split: str | None
+) -> DetectionDataset:
+    issues = Issues()
+    parsed = []
+    for image in images:
+        parsed.append((image, _parse_labels(labels_path(image), root, issues)))
+    if classes is None:
+        top = max((box.label for _, boxes in parsed for box in boxes), default=-1)
+        classes = [str(k) for k in range(top + 1)]
+        issues.warn(root, "no class names (data.yaml 'names' or classes.txt); using numbers")
+    records = []
+    for image_id, (image, boxes) in enumerate(parsed, start=1):
+        record = _record(image_id, image, boxes, root, classes, issues)
+        if record is not None:
+            records.append(record)
+    return DetectionDataset(
+        records, classes, root=root, format="yolo", split=split, issues=issues.items
+    )
+
+
+def _parse_labels(path: Path, root: Path, issues: Issues) -> list[RawBox]:
+    """Normalized boxes (scaled to pixels later, once the image size is known)."""
+    if not path.is_file():
+        return []
+    where_file = _short(path, root)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        issues.error(where_file, f"cannot read label file ({exc})")
+        return []
+    boxes = []
+    for number, line in enumerate(lines, start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        where = f"{where_file}:{number}"
+        box = _parse_line(fields, where, issues)
+        if box is not None:
+            boxes.append(box)
+    return boxes
+
+
+def _parse_line(fields: list[str], where: str, issues: Issues) -> RawBox | None:
+    try:
+        values = [float(v) for v in fields]
+    except ValueError:
+        issues.error(where, f"expected 'class cx cy w h' numbers, got {' '.join(fields)!r}")
+        return None
+    if len(values) < 5 or not float(values[0]).is_integer() or values[0] < 0:
+        issues.error(where, f"expected 'class cx cy w h', got {' '.join(fields)!r}")
+        return None
+    label = int(values[0])
+    if len(values) in (5, 6):
+        cx, cy, w, h = values[1:5]
+        return RawBox(cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2, label=label, where=where)
+    coords = values[1:]
+    if len(coords) % 2:
+        issues.error(where, "segment line needs an even number of coordinates")
+        return None
+    xs, ys = coords[0::2], coords[1::2]
+    return RawBox(min(xs), min(ys), max(xs), max(ys), label=label, where=where)
+
+
+def _record(
+    image_id: int,
+    image: Path,
+    boxes: list[RawBox],
+    root: Path,
+    classes: list[str],
+    issues: Issues,
+) -> ImageRecord | None:
+    from visiontool.io.images import image_size
+
+    where = _short(image, root)
+    if not inside_root(image, root):
+        issues.error(where, f"image path escapes the data set folder {root}")
+        return None
+    if not image.is_file():
+        issues.error(where, "missing image file")
+        return None
+    try:
+        width, height = image_size(image)
+    except Exception as exc:  # ImageError
+        issues.error(where, f"unreadable image ({exc})")
+        return None
+    scaled = []
+    for box in boxes:
+        if box.label >= len(classes):
+            issues.error(box.where, f"unknown class {box.label} (there are {len(classes)} names)")
+            continue
+        box.x1, box.x2 = box.x1 * width, box.x2 * width
+        box.y1, box.y2 = box.y1 * height, box.y2 * height
+        scaled.append(box)
+    return build_record(image_id, image, width, height, scaled, issues)
+
+
+def _short(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def write(splits: dict[str, DetectionDataset], out: Path, *, transfer: str = "copy") -> None:
+    """images/<split>/, labels/<split>/ (one txt per image, empty for negatives), data.yaml."""
+    import yaml
+
+    from visiontool.io.atomic import write_bytes
+
+    classes = next(iter(splits.values())).classes
+    for split, dataset in splits.items():
+        records = dataset.records()
+        for record, name in zip(records, unique_names([r.path for r in records]), strict=True):
+            place_file(record.path, out / "images" / split / name, transfer=transfer)
+            label_file = out / "labels" / split / f"{Path(name).stem}.txt"
+            write_bytes(label_file, _label_text(record).encode())
+    spec = {"path": ".", **{split: f"images/{split}" for split in splits}}
+    spec["names"] = dict(enumerate(classes))
+    text = yaml.safe_dump(spec, sort_keys=False, allow_unicode=True)
+    write_bytes(out / "data.yaml", text.encode("utf-8"))
+    write_names_file(out / "classes.txt", classes)
+
+
+def _label_text(record: ImageRecord) -> str:
+    lines = []
+    for k in range(len(record.boxes)):
+        x1, y1, x2, y2 = (float(v) for v in record.boxes[k])
+        cx, cy = (x1 + x2) / 2 / record.width, (y1 + y2) / 2 / record.height
+        w, h = (x2 - x1) / record.width, (y2 - y1) / record.height
+        lines.append(f"{int(record.labels[k])} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}")
+    return "".join(line + "\n" for line in lines)

@@ -1,0 +1,247 @@
+"""`visiontool anchors check`: how well a detector's own anchors cover a data set's boxes.
+
+For each distinct image size in the data set we run the model's transform on a blank image (to
+learn the resized input size), its backbone on the meta device (shapes only, no arithmetic) to
+learn the feature-map sizes, then its own torchvision anchor generator. Each ground-truth box,
+scaled into the model's input coordinates, is matched to its best anchor; recall at IoU 0.5 and
+0.7 is reported per COCO size bucket (by box area in the original image: small < 32^2,
+medium < 96^2, large otherwise), with a plain hint for buckets that are badly covered.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from visiontool.errors import ConfigError
+
+BUCKETS = (("small", 0.0, 32.0**2), ("medium", 32.0**2, 96.0**2), ("large", 96.0**2, math.inf))
+GOOD_RECALL = 0.9  # a bucket below this recall at IoU 0.5 gets a hint
+IOU_CHUNK = 64  # boxes matched against all anchors at once
+
+
+@dataclass
+class CheckConfig:
+    model: str
+    data: Path
+    split: str | None = None
+    limit: int | None = None  # check only the first N images
+    device: str = "cpu"
+
+
+@dataclass
+class BucketRecall:
+    name: str
+    boxes: int
+    recall_50: float
+    recall_70: float
+    mean_iou: float
+    hint: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class CheckResult:
+    model: str
+    data: str
+    images: int
+    boxes: int
+    generator: str
+    input_sizes: list[dict[str, Any]]  # original size -> model input size -> anchors
+    buckets: list[BucketRecall]
+    overall: BucketRecall
+    hints: list[str] = field(default_factory=list)
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["buckets"] = [b.to_dict() for b in self.buckets]
+        out["overall"] = self.overall.to_dict()
+        return out
+
+
+def find_anchor_generator(module: Any) -> Any:
+    """The model's own anchor generator: rpn.anchor_generator (Faster R-CNN) or
+    anchor_generator (RetinaNet, SSD, FCOS)."""
+    rpn = getattr(module, "rpn", None)
+    generator = getattr(rpn, "anchor_generator", None) or getattr(module, "anchor_generator", None)
+    if generator is None or getattr(module, "transform", None) is None:
+        return None
+    return generator
+
+
+def check_anchors(config: CheckConfig) -> CheckResult:
+    """Load the model (no weights needed), open the data set, and measure anchor recall."""
+    from visiontool.data.datasets import open_dataset
+    from visiontool.models.loader import load_model
+
+    loaded = load_model(config.model, weights="none", device=config.device)
+    generator = find_anchor_generator(loaded.module)
+    if generator is None:
+        raise ConfigError(
+            f"model {config.model!r} has no anchor generator to check (anchor-based detectors: "
+            "frcnn*, retinanet*, ssd*, fcos)"
+        )
+    dataset = open_dataset(config.data, split=config.split, task="detect")
+    records = dataset.records()
+    if config.limit is not None:
+        records = records[: max(config.limit, 0)]
+    return check_records(
+        loaded.module, generator, records, model=config.model, data=str(config.data)
+    )
+
+
+def check_records(
+    module: Any, generator: Any, records: list[Any], *, model: str = "", data: str = ""
+) -> CheckResult:
+    """Best-anchor IoU of every non-crowd box of `records`, summarised per size bucket."""
+    geometry: dict[tuple[int, int], tuple[Any, tuple[int, int]]] = {}
+    best_parts, area_parts, missed = [], [], []
+    for record in records:
+        key = (int(record.height), int(record.width))
+        if key not in geometry:
+            geometry[key] = model_anchors(module, generator, key)
+        anchors, (in_h, in_w) = geometry[key]
+        boxes = np.asarray(record.boxes, dtype=np.float32).reshape(-1, 4)
+        areas = np.asarray(record.box_area(), dtype=np.float32).reshape(-1)
+        crowd = np.asarray(record.iscrowd, dtype=bool).reshape(-1)
+        if len(crowd) == len(boxes) and crowd.any():
+            boxes, areas = boxes[~crowd], areas[~crowd]
+        if len(boxes) == 0:
+            continue
+        scale = np.array([in_w / key[1], in_h / key[0]] * 2, dtype=np.float32)
+        scaled = boxes * scale
+        best = best_iou(anchors, scaled)
+        best_parts.append(best)
+        area_parts.append(areas)
+        missed.append(scaled[best < 0.5])
+    best = np.concatenate(best_parts) if best_parts else np.zeros(0, np.float32)
+    areas = np.concatenate(area_parts) if area_parts else np.zeros(0, np.float32)
+    missed_boxes = np.concatenate(missed) if missed else np.zeros((0, 4), np.float32)
+    shapes = cell_shapes(generator, geometry)
+    buckets = []
+    for name, low, high in BUCKETS:
+        inside = (areas >= low) & (areas < high)
+        bucket = summarise(name, best[inside])
+        if bucket.boxes and bucket.recall_50 < GOOD_RECALL:
+            bucket.hint = coverage_hint(name, bucket, missed_boxes, shapes)
+        buckets.append(bucket)
+    return CheckResult(
+        model=model,
+        data=data,
+        images=len(records),
+        boxes=int(len(best)),
+        generator=type(generator).__name__,
+        input_sizes=[
+            {"image": list(k), "input": list(v[1]), "anchors": int(v[0].shape[0])}
+            for k, v in sorted(geometry.items())
+        ],
+        buckets=buckets,
+        overall=summarise("all", best),
+        hints=[b.hint for b in buckets if b.hint],
+    )
+
+
+def model_anchors(
+    module: Any, generator: Any, size: tuple[int, int]
+) -> tuple[Any, tuple[int, int]]:
+    """The generator's anchors (A, 4) for an image of `size` (H, W), in the model's input
+    coordinates, and that input size."""
+    import torch
+    from torchvision.models.detection.image_list import ImageList
+
+    device = next(module.parameters()).device
+    with torch.no_grad():
+        image_list, _ = module.transform([torch.zeros(3, *size, device=device)])
+        meta_backbone = copy.deepcopy(module.backbone).to("meta")
+        features = meta_backbone(image_list.tensors.to("meta"))
+    feats = list(features.values()) if isinstance(features, dict) else [features]
+    shapes = [tuple(f.shape[-2:]) for f in feats]
+    blank = ImageList(torch.empty(1, 1, *image_list.tensors.shape[-2:]), image_list.image_sizes)
+    maps = [torch.empty(1, 1, h, w) for h, w in shapes]
+    try:
+        anchors = generator(blank, maps)[0]
+    except (RuntimeError, ValueError, AttributeError, TypeError) as exc:
+        raise ConfigError(f"cannot generate this model's anchors ({exc})") from exc
+    return anchors.float().cpu(), tuple(image_list.image_sizes[0])
+
+
+def best_iou(anchors: Any, boxes: np.ndarray) -> np.ndarray:
+    """IoU of each box (G, 4) with its best anchor, without an (A, G) matrix for large G."""
+    import torch
+    from torchvision.ops import box_iou
+
+    boxes_t = torch.from_numpy(boxes).float()
+    out = [
+        box_iou(boxes_t[i : i + IOU_CHUNK], anchors).max(dim=1).values
+        for i in range(0, len(boxes_t), IOU_CHUNK)
+    ]
+    return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
+
+
+def summarise(name: str, best: np.ndarray) -> BucketRecall:
+    if len(best) == 0:
+        return BucketRecall(name, 0, 0.0, 0.0, 0.0)
+    return BucketRecall(
+        name=name,
+        boxes=int(len(best)),
+        recall_50=float((best >= 0.5).mean()),
+        recall_70=float((best >= 0.7).mean()),
+        mean_iou=float(best.mean()),
+    )
+
+
+def cell_shapes(generator: Any, geometry: dict[tuple[int, int], Any]) -> np.ndarray:
+    """Distinct anchor (w, h) shapes in model-input pixels, read off the generated anchors."""
+    parts = []
+    for anchors, _ in geometry.values():
+        wh = (anchors[:, 2:] - anchors[:, :2]).numpy()
+        parts.append(np.unique(np.round(wh, 1), axis=0))
+    if not parts:
+        return np.zeros((0, 2))
+    return np.unique(np.concatenate(parts), axis=0)
+
+
+def coverage_hint(name: str, bucket: BucketRecall, missed: np.ndarray, shapes: np.ndarray) -> str:
+    """One plain sentence on why a bucket is badly covered and what to try."""
+    head = (
+        f"{name} boxes: only {bucket.recall_50:.0%} of {bucket.boxes} have an anchor with "
+        f"IoU >= 0.5"
+    )
+    if len(missed) == 0 or len(shapes) == 0:
+        return head + "."
+    wh = np.clip(missed[:, 2:] - missed[:, :2], 1e-3, None)
+    box_size = float(np.median(np.sqrt(wh[:, 0] * wh[:, 1])))
+    sizes = np.sqrt(shapes[:, 0] * shapes[:, 1])
+    if box_size < 0.7 * sizes.min():
+        return (
+            f"{head}; the missed boxes are ~{box_size:.0f} px at the model's input but the "
+            f"smallest anchor is {sizes.min():.0f} px: add smaller anchor sizes, use a larger "
+            "input size, or fit anchors with `visiontool anchors fit`."
+        )
+    if box_size > 1.4 * sizes.max():
+        return (
+            f"{head}; the missed boxes are ~{box_size:.0f} px but the largest anchor is "
+            f"{sizes.max():.0f} px: add larger anchor sizes or use a smaller input size."
+        )
+    box_ratio = float(np.exp(np.median(np.log(wh[:, 1] / wh[:, 0]))))
+    ratios = shapes[:, 1] / shapes[:, 0]
+    if abs(np.log(box_ratio)) > np.abs(np.log(ratios)).max() + 0.3:
+        return (
+            f"{head}; the missed boxes are elongated (median h/w {box_ratio:.2f}) beyond the "
+            f"anchors' aspect ratios ({ratios.min():.2f}..{ratios.max():.2f}): add ratios near "
+            f"{box_ratio:.2f}."
+        )
+    return (
+        f"{head}; anchor sizes ({sizes.min():.0f}..{sizes.max():.0f} px) span these boxes but "
+        "no anchor lines up well enough (centres too far apart, or sizes and ratios too "
+        "coarse): add intermediate sizes or ratios, a finer feature level, or fit anchors with "
+        "`visiontool anchors fit`."
+    )

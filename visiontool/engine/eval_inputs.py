@@ -1,0 +1,246 @@
+"""What `eval` scores: ground truth from `--data`, and predictions from a model run over it.
+
+A bare COCO annotations json is read with `json` alone (no images, no torch), so scoring a
+predictions file stays light; any other data set goes through `visiontool.data` and
+`to_coco_dict`, the same conversion `data convert` uses. Predictions from a model come from the
+shared `Predictor` over a DataLoader of the data set, at COCO's settings (low confidence, 100
+boxes per image).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from visiontool.errors import ConfigError, DataError
+from visiontool.io.predictions import Detections, no_gc
+
+EVAL_CONF = 0.001
+EVAL_MAX_DET = 100
+
+
+@dataclass
+class GroundTruth:
+    """Detection ground truth as a COCO dict (for faster-coco-eval) and as flat arrays."""
+
+    coco: dict[str, Any]
+    classes: list[str]
+    category_ids: list[int]
+    images: list[tuple[int, str]]  # (image id, a name predictions may use for it)
+    image: np.ndarray  # per annotation: image id
+    boxes: np.ndarray  # (M, 4) xyxy
+    labels: np.ndarray  # (M,) 0-based class index
+    crowd: np.ndarray  # (M,) bool
+    difficult: np.ndarray  # (M,) bool (VOC 'difficult', COCO 'ignore')
+
+    @property
+    def image_ids(self) -> list[int]:
+        return [int(img["id"]) for img in self.coco["images"]]
+
+
+def coco_json(path: Path) -> dict[str, Any] | None:
+    """The parsed file when `path` is a COCO annotations json, else None."""
+    if not (path.is_file() and path.suffix.lower() == ".json"):
+        return None
+    try:
+        with no_gc():
+            data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read as JSON ({exc})") from None
+    if isinstance(data, dict) and "images" in data and "categories" in data:
+        return data
+    return None
+
+
+def ground_truth_from_coco(
+    coco: dict[str, Any], *, where: str = "annotations", extra_names: list[tuple[int, str]] = ()
+) -> GroundTruth:
+    """Check a COCO dict just enough to score against it and index it."""
+    try:
+        cats = sorted(coco["categories"], key=lambda c: int(c["id"]))
+        category_ids = [int(c["id"]) for c in cats]
+        classes = [str(c.get("name", c["id"])) for c in cats]
+        images = [(int(img["id"]), str(img.get("file_name", img["id"]))) for img in coco["images"]]
+    except (KeyError, TypeError, ValueError):
+        raise DataError(f"{where}: 'images' and 'categories' need integer 'id's") from None
+    index = {c: i for i, c in enumerate(category_ids)}
+    anns = coco.setdefault("annotations", [])
+    known_images = {i for i, _ in images}
+    for n, ann in enumerate(anns):
+        ok = (
+            isinstance(ann, dict)
+            and ann.get("category_id") in index
+            and ann.get("image_id") in known_images
+            and isinstance(ann.get("bbox"), list)
+            and len(ann["bbox"]) == 4
+            and "id" in ann
+        )
+        if not ok:
+            raise DataError(
+                f"{where}: annotations[{n}] needs 'id', an 'image_id' and 'category_id' that "
+                "exist, and a 4-number 'bbox'"
+            )
+    xywh = np.asarray([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
+    return GroundTruth(
+        coco=coco,
+        classes=classes,
+        category_ids=category_ids,
+        images=images + list(extra_names),
+        image=np.asarray([a["image_id"] for a in anns], dtype=np.int64),
+        boxes=np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1),
+        labels=np.asarray([index[a["category_id"]] for a in anns], dtype=np.int64),
+        crowd=np.asarray([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool),
+        difficult=np.asarray(
+            [bool(a.get("ignore", 0) or a.get("difficult", 0)) for a in anns], dtype=bool
+        ),
+    )
+
+
+def load_ground_truth(data: Path, *, split: str | None) -> tuple[GroundTruth | None, Any]:
+    """(detection ground truth or None for classification sets, the data set or None).
+
+    A bare COCO json gives no data set object: it is scored without touching images.
+    """
+    coco = coco_json(data)
+    if coco is not None:
+        return ground_truth_from_coco(coco, where=str(data)), None
+    from visiontool.data.convert import to_coco_dict
+    from visiontool.data.datasets import open_dataset
+
+    dataset = open_dataset(data, split=split)
+    if dataset.task != "detect":
+        return None, dataset
+    extra = [(int(r.image_id), str(r.path)) for r in dataset.records()]
+    return ground_truth_from_coco(
+        to_coco_dict(dataset), where=str(data), extra_names=extra
+    ), dataset
+
+
+def model_class_map(model_classes: list[str], data_classes: list[str]) -> np.ndarray:
+    """For each model class, its data-set class index (-1 when the data set lacks it)."""
+    if list(model_classes) == list(data_classes):
+        return np.arange(len(data_classes), dtype=np.int64)
+    index = {name: i for i, name in enumerate(data_classes)}
+    mapping = np.asarray([index.get(name, -1) for name in model_classes], dtype=np.int64)
+    if not (mapping >= 0).any():
+        raise ConfigError(
+            f"the model's classes ({', '.join(model_classes[:5])}...) share no name with the "
+            f"data set's ({', '.join(data_classes[:5])}...); pass weights trained on this data"
+        )
+    return mapping
+
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class ModelRun:
+    """Settings for running a model over the data set."""
+
+    model: str | None
+    weights: str | None
+    device: str = "auto"
+    batch: int = 8
+    workers: int | None = None
+    half: bool = False
+    imgsz: int | None = None
+
+
+def _loaded_predictor(run: ModelRun, task: str) -> tuple[Any, Any]:
+    from visiontool.engine.predictor import Predictor, resolve_device
+    from visiontool.models.loader import load_model
+
+    loaded = load_model(run.model, run.weights, device=resolve_device(run.device))
+    if loaded.info.task != task:
+        raise ConfigError(
+            f"model {loaded.info.name!r} is a {loaded.info.task} model but the data set is for "
+            f"{task}"
+        )
+    predictor = Predictor(
+        loaded, conf=EVAL_CONF, max_det=EVAL_MAX_DET, imgsz=run.imgsz, half=run.half
+    )
+    return loaded, predictor
+
+
+def _loader(dataset: Any, run: ModelRun) -> Any:
+    from torch.utils.data import DataLoader
+
+    from visiontool.data.collate import detection_collate
+    from visiontool.engine.detect import default_workers
+
+    workers = default_workers() if run.workers is None else run.workers
+    return DataLoader(
+        dataset,
+        batch_size=max(1, run.batch),
+        num_workers=workers,
+        collate_fn=detection_collate,
+        shuffle=False,
+    )
+
+
+def predict_detections(
+    dataset: Any, gt: GroundTruth, run: ModelRun, progress: Progress | None = None
+) -> tuple[Detections, str]:
+    """Run a detector over every image of `dataset`; (detections, model name)."""
+    loaded, predictor = _loaded_predictor(run, "detect")
+    mapping = model_class_map(loaded.info.classes, gt.classes)
+    parts: dict[str, list[np.ndarray]] = {"image": [], "boxes": [], "scores": [], "labels": []}
+    done = 0
+    for images, targets in _loader(dataset, run):
+        for target, pred in zip(targets, predictor.predict(images), strict=True):
+            labels = mapping[pred.class_ids.numpy()]
+            keep = labels >= 0
+            parts["image"].append(np.full(int(keep.sum()), int(target["image_id"])))
+            parts["boxes"].append(pred.boxes.numpy().astype(np.float64)[keep])
+            parts["scores"].append(pred.scores.numpy().astype(np.float64)[keep])
+            parts["labels"].append(labels[keep])
+        done += len(images)
+        if progress is not None:
+            progress(done, len(dataset))
+    if not parts["image"]:
+        return Detections.empty(), loaded.info.name
+    boxes = np.concatenate(parts["boxes"]).reshape(-1, 4)
+    return (
+        Detections(
+            image_ids=np.concatenate(parts["image"]).astype(np.int64),
+            boxes=boxes,
+            coco_boxes=np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1),
+            scores=np.concatenate(parts["scores"]),
+            labels=np.concatenate(parts["labels"]).astype(np.int64),
+        ),
+        loaded.info.name,
+    )
+
+
+def predict_classes(
+    dataset: Any, run: ModelRun, progress: Progress | None = None
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """Run a classifier over `dataset`; (scores (N, K) in data-set class order, labels, name)."""
+    if getattr(dataset, "multi_label", False):
+        raise DataError("multi-label classification data sets cannot be scored with top-1/top-5")
+    loaded, predictor = _loaded_predictor(run, "classify")
+    mapping = model_class_map(loaded.info.classes, dataset.classes)
+    missing = sorted(set(range(len(dataset.classes))) - set(mapping[mapping >= 0].tolist()))
+    if missing:
+        names = ", ".join(dataset.classes[i] for i in missing[:5])
+        raise ConfigError(f"the model cannot predict data-set classes {names}")
+    scores, labels = [], []
+    done = 0
+    for images, targets in _loader(dataset, run):
+        for target, pred in zip(targets, predictor.predict(images), strict=True):
+            probs = pred.probs.numpy().astype(np.float64)
+            row = np.zeros(len(dataset.classes))
+            keep = mapping >= 0
+            row[mapping[keep]] = probs[keep]
+            scores.append(row)
+            labels.append(int(target))
+        done += len(images)
+        if progress is not None:
+            progress(done, len(dataset))
+    matrix = np.stack(scores) if scores else np.zeros((0, len(dataset.classes)))
+    return matrix, np.asarray(labels, dtype=np.int64), loaded.info.name

@@ -1,0 +1,315 @@
+"""An evaluation run: ground truth + predictions (from a file or a model) -> metrics.json, plots.
+
+`run_eval` is what `visiontool eval` calls. Detection is scored three ways on the same rows:
+COCO's 12 numbers and per-class AP (faster-coco-eval), VOC AP50 (07 11-point and all-point),
+and a confusion matrix with a background class. Classification gives top-1/top-5 and per-class
+precision/recall/F1. `--fail-under` gates are checked here and reported back; the CLI turns a
+missed gate into exit code 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from visiontool.engine.eval_inputs import GroundTruth, ModelRun, load_ground_truth
+from visiontool.errors import ConfigError
+from visiontool.io.predictions import Detections, ImageIndex, no_gc
+from visiontool.metrics.coco import COCO_KEYS
+
+DETECTION_KEYS = (*COCO_KEYS, "voc07_map50", "voc_map50")
+CLASSIFICATION_KEYS = ("top1", "top5")
+BACKGROUND = "background"
+
+
+@dataclass
+class EvalConfig:
+    data: Path
+    pred: Path | None = None
+    model: str | None = None
+    weights: str | None = None
+    split: str | None = "val"
+    out: Path | None = None  # where metrics.json and plots go; None writes nothing
+    iou_thresholds: list[float] | None = None  # COCO's 0.50:0.05:0.95 when None
+    conf: float = 0.25  # confusion matrix: predictions below are dropped
+    iou: float = 0.45  # confusion matrix: IoU that makes a match
+    fail_under: dict[str, float] = field(default_factory=dict)
+    lenient: bool = False
+    plots: bool = True
+    device: str = "auto"
+    batch: int = 8
+    workers: int | None = None
+    half: bool = False
+    imgsz: int | None = None
+
+
+@dataclass
+class EvalReport:
+    """Metrics (the content of metrics.json) and what happened on the way."""
+
+    task: str
+    metrics: dict[str, Any]
+    classes: list[str]
+    images: int
+    predictions: int
+    source: str  # the predictions file or the model name
+    warnings: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)  # missed --fail-under gates
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.metrics)
+
+
+Log = Callable[[str], None]
+
+
+def run_eval(config: EvalConfig, *, on_log: Log | None = None) -> EvalReport:
+    """Score predictions against `config.data`; write metrics.json and plots under `config.out`."""
+    log = on_log or (lambda message: None)
+    _validate(config)
+    gt, dataset = load_ground_truth(config.data, split=config.split)
+    task = "detect" if gt is not None else "classify"
+    check_gate_keys(config.fail_under, task)
+    if gt is None:
+        report = _run_classification(config, dataset, log)
+    else:
+        report = _run_detection(config, gt, dataset, log)
+    report.failed = failed_gates(report.metrics, config.fail_under)
+    return report
+
+
+def _validate(config: EvalConfig) -> None:
+    if (config.pred is None) == (config.model is None and config.weights is None):
+        raise ConfigError("pass either --pred FILE or --model NAME/--weights PATH (not both)")
+    if config.iou_thresholds is not None:
+        bad = [t for t in config.iou_thresholds if not 0.0 < t <= 1.0]
+        if bad or not config.iou_thresholds:
+            raise ConfigError(f"--iou-thresholds must be numbers in (0, 1], got {bad or 'none'}")
+    if not 0.0 < config.iou <= 1.0 or not 0.0 <= config.conf <= 1.0:
+        raise ConfigError("--iou must be in (0, 1] and --conf in [0, 1]")
+
+
+def _run_detection(config: EvalConfig, gt: GroundTruth, dataset: Any, log: Log) -> EvalReport:
+    if config.pred is not None:
+        from visiontool.io.predictions import read_predictions, resolve_predictions
+
+        with no_gc():
+            raw = read_predictions(config.pred)
+            dets = resolve_predictions(
+                raw,
+                images=ImageIndex(gt.images),
+                image_ids=gt.image_ids,
+                classes=gt.classes,
+                category_ids=gt.category_ids,
+                lenient=config.lenient,
+            )
+        if raw.failed_images:
+            dets.warnings.append(f"{raw.failed_images} image(s) failed in the predictions file")
+        source = str(config.pred)
+    else:
+        if dataset is None:
+            raise ConfigError(
+                f"{config.data} is a bare annotations file: a model needs the images; pass the "
+                "data set folder (or a data spec) as --data"
+            )
+        from visiontool.engine.eval_inputs import predict_detections
+
+        dets, source = predict_detections(dataset, gt, _model_run(config))
+    log(f"scoring {len(dets)} predictions on {len(gt.image_ids)} images")
+    with no_gc():
+        metrics, extras = score_detections(gt, dets, iou_thresholds=config.iou_thresholds)
+    report = EvalReport(
+        task="detect",
+        metrics=metrics,
+        classes=gt.classes,
+        images=len(gt.image_ids),
+        predictions=len(dets),
+        source=source,
+        warnings=list(dets.warnings),
+    )
+    if config.out is not None:
+        report.files = _write_detection(config, gt, dets, metrics, extras)
+    return report
+
+
+def _model_run(config: EvalConfig) -> ModelRun:
+    return ModelRun(
+        model=config.model,
+        weights=config.weights if config.weights is not None else "DEFAULT",
+        device=config.device,
+        batch=config.batch,
+        workers=config.workers,
+        half=config.half,
+        imgsz=config.imgsz,
+    )
+
+
+def score_detections(
+    gt: GroundTruth, dets: Detections, *, iou_thresholds: list[float] | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(metrics.json content, arrays for plots) for detections tied to `gt`."""
+    from visiontool.metrics.coco import evaluate_coco, results_from_arrays
+    from visiontool.metrics.voc import evaluate_voc
+
+    cat_ids = np.asarray(gt.category_ids, dtype=np.int64)
+    results = results_from_arrays(
+        dets.image_ids, dets.coco_boxes, dets.scores, cat_ids[dets.labels]
+    )
+    coco = evaluate_coco(gt.coco, results, iou_thresholds=iou_thresholds)
+    voc = evaluate_voc(
+        gt.image,
+        gt.boxes,
+        gt.labels,
+        gt.difficult | gt.crowd,
+        dets.image_ids,
+        dets.boxes,
+        dets.scores,
+        dets.labels,
+        num_classes=len(gt.classes),
+    )
+    n_gt = np.bincount(gt.labels[~gt.crowd], minlength=len(gt.classes))
+    n_pred = np.bincount(dets.labels, minlength=len(gt.classes))
+    per_class = {}
+    for k, name in enumerate(gt.classes):
+        per_class[name] = {
+            "ap": coco.class_ap(k),
+            "ap50": coco.class_ap(k, iou=0.5),
+            "voc_ap50": float(voc.ap[k]),
+            "n_gt": int(n_gt[k]),
+            "n_pred": int(n_pred[k]),
+        }
+    metrics: dict[str, Any] = dict(coco.stats)
+    metrics["voc07_map50"] = voc.map07
+    metrics["voc_map50"] = voc.map
+    metrics["per_class"] = per_class
+    return metrics, {"coco": coco, "voc": voc}
+
+
+def _write_detection(
+    config: EvalConfig,
+    gt: GroundTruth,
+    dets: Detections,
+    metrics: dict[str, Any],
+    extras: dict[str, Any],
+) -> list[str]:
+    from visiontool.io.atomic import write_json
+
+    out = Path(config.out)  # type: ignore[arg-type]
+    files = [str(write_json(out / "metrics.json", metrics))]
+    if not config.plots:
+        return files
+    from visiontool.metrics.confusion import detection_confusion
+    from visiontool.metrics.plots import plot_confusion, plot_pr_curves
+
+    curves, ap50 = _pr_curves(gt, metrics, extras)
+    files.append(str(plot_pr_curves(curves, out / "pr_curve.png", ap=ap50)))
+    matrix = detection_confusion(
+        gt.image,
+        gt.boxes,
+        gt.labels,
+        gt.difficult | gt.crowd,
+        dets.image_ids,
+        dets.boxes,
+        dets.scores,
+        dets.labels,
+        num_classes=len(gt.classes),
+        conf=config.conf,
+        iou=config.iou,
+    )
+    title = f"Confusion matrix (conf >= {config.conf:g}, IoU >= {config.iou:g})"
+    path = plot_confusion(
+        matrix, [*gt.classes, BACKGROUND], out / "confusion_matrix.png", title=title
+    )
+    files.append(str(path))
+    return files
+
+
+def _pr_curves(
+    gt: GroundTruth, metrics: dict[str, Any], extras: dict[str, Any]
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, float]]:
+    """Per class with ground truth: COCO's interpolated curve at IoU 0.5 (what AP50 averages),
+    or the raw VOC curve when 0.5 is not among the thresholds."""
+    coco, voc = extras["coco"], extras["voc"]
+    rows = np.flatnonzero(np.isclose(coco.iou_thresholds, 0.5))
+    recall_points = np.linspace(0.0, 1.0, 101)
+    curves, ap = {}, {}
+    for k, name in enumerate(gt.classes):
+        if voc.n_pos[k] == 0 and metrics["per_class"][name]["ap50"] < 0:
+            continue
+        if rows.size:
+            precision = np.clip(coco.precision[rows[0], :, k, 0, -1], 0.0, None)
+            curves[name] = (recall_points, precision)
+            ap[name] = metrics["per_class"][name]["ap50"]
+        else:
+            curves[name] = voc.curves[k]
+            ap[name] = metrics["per_class"][name]["voc_ap50"]
+    return curves, ap
+
+
+def _run_classification(config: EvalConfig, dataset: Any, log: Log) -> EvalReport:
+    from visiontool.engine.eval_inputs import predict_classes
+    from visiontool.metrics.classification import classification_metrics
+
+    if config.pred is not None:
+        raise ConfigError(
+            f"{config.data} is a classification data set; score it with --model/--weights "
+            "(--pred reads detection predictions)"
+        )
+    scores, labels, source = predict_classes(dataset, _model_run(config))
+    log(f"scored {len(labels)} images")
+    result = classification_metrics(scores, labels, num_classes=len(dataset.classes))
+    per_class = {
+        name: {
+            "precision": float(result.precision[k]),
+            "recall": float(result.recall[k]),
+            "f1": float(result.f1[k]),
+            "n": int(result.support[k]),
+        }
+        for k, name in enumerate(dataset.classes)
+    }
+    metrics = {"top1": result.top1, "top5": result.top5, "per_class": per_class}
+    report = EvalReport(
+        task="classify",
+        metrics=metrics,
+        classes=list(dataset.classes),
+        images=int(labels.size),
+        predictions=int(labels.size),
+        source=source,
+    )
+    if config.out is not None:
+        from visiontool.io.atomic import write_json
+
+        out = Path(config.out)
+        report.files = [str(write_json(out / "metrics.json", metrics))]
+        if config.plots:
+            from visiontool.metrics.plots import plot_confusion
+
+            path = plot_confusion(
+                result.confusion, list(dataset.classes), out / "confusion_matrix.png"
+            )
+            report.files.append(str(path))
+    return report
+
+
+def check_gate_keys(gates: dict[str, float], task: str) -> None:
+    """Unknown --fail-under keys are a usage error, found before any work is done."""
+    known = DETECTION_KEYS if task == "detect" else CLASSIFICATION_KEYS
+    for key in gates:
+        if key not in known:
+            from visiontool.errors import UnknownName
+
+            raise UnknownName(f"{task} metric for --fail-under", key, known)
+
+
+def failed_gates(metrics: dict[str, Any], gates: dict[str, float]) -> list[str]:
+    """'key=value < threshold' for each gate missed (an undefined -1 metric misses any gate)."""
+    return [
+        f"{key}={metrics[key]:.4f} < {threshold:g}"
+        for key, threshold in gates.items()
+        if float(metrics[key]) < threshold
+    ]

@@ -1,0 +1,5 @@
+"""Metrics: pure functions from arrays to numbers (COCO 12 stats, VOC AP50, classification).
+
+No I/O here and no torch: these run on numpy arrays, so scoring a predictions file stays fast
+and light. Plots live in `plots.py` and import matplotlib only when called.
+"""

@@ -1,0 +1,315 @@
+"""Detection backbones: torchvision classifiers cut into feature extractors, with or without FPN.
+
+Every builder is keyword-only and returns a torchvision-style backbone module:
+
+- `fpn=True`: `BackboneWithFPN` over `returned_layers` (+ an extra `pool` or `p6p7` level); an
+  OrderedDict of maps with `out_channels` (256) channels each, as torchvision's detectors use.
+- `fpn=False`, no `returned_layers`: the last stage reduced to 256 channels by a 1x1 conv, one
+  tensor (torchvision's non-FPN MobileNet layout), for single-map Faster R-CNN.
+- `fpn=False` with `returned_layers`: an OrderedDict of the native maps (multi-scale source for
+  SSD heads).
+
+The module also carries `stages`: parameter-name prefixes of the trunk's stages from the input
+on, which `trainable_layers` and `visiontool.models.build.freeze_backbone_stages` use.
+`returned_layers` index that stage list (ResNet 1-4 = layer1-4 and MobileNet 0-5 as in
+torchvision; VGG-16 0-4 = conv1-conv5 blocks; GoogLeNet 0-4 = conv1, conv3, inception3-5).
+
+This module imports without torch so the registry can list it; builders import inside.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from visiontool import registry
+from visiontool.errors import ConfigError, ModelLoadError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+FPN_CHANNELS = 256
+DEFAULT_TRAINABLE = 3  # stages left trainable when starting from ImageNet weights (torchvision)
+
+
+@dataclass(frozen=True)
+class Family:
+    """One registered backbone: which torchvision classifier it cuts and its layer presets.
+
+    `layers` maps a preset to default `returned_layers`: "fpn" (two-stage heads), "dense"
+    (RetinaNet/FCOS: stride >= 8, as torchvision) and "ssd" (the native maps SSD starts from).
+    """
+
+    name: str
+    kind: str  # "resnet" | "mobilenet" | "vgg" | "googlenet"
+    weights_enum: str
+    layers: dict[str, tuple[int, ...]]
+    description: str
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+
+_RESNET_LAYERS = {"fpn": (1, 2, 3, 4), "dense": (2, 3, 4), "ssd": (3, 4)}
+_MOBILE_LAYERS = {"fpn": (4, 5), "dense": (4, 5), "ssd": (3, 5)}
+
+FAMILIES = (
+    Family("resnet18", "resnet", "ResNet18_Weights", _RESNET_LAYERS, "ResNet-18"),
+    Family("resnet34", "resnet", "ResNet34_Weights", _RESNET_LAYERS, "ResNet-34"),
+    Family("resnet50", "resnet", "ResNet50_Weights", _RESNET_LAYERS, "ResNet-50"),
+    Family(
+        "mobilenet_v3_large",
+        "mobilenet",
+        "MobileNet_V3_Large_Weights",
+        _MOBILE_LAYERS,
+        "MobileNetV3-Large",
+    ),
+    Family(
+        "mobilenet_v3_small",
+        "mobilenet",
+        "MobileNet_V3_Small_Weights",
+        _MOBILE_LAYERS,
+        "MobileNetV3-Small",
+    ),
+    Family(
+        "vgg16",
+        "vgg",
+        "VGG16_Weights",
+        {"fpn": (2, 3, 4), "dense": (3, 4), "ssd": (3, 4)},
+        "VGG-16 (conv layers only)",
+    ),
+    Family(
+        "googlenet",
+        "googlenet",
+        "GoogLeNet_Weights",
+        {"fpn": (1, 2, 3, 4), "dense": (2, 3, 4), "ssd": (3, 4)},
+        "GoogLeNet (Inception v1)",
+        # torchvision's GoogLeNet weights expect inputs scaled to [-1, 1] (its transform_input)
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+    ),
+)
+
+
+def build_backbone(
+    family: Family,
+    *,
+    weights: Any = None,
+    trainable_layers: int | None = None,
+    fpn: bool = True,
+    returned_layers: list[int] | tuple[int, ...] | None = None,
+    extra_blocks: str = "pool",
+    frozen_bn: bool | None = None,
+) -> Any:
+    """Build `family` as a detection backbone (see the module docstring for the layouts).
+
+    `weights`: None/"none" (random init), "DEFAULT" (torchvision ImageNet weights, downloaded
+    once and cached) or a path to a classifier state dict. `frozen_bn` (default: on exactly when
+    weights are loaded, as torchvision) swaps BatchNorm for FrozenBatchNorm2d.
+    `trainable_layers` counts stages from the top (default 3 with weights, all without).
+    """
+    from visiontool.models.loader import weights_kind
+
+    kind = weights_kind(None if weights is None else str(weights))
+    pretrained = kind != "none"
+    frozen = pretrained if frozen_bn is None else bool(frozen_bn)
+    classifier = _classifier(family, frozen_bn=frozen)
+    trunk, prefix = _trunk(family, classifier)
+    from visiontool.models.parts import freeze_batchnorm, stages_of
+
+    stages = stages_of(trunk)
+    if pretrained:
+        _load_trunk_weights(
+            classifier, family, weights, kind, [f"{prefix}{p}" for s in stages for p in s]
+        )
+    if frozen and family.kind == "googlenet":
+        freeze_batchnorm(trunk)  # GoogLeNet hard-codes BatchNorm2d; swap after loading stats
+    _freeze_first(trunk, stages, _trainable(family, trainable_layers, len(stages), pretrained))
+    outputs = _outputs(family, trunk, stages)
+    module = _assemble(family, trunk, outputs, fpn, returned_layers, extra_blocks)
+    module.stages = tuple(tuple(f"body.{p}" for p in stage) for stage in stages)
+    return module
+
+
+def _classifier(family: Family, *, frozen_bn: bool) -> Any:
+    """The torchvision classifier (random init, never downloads) whose trunk we cut out."""
+    import torchvision.models as tvm
+    from torch import nn
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    norm = FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d
+    if family.kind in ("resnet", "mobilenet"):
+        return getattr(tvm, family.name)(weights=None, norm_layer=norm)
+    if family.kind == "googlenet":
+        return tvm.googlenet(weights=None, aux_logits=False, init_weights=True)
+    return _vgg16_features_only()
+
+
+def _vgg16_features_only() -> Any:
+    """VGG-16's conv stack under the name `features` (skips the 120M-parameter classifier)."""
+    from torch import nn
+    from torchvision.models.vgg import cfgs, make_layers
+
+    holder = nn.Module()
+    holder.features = make_layers(cfgs["D"], batch_norm=False)
+    for layer in holder.features.modules():
+        if isinstance(layer, nn.Conv2d):  # same init as torchvision's VGG
+            nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.constant_(layer.bias, 0)
+    return holder
+
+
+def _trunk(family: Family, classifier: Any) -> tuple[Any, str]:
+    """The module whose children are the stages, and its name prefix inside the classifier."""
+    if family.kind in ("mobilenet", "vgg"):
+        return classifier.features, "features."
+    return classifier, ""
+
+
+def _outputs(family: Family, trunk: Any, stages: list[tuple[str, ...]]) -> list[str | None]:
+    """For each stage, the child whose output is that stage's feature map (None: no output)."""
+    from torch import nn
+
+    if family.kind == "resnet":
+        return [None, "layer1", "layer2", "layer3", "layer4"]
+    if family.kind == "googlenet":
+        return ["conv1", "conv3", "inception3b", "inception4e", "inception5b"]
+    if family.kind == "mobilenet":  # torchvision: the first (strided) block of each stage
+        return [stage[0] for stage in stages]
+    children = dict(trunk.named_children())  # VGG: the last ReLU before each max-pool
+    return [[n for n in stage if isinstance(children[n], nn.ReLU)][-1] for stage in stages]
+
+
+def _trainable(family: Family, layers: int | None, total: int, pretrained: bool) -> int:
+    if layers is None:
+        return min(DEFAULT_TRAINABLE, total) if pretrained else total
+    if not 0 <= layers <= total:
+        raise ConfigError(
+            f"trainable layers for backbone {family.name!r} must be 0..{total}, got {layers}"
+        )
+    return layers
+
+
+def _freeze_first(trunk: Any, stages: list[tuple[str, ...]], trainable: int) -> None:
+    from visiontool.models.parts import matches
+
+    frozen = [p for stage in stages[: len(stages) - trainable] for p in stage]
+    for name, param in trunk.named_parameters():
+        if matches(name, frozen):
+            param.requires_grad_(False)
+
+
+def _assemble(
+    family: Family,
+    trunk: Any,
+    outputs: list[str | None],
+    fpn: bool,
+    returned_layers: list[int] | tuple[int, ...] | None,
+    extra_blocks: str,
+) -> Any:
+    from torch import nn
+    from torchvision.models._utils import IntermediateLayerGetter
+    from torchvision.models.detection.backbone_utils import BackboneWithFPN
+    from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
+
+    from visiontool.models.parts import BackboneNoFPN, probe
+
+    single = returned_layers is None and not fpn
+    if returned_layers is None:
+        returned_layers = family.layers["fpn"] if fpn else (len(outputs) - 1,)
+    names = _returned_names(family, outputs, returned_layers)
+    return_layers = {name: str(i) for i, name in enumerate(names)}
+    getter = IntermediateLayerGetter(trunk, return_layers=return_layers)
+    maps = probe(BackboneNoFPN(getter, 0))
+    channels = [m.channels for m in maps]
+    if fpn:
+        if extra_blocks not in ("pool", "p6p7"):
+            raise ConfigError(f"extra FPN block must be 'pool' or 'p6p7', got {extra_blocks!r}")
+        extra = (
+            LastLevelMaxPool()
+            if extra_blocks == "pool"
+            else LastLevelP6P7(FPN_CHANNELS, FPN_CHANNELS)
+        )
+        # BackboneWithFPN wraps the trunk in its own IntermediateLayerGetter (same keys)
+        return BackboneWithFPN(trunk, return_layers, channels, FPN_CHANNELS, extra_blocks=extra)
+    if single:
+        reduce = nn.Conv2d(channels[-1], FPN_CHANNELS, kernel_size=1)
+        return BackboneNoFPN(getter, FPN_CHANNELS, reduce)
+    return BackboneNoFPN(getter, channels[-1])
+
+
+def _returned_names(
+    family: Family, outputs: list[str | None], layers: list[int] | tuple[int, ...]
+) -> list[str]:
+    valid = [i for i, name in enumerate(outputs) if name is not None]
+    layers = [int(i) for i in layers]
+    if not layers or any(i not in valid for i in layers) or sorted(set(layers)) != layers:
+        raise ConfigError(
+            f"returned layers for backbone {family.name!r} must be increasing values from "
+            f"{valid}, got {layers}"
+        )
+    return [outputs[i] for i in layers]  # type: ignore[misc]
+
+
+def _load_trunk_weights(
+    classifier: Any, family: Family, weights: Any, kind: str, prefixes: list[str]
+) -> None:
+    """Fill the trunk from ImageNet weights or a classifier state dict; the head is ignored."""
+    from visiontool.models.parts import matches
+
+    state, source = _weights_state(family, weights, kind)
+    own = classifier.state_dict()
+    wanted = [k for k in own if matches(k, prefixes) and not k.endswith("num_batches_tracked")]
+    missing = [k for k in wanted if k not in state]
+    wrong = [k for k in wanted if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or wrong:
+        first = missing[0] if missing else f"{wrong[0]} {tuple(state[wrong[0]].shape)}"
+        raise ModelLoadError(
+            f"weights in {source} do not fit backbone {family.name!r}: {len(missing)} missing "
+            f"and {len(wrong)} mis-shaped trunk keys (first {first}); pass an ImageNet "
+            f"{family.name} classifier state dict, DEFAULT or none"
+        )
+    classifier.load_state_dict({k: state[k] for k in wanted}, strict=False)
+
+
+def _weights_state(family: Family, weights: Any, kind: str) -> tuple[dict[str, Any], str]:
+    if kind == "default":
+        import torchvision.models as tvm
+
+        from visiontool.io.weights import ensure_downloadable
+
+        enum = getattr(tvm, family.weights_enum).DEFAULT
+        ensure_downloadable(enum.url, model=family.name)
+        try:
+            return enum.get_state_dict(progress=False), f"torchvision {enum}"
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise ModelLoadError(
+                f"could not download ImageNet weights for {family.name!r} ({exc}); "
+                f"pass --backbone-weights PATH or none"
+            ) from exc
+    from visiontool.io.checkpoint import extract_state_dict, read_checkpoint
+
+    path = Path(str(weights))
+    return extract_state_dict(read_checkpoint(path), path), str(path)
+
+
+def _register(family: Family) -> None:
+    registry.add(
+        registry.Entry(
+            kind="backbone",
+            name=family.name,
+            builder=partial(build_backbone, family),
+            meta={
+                "family": family.kind,
+                "weights": f"{family.weights_enum}.DEFAULT",
+                "layers": family.layers,
+                "mean": family.mean,
+                "std": family.std,
+                "description": family.description,
+            },
+        )
+    )
+
+
+for _family in FAMILIES:
+    _register(_family)
