@@ -6,6 +6,17 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup test lint format demo weights bench clean
 
+# The shipped models: data recipes and training commands (recorded in weights/manifest.json).
+SHAPES_DATA := $(BIN)/visiontool data synth --out runs/data/shapes --n 1000 --imgsz 256 --format coco --seed 7
+SHAPES_TRAIN := $(BIN)/visiontool train --data runs/data/shapes --model frcnn --backbone mobilenet_v3_small \
+	--returned-layers 1 --returned-layers 2 --returned-layers 3 --returned-layers 5 --fpn-channels 64 \
+	--box-head 256 --anchor-sizes "12 24 48 96 192" --imgsz 256 --epochs 24 --batch 8 --lr 0.02 \
+	--workers 1 --augment frcnn --name shapes-frcnn --seed 0 --out runs/weights/shapes-frcnn --exist-ok
+DIGITS_DATA := $(BIN)/visiontool data synth --task classify --kind digits --out runs/data/digits --n 5000 --imgsz 32 --seed 11
+DIGITS_TRAIN := $(BIN)/visiontool train --task classify --model lenet --data runs/data/digits --epochs 30 \
+	--batch 64 --optimizer adamw --lr 0.003 --weight-decay 0.0001 --warmup 1 --workers 0 --name digits-lenet \
+	--seed 0 --out runs/weights/digits-lenet --exist-ok
+
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -20,15 +31,35 @@ test: $(STAMP)
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$status
 
 lint: $(STAMP)
-	$(BIN)/ruff format --check visiontool tests benchmarks
-	$(BIN)/ruff check visiontool tests benchmarks
+	$(BIN)/ruff format --check visiontool tests benchmarks tools
+	$(BIN)/ruff check visiontool tests benchmarks tools
 
 format: $(STAMP)
-	$(BIN)/ruff format visiontool tests benchmarks
-	$(BIN)/ruff check --fix visiontool tests benchmarks
+	$(BIN)/ruff format visiontool tests benchmarks tools
+	$(BIN)/ruff check --fix visiontool tests benchmarks tools
 
 demo: $(STAMP)
-	$(BIN)/visiontool detect examples --model frcnn-mobile-320 --weights none --out runs/demo --exist-ok
+	$(BIN)/visiontool detect examples --model shapes-frcnn --out runs/demo --exist-ok
+
+# Retrain the shipped models from scratch on CPU (about an hour) and refresh the manifest.
+weights: $(STAMP)
+	rm -rf runs/data/shapes runs/data/digits
+	$(SHAPES_DATA)
+	$(SHAPES_TRAIN)
+	$(BIN)/python tools/ship_weights.py shapes-frcnn runs/weights/shapes-frcnn runs/data/shapes \
+		--description "Faster R-CNN (MobileNetV3-Small FPN) for the six synthetic shapes" \
+		--data-recipe '$(subst $(BIN)/,,$(SHAPES_DATA))' --command '$(subst $(BIN)/,,$(SHAPES_TRAIN))'
+	$(DIGITS_DATA)
+	$(DIGITS_TRAIN)
+	$(BIN)/python tools/ship_weights.py digits-lenet runs/weights/digits-lenet runs/data/digits \
+		--description "LeNet-5 for synthetic digits 0-9 (an offline MNIST stand-in)" \
+		--data-recipe '$(subst $(BIN)/,,$(DIGITS_DATA))' --command '$(subst $(BIN)/,,$(DIGITS_TRAIN))'
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/detect_pipeline.py
+	$(BIN)/python benchmarks/eval_speed.py
+	$(BIN)/python benchmarks/anchors_speed.py
+	$(BIN)/python benchmarks/train_speed.py
 
 clean:
 	rm -rf runs .pytest_cache

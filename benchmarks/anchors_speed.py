@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 import torch
@@ -57,6 +58,7 @@ def main() -> None:
     target_s = best_of(lambda: (multibox_target(anchors, labels), sync()), args.repeat)
     result = {
         "device": str(device),
+        "load_average_1min": round(os.getloadavg()[0], 2),
         "threads": torch.get_num_threads(),
         "anchors": anchors.shape[1],
         "boxes": labels.shape[1],

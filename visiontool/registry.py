@@ -18,7 +18,7 @@ from visiontool.errors import UnknownName
 # Modules whose import registers the members of a kind. Loaded on first lookup of that kind,
 # so importing the registry itself does no work.
 _PROVIDERS: dict[str, tuple[str, ...]] = {
-    "model": ("visiontool.models.zoo", "visiontool.models.custom"),
+    "model": ("visiontool.models.zoo", "visiontool.models.custom", "visiontool.models.shipped"),
     "backbone": ("visiontool.models.backbones",),
     "head": ("visiontool.models.heads",),
     "reader": ("visiontool.data.formats",),

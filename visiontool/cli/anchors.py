@@ -69,8 +69,10 @@ OffsetOpt = typer.Option(0.5, "--offset", help="Anchor centre within a cell (0 =
 
 @app.command("prior", cls=ListOptionCommand)
 def prior(
-    sizes: str = typer.Option(..., "--sizes", help="Anchor sizes (fractions of the image)."),
-    ratios: str = typer.Option(..., "--ratios", help="Width/height ratios."),
+    sizes: str = typer.Option(
+        ..., "--sizes", metavar="N...", help="Anchor sizes (fractions of the image)."
+    ),
+    ratios: str = typer.Option(..., "--ratios", metavar="N...", help="Width/height ratios."),
     image: Path = ImageOpt,
     size: str = SizeOpt,
     fmap: str = FmapOpt,
@@ -121,8 +123,10 @@ def grid(
     size: str = SizeOpt,
     image: Path = ImageOpt,
     stride: int = typer.Option(16, "--stride", help="Feature-map stride in pixels."),
-    scales: str = typer.Option("8,16,32", "--scales", help="Anchor scales (multiples of stride)."),
-    ratios: str = typer.Option("0.5,1,2", "--ratios", help="Width/height ratios."),
+    scales: str = typer.Option(
+        "8,16,32", "--scales", metavar="N...", help="Anchor scales (multiples of stride)."
+    ),
+    ratios: str = typer.Option("0.5,1,2", "--ratios", metavar="N...", help="Width/height ratios."),
     border: float = typer.Option(0.0, "--border", help="Pixels an inside anchor may cross by."),
     out: Path = typer.Option(Path("grid.png"), "--out", help="Picture to write."),
     json_out: bool = JsonOpt,
@@ -165,8 +169,8 @@ def grid(
 def label(
     gt: Path = typer.Option(..., "--gt", help='JSON {"classes": [...], "boxes": [...]}.'),
     anchors: Path = typer.Option(None, "--anchors", help="JSON list of normalized xyxy anchors."),
-    sizes: str = typer.Option(None, "--sizes", help="Generate anchors: sizes."),
-    ratios: str = typer.Option(None, "--ratios", help="Generate anchors: ratios."),
+    sizes: str = typer.Option(None, "--sizes", metavar="N...", help="Generate anchors: sizes."),
+    ratios: str = typer.Option(None, "--ratios", metavar="N...", help="Generate anchors: ratios."),
     fmap: str = FmapOpt,
     offset: float = OffsetOpt,
     image: Path = ImageOpt,

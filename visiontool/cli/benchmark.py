@@ -1,11 +1,41 @@
-"""`visiontool benchmark` (placeholder until its issue lands)."""
+"""`visiontool benchmark`: time the detection pipeline against a naive loop on this machine."""
 
 from __future__ import annotations
 
 import typer
 
-HELP = "Not implemented yet."
+from visiontool.cli.common import Console, JsonOpt
+
+HELP = (
+    "Time `detect` against a naive one-image-at-a-time loop on synthetic 1080p photos "
+    "(whole processes, same model and outputs) and print both throughputs and the ratio."
+)
 
 
-def benchmark() -> None:
-    raise typer.Exit(2)
+def benchmark(
+    model: str = typer.Option("frcnn-mobile-320", "--model", "-m", help="Registry name."),
+    weights: str = typer.Option("none", "--weights", "-w", help="DEFAULT, none or PATH."),
+    n: int = typer.Option(32, "--n", help="Number of images."),
+    batch: int = typer.Option(4, "--batch", "-b", help="detect's --batch."),
+    workers: int = typer.Option(None, "--workers", help="detect's --workers."),
+    repeat: int = typer.Option(3, "--repeat", help="Runs of each; the best counts."),
+    json_out: bool = JsonOpt,
+) -> None:
+    from visiontool.engine.bench import BenchConfig, run_benchmark
+    from visiontool.errors import ConfigError
+
+    if n < 1 or repeat < 1:
+        raise ConfigError("--n and --repeat must be >= 1")
+    console = Console(json_mode=json_out)
+    console.log(f"timing {repeat} x ({n} images naive, {n} images detect) with {model}...")
+    result = run_benchmark(
+        BenchConfig(
+            model=model, weights=weights, n=n, batch=batch, workers=workers, repeat=repeat
+        )  # fmt: skip
+    )
+    if json_out:
+        console.emit_json(result.to_dict())
+        return
+    console.final(f"naive loop       : {result.naive_images_per_s:.2f} images/s")
+    console.final(f"visiontool detect: {result.ours_images_per_s:.2f} images/s")
+    console.final(f"ratio            : {result.ratio:.2f}x")

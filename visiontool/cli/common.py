@@ -71,9 +71,9 @@ class Console:
             return
         from rich.table import Table
 
-        table = Table(title=title, title_justify="left", box=None if self.plain else None)
-        for column in columns:
-            table.add_column(column)
+        table = Table(title=title, title_justify="left", box=None)
+        for index, column in enumerate(columns):
+            table.add_column(column, no_wrap=index == 0)
         for row in rows:
             table.add_row(*(str(value) for value in row))
         self.rich.print(table)

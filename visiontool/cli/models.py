@@ -22,16 +22,16 @@ def models(
         return
     console.table(
         "models",
-        ["name", "task", "weights", "classes", "input", "aliases"],
+        ["name", "task", "classes", "input", "description"],
         [
             [
                 r["name"],
                 r["task"],
-                r["weights"],
-                f"{len(r['classes'])} ({r['dataset']})",
+                f"{len(r['classes'])} {r['dataset']}" if r["classes"] else "per data set",
                 r["input_size"],
-                ", ".join(r["aliases"]),
+                r["description"],
             ]
             for r in rows
         ],
     )
+    console.log("--json shows aliases, weights and class names")

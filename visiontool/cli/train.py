@@ -43,6 +43,11 @@ def train(
     weights: str = typer.Option(
         "none", "--weights", "-w", help="Start from a full model: DEFAULT, none or PATH."
     ),
+    fpn_channels: int = typer.Option(256, "--fpn-channels", help="Feature width (detection)."),
+    box_head: int = typer.Option(1024, "--box-head", help="Faster R-CNN box-head width."),
+    returned_layers: list[int] = typer.Option(
+        None, "--returned-layers", help="Backbone stages feeding the head (e.g. 1 2 3 5)."
+    ),
     freeze: int = typer.Option(0, "--freeze", help="Freeze the first N backbone stages."),
     head_lr_mult: float = typer.Option(1.0, "--head-lr-mult", help="lr multiplier, new layers."),
     anchor_sizes: list[str] = typer.Option(None, "--anchor-sizes", help="Anchor sizes (px)."),
@@ -85,6 +90,8 @@ def train(
     config = TrainConfig(
         data=data, task=task, model=model or "frcnn", backbone=backbone, fpn=fpn,
         trainable_layers=trainable_layers, backbone_weights=backbone_weights, weights=weights,
+        fpn_channels=fpn_channels, box_head=box_head,
+        returned_layers=list(returned_layers) if returned_layers else None,
         freeze=freeze, head_lr_mult=head_lr_mult,
         anchor_sizes=_floats(anchor_sizes, "--anchor-sizes"),
         anchor_ratios=_floats(anchor_ratios, "--anchor-ratios"),
@@ -104,6 +111,8 @@ def train(
         )
     finally:
         view.stop()
+    if summary.rank != 0:
+        return
     if json_out:
         console.emit_json(summary.to_dict())
     best = f"{summary.best_metric} {summary.best_value:.4f} (epoch {summary.best_epoch})" if (

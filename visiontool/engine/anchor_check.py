@@ -22,7 +22,6 @@ from visiontool.errors import ConfigError
 
 BUCKETS = (("small", 0.0, 32.0**2), ("medium", 32.0**2, 96.0**2), ("large", 96.0**2, math.inf))
 GOOD_RECALL = 0.9  # a bucket below this recall at IoU 0.5 gets a hint
-IOU_CHUNK = 64  # boxes matched against all anchors at once
 
 
 @dataclass
@@ -174,16 +173,17 @@ def model_anchors(
 
 
 def best_iou(anchors: Any, boxes: np.ndarray) -> np.ndarray:
-    """IoU of each box (G, 4) with its best anchor, without an (A, G) matrix for large G."""
+    """IoU of each box (G, 4) with its best anchor, reduced over cache-sized anchor blocks."""
     import torch
-    from torchvision.ops import box_iou
 
-    boxes_t = torch.from_numpy(boxes).float()
-    out = [
-        box_iou(boxes_t[i : i + IOU_CHUNK], anchors).max(dim=1).values
-        for i in range(0, len(boxes_t), IOU_CHUNK)
-    ]
-    return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
+    from visiontool.ops.boxes import iou_blocks
+
+    best = torch.zeros(len(boxes))
+    if len(boxes) == 0:
+        return best.numpy()
+    for _, block in iou_blocks(anchors, torch.from_numpy(boxes).float()):
+        best = torch.maximum(best, block.max(dim=0).values)
+    return best.numpy()
 
 
 def summarise(name: str, best: np.ndarray) -> BucketRecall:

@@ -37,6 +37,9 @@ class TrainConfig:
     trainable_layers: int | None = None
     backbone_weights: str | None = None
     weights: str | None = None
+    fpn_channels: int = 256
+    box_head: int = 1024
+    returned_layers: list[int] | None = None
     freeze: int = 0
     head_lr_mult: float = 1.0
     anchor_sizes: list[Any] | None = None
@@ -91,6 +94,7 @@ class TrainSummary:
     best: str
     stopped_early: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
+    rank: int = 0  # under torchrun, only rank 0 reports
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -298,6 +302,7 @@ class Trainer:
             best=str(self.out / "weights" / "best.pt"),
             stopped_early=stopped_early,
             history=self.history,
+            rank=self.dist.rank,
         )
 
     def _epoch(self, epoch: int) -> dict[str, Any]:

@@ -74,13 +74,16 @@ def build_detector_for_training(cfg: Any, classes: list[str]) -> tuple[Any, Mode
             "anchor_sizes": _plain(sizes),
             "anchor_ratios": _plain(ratios),
             "frozen_bn": weights_kind(cfg.backbone_weights) != "none",
+            "fpn_channels": cfg.fpn_channels,
+            "box_head": cfg.box_head,
+            "returned_layers": cfg.returned_layers,
         }
         module = build.build_detector(
             **{k: v for k, v in build_kwargs.items() if k != "model"},
             trainable_layers=cfg.trainable_layers,
             backbone_weights=cfg.backbone_weights,
         )
-        build_kwargs = {"model": "detector", **module.build_kwargs}
+        build_kwargs = dict(module.build_kwargs)
         input_size = imgsz
     info = ModelInfo(
         name=cfg.name or f"{cfg.model}-{len(classes)}cls",
@@ -145,7 +148,10 @@ def build_classifier_for_training(cfg: Any, classes: list[str]) -> tuple[Any, Mo
         raw_classes=list(classes),
         category_ids=list(range(len(classes))),
         input_size=imgsz,
-        build={"model": entry.name, "num_classes": len(classes)},
+        build=dict(
+            getattr(module, "build_kwargs", None)
+            or {"model": entry.name, "num_classes": len(classes)}
+        ),
         preprocess=preprocess,
         weights="trained",
     )

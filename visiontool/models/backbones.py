@@ -100,6 +100,7 @@ def build_backbone(
     returned_layers: list[int] | tuple[int, ...] | None = None,
     extra_blocks: str = "pool",
     frozen_bn: bool | None = None,
+    fpn_channels: int = FPN_CHANNELS,
 ) -> Any:
     """Build `family` as a detection backbone (see the module docstring for the layouts).
 
@@ -126,7 +127,7 @@ def build_backbone(
         freeze_batchnorm(trunk)  # GoogLeNet hard-codes BatchNorm2d; swap after loading stats
     _freeze_first(trunk, stages, _trainable(family, trainable_layers, len(stages), pretrained))
     outputs = _outputs(family, trunk, stages)
-    module = _assemble(family, trunk, outputs, fpn, returned_layers, extra_blocks)
+    module = _assemble(family, trunk, outputs, fpn, returned_layers, extra_blocks, fpn_channels)
     module.stages = tuple(tuple(f"body.{p}" for p in stage) for stage in stages)
     return module
 
@@ -206,7 +207,9 @@ def _assemble(
     fpn: bool,
     returned_layers: list[int] | tuple[int, ...] | None,
     extra_blocks: str,
+    width: int = FPN_CHANNELS,
 ) -> Any:
+    """`width`: channels of every FPN level (or of the 1x1 reduction without FPN)."""
     from torch import nn
     from torchvision.models._utils import IntermediateLayerGetter
     from torchvision.models.detection.backbone_utils import BackboneWithFPN
@@ -225,16 +228,12 @@ def _assemble(
     if fpn:
         if extra_blocks not in ("pool", "p6p7"):
             raise ConfigError(f"extra FPN block must be 'pool' or 'p6p7', got {extra_blocks!r}")
-        extra = (
-            LastLevelMaxPool()
-            if extra_blocks == "pool"
-            else LastLevelP6P7(FPN_CHANNELS, FPN_CHANNELS)
-        )
+        extra = LastLevelMaxPool() if extra_blocks == "pool" else LastLevelP6P7(width, width)
         # BackboneWithFPN wraps the trunk in its own IntermediateLayerGetter (same keys)
-        return BackboneWithFPN(trunk, return_layers, channels, FPN_CHANNELS, extra_blocks=extra)
+        return BackboneWithFPN(trunk, return_layers, channels, width, extra_blocks=extra)
     if single:
-        reduce = nn.Conv2d(channels[-1], FPN_CHANNELS, kernel_size=1)
-        return BackboneNoFPN(getter, FPN_CHANNELS, reduce)
+        reduce = nn.Conv2d(channels[-1], width, kernel_size=1)
+        return BackboneNoFPN(getter, width, reduce)
     return BackboneNoFPN(getter, channels[-1])
 
 

@@ -44,6 +44,9 @@ class DetectorConfig:
     min_size: int
     max_size: int
     imgsz: int | None
+    fpn_channels: int = 256
+    box_head: int = 1024
+    returned_layers: list[int] | None = None
 
     def to_build(self) -> dict[str, Any]:
         """The checkpoint's `build` dict: `registry.get("model", "detector")` rebuilds it."""
@@ -108,8 +111,16 @@ def build_detector(
     max_size: int = DEFAULT_MAX_SIZE,
     imgsz: int | None = None,
     frozen_bn: bool | None = None,
+    fpn_channels: int = 256,
+    box_head: int = 1024,
+    returned_layers: list[int] | None = None,
 ) -> nn.Module:
     """A torchvision detector: registered `backbone` under registered `head`.
+
+    `fpn_channels` (feature width) and `box_head` (Faster R-CNN's box-head width) default to
+    torchvision's 256 and 1024; smaller values make light models for small data sets.
+    `returned_layers` overrides which backbone stages feed the head (e.g. [1, 2, 3, 5] gives a
+    MobileNet FPN strides 4-32, for small objects).
 
     `num_classes` counts background (index 0). `fpn=None` takes the head's natural layout (FPN
     for frcnn/retinanet/fcos, none for ssd/ssdlite). `imgsz` is the longest image side (the fixed
@@ -131,9 +142,14 @@ def build_detector(
         weights=backbone_weights,
         trainable_layers=trainable_layers,
         fpn=fpn,
-        returned_layers=layers if fpn or head_entry.meta["layers"] == "ssd" else None,
+        returned_layers=(
+            list(returned_layers)
+            if returned_layers
+            else (layers if fpn or head_entry.meta["layers"] == "ssd" else None)
+        ),
         extra_blocks=head_entry.meta.get("extra_blocks", "pool"),
         frozen_bn=frozen,
+        fpn_channels=fpn_channels,
     )
     sizes: dict[str, int] = {}
     fixed = head_entry.meta.get("fixed_size")
@@ -150,6 +166,7 @@ def build_detector(
         image_mean=backbone_entry.meta["mean"],
         image_std=backbone_entry.meta["std"],
         **sizes,
+        **({"representation_size": box_head} if head_entry.name == "frcnn" else {}),
     )
     config = DetectorConfig(
         head=head_entry.name,
@@ -163,6 +180,9 @@ def build_detector(
         min_size=int(min_size),
         max_size=int(max_size),
         imgsz=None if imgsz is None else int(imgsz),
+        fpn_channels=int(fpn_channels),
+        box_head=int(box_head),
+        returned_layers=[int(x) for x in returned_layers] if returned_layers else None,
     )
     model.build_kwargs = config.to_build()
     return model

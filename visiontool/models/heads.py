@@ -154,15 +154,22 @@ def frcnn(
     max_size: int = 1333,
     image_mean: Sequence[float] | None = None,
     image_std: Sequence[float] | None = None,
+    representation_size: int = 1024,
 ) -> Any:
+    """`representation_size`: width of the two-layer box head (torchvision uses 1024; the
+    box head is most of a light model's size: 256*7*7*1024 = 12.8M weights)."""
     from torchvision.models.detection import FasterRCNN
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
     from torchvision.ops import MultiScaleRoIAlign
 
     anchors, maps = _anchor_generator("frcnn", backbone, anchor_sizes, anchor_ratios)
     names = [m.name for m in maps if m.name != "pool"] or [maps[0].name]
+    box_head = TwoMLPHead(backbone.out_channels * 7 * 7, representation_size)
     return FasterRCNN(
         backbone,
-        num_classes=num_classes,
+        num_classes=None,
+        box_head=box_head,
+        box_predictor=FastRCNNPredictor(representation_size, num_classes),
         min_size=min_size,
         max_size=max_size,
         image_mean=_list(image_mean),

@@ -115,7 +115,7 @@ def _from_registry(entry: registry.Entry, *, pretrained: bool) -> tuple[Any, Mod
         return module, zoo_info(entry, weights=label)
     checkpoint = entry.meta.get("checkpoint")
     if pretrained and checkpoint:
-        return _from_file(entry.name, Path(checkpoint))
+        return _from_file(entry.name, Path(checkpoint() if callable(checkpoint) else checkpoint))
     info = entry_info(entry, weights="none (random init)")
     return _build(info), info
 

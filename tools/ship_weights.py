@@ -1,0 +1,80 @@
+"""Copy a trained best.pt into weights/, score it on its val split and update manifest.json.
+
+    python tools/ship_weights.py NAME RUN_DIR DATA --description TEXT --data-recipe CMD
+
+The manifest records what `make weights` ran, so anyone can rebuild and compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from visiontool.io.atomic import write_json
+from visiontool.io.checkpoint import make_checkpoint, save_checkpoint
+from visiontool.models.shipped import sha256
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+
+
+def slim_copy(source: Path, target: Path) -> dict:
+    """Weights, model metadata and training arguments; no optimizer or history."""
+    checkpoint = torch.load(source, map_location="cpu", weights_only=True)
+    slim = make_checkpoint(
+        checkpoint["state_dict"], checkpoint["model_info"], train_args=checkpoint["train_args"]
+    )
+    save_checkpoint(target, slim)
+    return checkpoint
+
+
+def score(weights: Path, data: str) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "visiontool", "eval", "--weights", str(weights),
+               "--data", data, "--out", tmp, "--exist-ok", "--no-plots", "--quiet"]  # fmt: skip
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        return json.loads((Path(tmp) / "metrics.json").read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("name")
+    parser.add_argument("run", type=Path)
+    parser.add_argument("data")
+    parser.add_argument("--description", default="")
+    parser.add_argument("--data-recipe", required=True)
+    parser.add_argument("--command", required=True)
+    args = parser.parse_args()
+    target = WEIGHTS / f"{args.name}.pt"
+    checkpoint = slim_copy(args.run / "weights" / "best.pt", target)
+    info = checkpoint["model_info"]
+    metrics = score(target, args.data)
+    keys = ("map", "map50", "map75", "voc_map50") if info["task"] == "detect" else ("top1", "top5")
+    entry = {
+        "name": args.name,
+        "file": target.name,
+        "task": info["task"],
+        "architecture": info["build"],
+        "classes": info["classes"],
+        "input_size": info["input_size"],
+        "description": args.description,
+        "data_recipe": args.data_recipe,
+        "command": args.command,
+        "metric_val": {k: round(float(metrics[k]), 4) for k in keys if k in metrics},
+        "size_bytes": target.stat().st_size,
+        "sha256": sha256(target),
+    }
+    manifest_path = WEIGHTS / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    models = [m for m in manifest.get("models", []) if m["name"] != args.name] + [entry]
+    write_json(manifest_path, {"models": sorted(models, key=lambda m: m["name"])})
+    print(json.dumps(entry["metric_val"]), target, entry["size_bytes"], "bytes")
+
+
+if __name__ == "__main__":
+    main()

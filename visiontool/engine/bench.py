@@ -1,0 +1,144 @@
+"""Detection-pipeline benchmark: `visiontool detect` against a naive one-image-at-a-time loop.
+
+Both run the same model, weights and images and write the same outputs (full-resolution
+annotated JPEGs); each is timed as a whole process, start-up included, best of `repeat`
+interleaved runs. Used by `visiontool benchmark` and `benchmarks/detect_pipeline.py`.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class BenchConfig:
+    model: str = "frcnn-mobile-320"
+    weights: str = "none"
+    n: int = 32
+    width: int = 1920
+    height: int = 1080
+    conf: float = 0.25
+    batch: int = 4
+    workers: int | None = None
+    repeat: int = 3
+
+
+@dataclass
+class BenchResult:
+    config: BenchConfig
+    naive_s: list[float]
+    ours_s: list[float]
+
+    @property
+    def naive_images_per_s(self) -> float:
+        return self.config.n / min(self.naive_s)
+
+    @property
+    def ours_images_per_s(self) -> float:
+        return self.config.n / min(self.ours_s)
+
+    @property
+    def ratio(self) -> float:
+        return min(self.naive_s) / min(self.ours_s)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "config": asdict(self.config),
+            "naive_s": self.naive_s,
+            "ours_s": self.ours_s,
+            "naive_images_per_s": round(self.naive_images_per_s, 3),
+            "ours_images_per_s": round(self.ours_images_per_s, 3),
+            "ratio": round(self.ratio, 3),
+        }
+
+
+def make_photos(folder: Path, n: int, width: int = 1920, height: int = 1080) -> None:
+    """Photo-like JPEGs: smooth gradients, shapes and mild sensor noise (deterministic)."""
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFilter
+
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    for i in range(n):
+        base = np.stack(
+            [
+                128 + 100 * np.sin(xx / rng.uniform(150, 400) + i),
+                128 + 100 * np.cos(yy / rng.uniform(150, 400) - i),
+                128 + 60 * np.sin((xx + yy) / rng.uniform(200, 600)),
+            ],
+            axis=-1,
+        )
+        image = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
+        draw = ImageDraw.Draw(image)
+        for _ in range(12):
+            x = int(rng.integers(0, max(1, width - 300)))
+            y = int(rng.integers(0, max(1, height - 300)))
+            size = int(rng.integers(60, 300))
+            draw.ellipse(
+                (x, y, x + size, y + size), fill=tuple(int(c) for c in rng.integers(0, 256, 3))
+            )
+        image = image.filter(ImageFilter.GaussianBlur(1.5))
+        noisy = np.asarray(image).astype(np.int16) + rng.integers(-6, 7, (height, width, 3))
+        Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(
+            folder / f"photo_{i:03d}.jpg", quality=90
+        )
+
+
+def naive_loop(images: Path, out: Path, model: str, weights: str, conf: float) -> None:
+    """The loop most people write first: PIL -> to_tensor -> model([x]) -> draw -> save."""
+    import torch
+    from PIL import Image
+    from torchvision.transforms.functional import to_pil_image, to_tensor
+    from torchvision.utils import draw_bounding_boxes
+
+    from visiontool.models.loader import load_model
+
+    torch.manual_seed(0)  # the same random weights as `detect --seed 0` when weights=none
+    loaded = load_model(model, weights)
+    out.mkdir(parents=True, exist_ok=True)
+    with torch.inference_mode():
+        for path in sorted(images.glob("*.jpg")):
+            x = to_tensor(Image.open(path).convert("RGB"))
+            output = loaded.module([x])[0]
+            keep = output["scores"] >= conf
+            labels = [f"{int(c)} {float(s):.2f}" for c, s in
+                      zip(output["labels"][keep], output["scores"][keep], strict=True)]  # fmt: skip
+            drawn = draw_bounding_boxes((x * 255).to(torch.uint8), output["boxes"][keep], labels)
+            to_pil_image(drawn).save(out / path.name, quality=90)
+
+
+def _timed(cmd: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def run_benchmark(config: BenchConfig) -> BenchResult:
+    """Time both pipelines as whole processes, interleaved so machine drift hits both alike."""
+    with tempfile.TemporaryDirectory() as tmp:
+        images = Path(tmp) / "images"
+        make_photos(images, config.n, config.width, config.height)
+        common = ["--model", config.model, "--weights", config.weights, "--conf", str(config.conf)]
+        naive_cmd = [sys.executable, "-m", "visiontool.engine.bench", str(images),
+                     f"{tmp}/naive", config.model, config.weights, str(config.conf)]  # fmt: skip
+        ours_cmd = [sys.executable, "-m", "visiontool", "detect", str(images), *common,
+                    "--batch", str(config.batch), "--out", f"{tmp}/ours", "--exist-ok",
+                    "--quiet"]  # fmt: skip
+        if config.workers is not None:
+            ours_cmd += ["--workers", str(config.workers)]
+        naive_s, ours_s = [], []
+        for _ in range(config.repeat):
+            naive_s.append(_timed(naive_cmd))
+            ours_s.append(_timed(ours_cmd))
+    return BenchResult(config=config, naive_s=naive_s, ours_s=ours_s)
+
+
+if __name__ == "__main__":  # the naive loop's own process: IMAGES OUT MODEL WEIGHTS CONF
+    naive_loop(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4], float(sys.argv[5]))
