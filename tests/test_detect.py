@@ -260,3 +260,15 @@ def test_python_api(images, tmp_path):
     seen = []
     summary = visiontool.detect(config, on_result=seen.append)
     assert summary.images == 1 and seen[0].detections
+
+
+def test_outputs_get_normal_file_permissions(cli, images, tmp_path):
+    import os
+    import stat
+
+    out = tmp_path / "perm"
+    assert cli("detect", images / "img0.jpg", *MODEL, "--out", out).exit_code == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("img0.jpg", "summary.json"):
+        assert stat.S_IMODE((out / name).stat().st_mode) == 0o666 & ~umask

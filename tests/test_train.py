@@ -33,6 +33,14 @@ def shapes(tmp_path_factory) -> Path:
     return out
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def lenet_config(data: Path, out: Path, **overrides) -> TrainConfig:
     base = dict(data=str(data), task="classify", model="lenet", epochs=2, batch=8, lr=0.05,
                 workers=0, augment="none", out=out, warmup=0.0)  # fmt: skip
@@ -154,10 +162,10 @@ def test_ddp_two_processes_match_one_process_with_double_batch(digits, tmp_path)
                    capture_output=True)  # fmt: skip
     ddp = tmp_path / "ddp"
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                          "--master_port=29517", "-m", "visiontool", "train", *common,
+                          f"--master_port={free_port()}", "-m", "visiontool", "train", *common,
                           "--batch", "4", "--out", str(ddp)], env=env, cwd=REPO,
                          capture_output=True, text=True)  # fmt: skip
-    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
     a = torch.load(single / "weights/last.pt", weights_only=True)["state_dict"]
     b = torch.load(ddp / "weights/last.pt", weights_only=True)["state_dict"]
     for key in a:

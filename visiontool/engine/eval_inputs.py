@@ -188,10 +188,27 @@ def predict_detections(
 ) -> tuple[Detections, str]:
     """Run a detector over every image of `dataset`; (detections, model name)."""
     loaded, predictor = _loaded_predictor(run, "detect")
-    mapping = model_class_map(loaded.info.classes, gt.classes)
+    batches = _loader(dataset, run)
+    dets = collect_detections(predictor, batches, gt, loaded.info.classes, len(dataset), progress)
+    return dets, loaded.info.name
+
+
+def collect_detections(
+    predictor: Any,
+    batches: Any,
+    gt: GroundTruth,
+    model_classes: list[str],
+    total: int = 0,
+    progress: Progress | None = None,
+) -> Detections:
+    """Predict every (images, targets) batch and tie the boxes to `gt`'s images and classes.
+
+    Shared by `eval --model` and validation during training, so both score the same way.
+    """
+    mapping = model_class_map(model_classes, gt.classes)
     parts: dict[str, list[np.ndarray]] = {"image": [], "boxes": [], "scores": [], "labels": []}
     done = 0
-    for images, targets in _loader(dataset, run):
+    for images, targets in batches:
         for target, pred in zip(targets, predictor.predict(images), strict=True):
             labels = mapping[pred.class_ids.numpy()]
             keep = labels >= 0
@@ -201,19 +218,20 @@ def predict_detections(
             parts["labels"].append(labels[keep])
         done += len(images)
         if progress is not None:
-            progress(done, len(dataset))
+            progress(done, total)
+    return detections_from_parts(parts)
+
+
+def detections_from_parts(parts: dict[str, list[np.ndarray]]) -> Detections:
     if not parts["image"]:
-        return Detections.empty(), loaded.info.name
+        return Detections.empty()
     boxes = np.concatenate(parts["boxes"]).reshape(-1, 4)
-    return (
-        Detections(
-            image_ids=np.concatenate(parts["image"]).astype(np.int64),
-            boxes=boxes,
-            coco_boxes=np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1),
-            scores=np.concatenate(parts["scores"]),
-            labels=np.concatenate(parts["labels"]).astype(np.int64),
-        ),
-        loaded.info.name,
+    return Detections(
+        image_ids=np.concatenate(parts["image"]).astype(np.int64),
+        boxes=boxes,
+        coco_boxes=np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1),
+        scores=np.concatenate(parts["scores"]),
+        labels=np.concatenate(parts["labels"]).astype(np.int64),
     )
 
 

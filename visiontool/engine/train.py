@@ -177,7 +177,6 @@ class Trainer:
         classes = list(self.train_set.classes)
         if cfg.task == "detect":
             module, self.info = setup.build_detector_for_training(cfg, classes)
-            _eval_thresholds(module)
         else:
             module, self.info = setup.build_classifier_for_training(cfg, classes)
         self.augment = setup.attach_transforms(cfg, self.train_set, self.val_set, self.info)
@@ -410,14 +409,16 @@ class Trainer:
         from visiontool.engine.validate import validate_classifier, validate_detector
 
         module = self.ema.module if self.ema is not None else self.model
-        common = {"device": self.device, "batch": self.cfg.batch, "workers": self.cfg.workers,
-                  "dist": self.dist}  # fmt: skip
-        if self.cfg.task == "detect":
-            metrics = validate_detector(module, self.val_set, **common)
-        else:
-            metrics = validate_classifier(
-                module, self.val_set, preprocess=self.info.preprocess, **common
-            )
+        validate = validate_detector if self.cfg.task == "detect" else validate_classifier
+        metrics = validate(
+            module,
+            self.val_set,
+            info=self.info,
+            device=self.device,
+            batch=self.cfg.batch,
+            workers=self.cfg.workers,
+            dist=self.dist,
+        )
         return {f"val/{k}": v for k, v in metrics.items()}
 
     def _end_epoch(self, row: dict[str, Any], epoch: int) -> None:
@@ -562,13 +563,6 @@ def _to_model_target(target: dict[str, Any], device: Any) -> dict[str, Any]:
     boxes = torch.as_tensor(target["boxes"], dtype=torch.float32).reshape(-1, 4)
     labels = torch.as_tensor(target["labels"], dtype=torch.int64) + 1
     return {"boxes": boxes.to(device), "labels": labels.to(device)}
-
-
-def _eval_thresholds(module: Any) -> None:
-    """Validation scores everything above 0.001, up to 100 boxes per image, as COCO does."""
-    from visiontool.engine.predictor import configure_detector
-
-    configure_detector(module, conf=0.001, max_det=100)
 
 
 def _default_lr(cfg: TrainConfig) -> float:

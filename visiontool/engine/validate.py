@@ -1,8 +1,10 @@
-"""Validation during training: COCO mAP for detectors, top-1/top-5 for classifiers.
+"""Validation during training, through the eval engine: COCO/VOC metrics for detectors,
+top-1/top-5 for classifiers.
 
-Each rank predicts its share of the validation set; predictions are gathered on every rank and
-scored with the metrics of `visiontool.metrics` (faster-coco-eval for COCO numbers), so all
-ranks see the same metrics and take the same early-stopping decisions.
+The model being trained is wrapped in the same `Predictor` that `detect` and `eval` use, and
+scored by the same functions as `visiontool eval`, so a validation number is exactly what
+`eval --weights best.pt` reports. Each rank predicts its share of the validation set; the
+predictions are gathered so every rank sees the same metrics (and stops at the same epoch).
 """
 
 from __future__ import annotations
@@ -10,74 +12,68 @@ from __future__ import annotations
 from typing import Any
 
 from visiontool.engine.distributed import DistInfo, gather_objects
+from visiontool.models.info import ModelInfo
 
 
-def _loader(dataset: Any, *, batch: int, workers: int, dist: DistInfo) -> Any:
+def _shard_loader(dataset: Any, *, batch: int, workers: int, dist: DistInfo) -> Any:
     from torch.utils.data import DataLoader, Subset
 
     from visiontool.data.collate import detection_collate
 
     indices = list(range(dist.rank, len(dataset), dist.world_size))
-    return DataLoader(
-        Subset(dataset, indices),
-        batch_size=batch,
-        shuffle=False,
-        num_workers=workers,
-        collate_fn=detection_collate,
-    )
+    return DataLoader(Subset(dataset, indices), batch_size=batch, shuffle=False,
+                      num_workers=workers, collate_fn=detection_collate)  # fmt: skip
+
+
+def _predictor(module: Any, info: ModelInfo, device: Any) -> Any:
+    from visiontool.engine.eval_inputs import EVAL_CONF, EVAL_MAX_DET
+    from visiontool.engine.predictor import Predictor
+    from visiontool.models.loader import LoadedModel
+
+    loaded = LoadedModel(module=module, info=info, device=device)
+    return Predictor(loaded, conf=EVAL_CONF, max_det=EVAL_MAX_DET)
 
 
 def validate_detector(
-    module: Any, dataset: Any, *, device: Any, batch: int, workers: int, dist: DistInfo
+    module: Any,
+    dataset: Any,
+    *,
+    info: ModelInfo,
+    device: Any,
+    batch: int,
+    workers: int,
+    dist: DistInfo,
 ) -> dict[str, float]:
-    """COCO metrics (map, map50, ... as in metrics.json) of `module` on `dataset`."""
+    """The scalar metrics of `visiontool eval` (map, map50, ..., voc_map50) on `dataset`."""
     import numpy as np
-    import torch
 
     from visiontool.data.convert import to_coco_dict
-    from visiontool.metrics.coco import evaluate_coco, results_from_arrays
+    from visiontool.engine.eval_inputs import (
+        collect_detections,
+        detections_from_parts,
+        ground_truth_from_coco,
+    )
+    from visiontool.engine.evaluate import score_detections
 
     module.eval()
-    rows: list[tuple[int, list, list, list]] = []
-    with torch.inference_mode():
-        for images, targets in _loader(dataset, batch=batch, workers=workers, dist=dist):
-            outputs = module([image.to(device, non_blocking=True) for image in images])
-            for target, output in zip(targets, outputs, strict=True):
-                rows.append(
-                    (
-                        int(target["image_id"]),
-                        output["boxes"].float().cpu().tolist(),
-                        output["scores"].float().cpu().tolist(),
-                        (output["labels"].cpu() - 1).tolist(),
-                    )
-                )
-    rows = [row for part in gather_objects(rows, dist) for row in part]
-    category_ids = np.asarray(dataset.category_ids)
-    image_ids, boxes, scores, cats = [], [], [], []
-    for image_id, box_list, score_list, label_list in rows:
-        for box, score, label in zip(box_list, score_list, label_list, strict=True):
-            if label < 0:
-                continue
-            x1, y1, x2, y2 = box
-            image_ids.append(image_id)
-            boxes.append([x1, y1, x2 - x1, y2 - y1])
-            scores.append(score)
-            cats.append(int(category_ids[label]))
-    results = results_from_arrays(
-        np.asarray(image_ids, dtype=np.int64),
-        np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
-        np.asarray(scores, dtype=np.float64),
-        np.asarray(cats, dtype=np.int64),
-    )
-    coco = evaluate_coco(to_coco_dict(dataset), results)
-    return {key: max(0.0, value) for key, value in coco.stats.items()}
+    gt = ground_truth_from_coco(to_coco_dict(dataset), where=str(getattr(dataset, "root", "")))
+    loader = _shard_loader(dataset, batch=batch, workers=workers, dist=dist)
+    mine = collect_detections(_predictor(module, info, device), loader, gt, info.classes)
+    parts: dict[str, list[np.ndarray]] = {"image": [], "boxes": [], "scores": [], "labels": []}
+    for dets in gather_objects(mine, dist):
+        parts["image"].append(dets.image_ids)
+        parts["boxes"].append(dets.boxes)
+        parts["scores"].append(dets.scores)
+        parts["labels"].append(dets.labels)
+    metrics, _ = score_detections(gt, detections_from_parts(parts))
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
 
 
 def validate_classifier(
     module: Any,
     dataset: Any,
     *,
-    preprocess: dict[str, Any],
+    info: ModelInfo,
     device: Any,
     batch: int,
     workers: int,
@@ -85,23 +81,16 @@ def validate_classifier(
 ) -> dict[str, float]:
     """top1/top5 of `module` on `dataset`, with the predictor's resize/crop/normalise."""
     import numpy as np
-    import torch
 
-    from visiontool.engine.predictor import classify_transform
     from visiontool.metrics.classification import classification_metrics
 
     module.eval()
+    predictor = _predictor(module, info, device)
     scores: list[Any] = []
     labels: list[int] = []
-    with torch.inference_mode():
-        for images, targets in _loader(dataset, batch=batch, workers=workers, dist=dist):
-            inputs = torch.stack(
-                [classify_transform(image.to(device), preprocess) for image in images]
-            )
-            logits = module(inputs)
-            logits = logits[0] if isinstance(logits, tuple) else logits
-            scores.extend(logits.float().softmax(dim=1).cpu().numpy())
-            labels.extend(int(t) for t in targets)
+    for images, targets in _shard_loader(dataset, batch=batch, workers=workers, dist=dist):
+        scores.extend(p.probs.numpy() for p in predictor.predict(images))
+        labels.extend(int(t) for t in targets)
     gathered = gather_objects((scores, labels), dist)
     all_scores = [s for part in gathered for s in part[0]]
     all_labels = [label for part in gathered for label in part[1]]

@@ -1,0 +1,77 @@
+"""The models this project trains and ships under weights/: listed, offline, verified, accurate."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from visiontool import registry
+from visiontool.errors import ModelLoadError
+from visiontool.models.shipped import WEIGHTS_ENV, read_manifest, sha256, verified_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+MANIFEST = read_manifest(REPO / "weights")
+
+
+def test_manifest_entries_are_complete_and_registered():
+    names = {entry["name"] for entry in MANIFEST}
+    assert {"digits-lenet", "shapes-frcnn"} <= names
+    for entry in MANIFEST:
+        for key in ("task", "architecture", "classes", "input_size", "data_recipe", "command",
+                    "metric_val", "sha256"):  # fmt: skip
+            assert entry.get(key), (entry["name"], key)
+        path = REPO / "weights" / entry["file"]
+        assert path.stat().st_size <= 20_000_000
+        assert sha256(path) == entry["sha256"]
+        assert registry.get("model", entry["name"]).meta["source"] == "visiontool"
+
+
+def test_shipped_models_meet_their_targets():
+    by_name = {entry["name"]: entry for entry in MANIFEST}
+    assert by_name["digits-lenet"]["metric_val"]["top1"] >= 0.98
+    shapes = by_name["shapes-frcnn"]["metric_val"]
+    assert shapes["map50"] >= 0.90 and shapes["map"] >= 0.60
+
+
+def test_digits_lenet_reads_fresh_digits_offline(cli, tmp_path):
+    from visiontool.data.synth import synth_classification
+
+    synth_classification(tmp_path / "d", n=100, imgsz=32, seed=99, kind="digits")
+    out = tmp_path / "run"
+    result = cli("detect", tmp_path / "d", "-r", "--model", "digits-lenet", "--workers", "0",
+                 "--no-save-img", "--out", out)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    right = sum(Path(r["image"]).parent.name == r["classes"][0]["label"] for r in rows)
+    assert len(rows) == 100 and right >= 90
+
+
+def test_corrupt_shipped_file_is_refused(tmp_path, monkeypatch):
+    entry = next(e for e in MANIFEST if e["name"] == "digits-lenet")
+    shutil.copy(REPO / "weights" / entry["file"], tmp_path / entry["file"])
+    monkeypatch.setenv(WEIGHTS_ENV, str(tmp_path))
+    assert verified_checkpoint(entry) == tmp_path / entry["file"]
+    with (tmp_path / entry["file"]).open("ab") as handle:
+        handle.write(b"tampered")
+    with pytest.raises(ModelLoadError, match="does not match the sha256"):
+        verified_checkpoint(entry)
+    (tmp_path / entry["file"]).unlink()
+    with pytest.raises(ModelLoadError, match="are missing"):
+        verified_checkpoint(entry)
+
+
+@pytest.mark.slow
+def test_make_demo_runs_the_shipped_detector():
+    result = subprocess.run(["make", "demo"], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    rows = [
+        json.loads(x) for x in (REPO / "runs/demo/predictions.jsonl").read_text().splitlines()
+    ]
+    assert len(rows) == len(list((REPO / "examples").glob("*.jpg")))
+    assert all(row["error"] is None for row in rows)
+    assert sum(len(row["detections"]) for row in rows) >= len(rows)
+    assert "results saved to runs/demo" in result.stdout
