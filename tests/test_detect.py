@@ -272,3 +272,24 @@ def test_outputs_get_normal_file_permissions(cli, images, tmp_path):
     os.umask(umask)
     for name in ("img0.jpg", "summary.json"):
         assert stat.S_IMODE((out / name).stat().st_mode) == 0o666 & ~umask
+
+
+@pytest.mark.parametrize("name", ["frcnn-mobile-320", "ssdlite"])
+def test_predictor_matches_the_model_run_directly(name, images):
+    """Resizing before normalising (the predictor's speed-up) changes no detection."""
+    from visiontool.engine.predictor import Predictor
+    from visiontool.io.images import read_image
+
+    torch.manual_seed(0)
+    loaded = load_model(name, "none")
+    predictor = Predictor(loaded, conf=0.0, max_det=1000)
+    image = read_image(images / "img0.jpg")
+    ours = predictor.predict([image])[0]
+    with torch.inference_mode():
+        direct = loaded.module([image.float() / 255])[0]
+    is_class = torch.tensor(loaded.info.raw_to_class())[direct["labels"]] >= 0  # drop "N/A"
+    keep = is_class & (direct["scores"] >= 0.0)
+    order = direct["scores"][keep].argsort(descending=True, stable=True)
+    assert len(ours.scores) == int(keep.sum()) > 0
+    assert torch.allclose(ours.scores, direct["scores"][keep][order], atol=1e-5)
+    assert torch.allclose(ours.boxes, direct["boxes"][keep][order], atol=1e-3)

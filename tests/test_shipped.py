@@ -68,9 +68,7 @@ def test_corrupt_shipped_file_is_refused(tmp_path, monkeypatch):
 def test_make_demo_runs_the_shipped_detector():
     result = subprocess.run(["make", "demo"], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    rows = [
-        json.loads(x) for x in (REPO / "runs/demo/predictions.jsonl").read_text().splitlines()
-    ]
+    rows = [json.loads(x) for x in (REPO / "runs/demo/predictions.jsonl").read_text().splitlines()]
     assert len(rows) == len(list((REPO / "examples").glob("*.jpg")))
     assert all(row["error"] is None for row in rows)
     assert sum(len(row["detections"]) for row in rows) >= len(rows)
