@@ -171,3 +171,25 @@ def test_ddp_two_processes_match_one_process_with_double_batch(digits, tmp_path)
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-5), key
     assert run.stdout.count("results saved to") == 1  # rank 0 alone logs
+
+
+def test_finetune_from_checkpoint_replaces_class_layer_and_boosts_its_lr(digits, tmp_path):
+    import torch as _torch
+
+    from visiontool.engine.distributed import DistInfo
+    from visiontool.engine.train import Trainer
+
+    run_train(lenet_config(digits, tmp_path / "base", epochs=1))
+    shapes = tmp_path / "shapes_cls"
+    synth_classification(shapes, n=30, imgsz=32, seed=4, kind="shapes")
+    config = lenet_config(shapes, tmp_path / "ft", weights=str(tmp_path / "base/weights/best.pt"),
+                          head_lr_mult=10.0, lr=0.01)  # fmt: skip
+    trainer = Trainer(config, _torch.device("cpu"), DistInfo(), Callbacks())
+    base = _torch.load(tmp_path / "base/weights/best.pt", weights_only=True)["state_dict"]
+    state = trainer.model.state_dict()
+    assert _torch.equal(state["features.c1.weight"], base["features.c1.weight"])
+    assert state["classifier.output.weight"].shape[0] == len(trainer.info.classes) != 10
+    fast = [g for g in trainer.optimizer.param_groups if abs(g["lr"] - 0.1) < 1e-12]
+    fast_params = {id(p) for g in fast for p in g["params"]}
+    assert id(trainer.model.classifier.output.weight) in fast_params
+    assert id(trainer.model.features.c1.weight) not in fast_params

@@ -175,10 +175,12 @@ class Trainer:
         cfg = self.cfg
         self.train_set, self.val_set = setup.open_training_data(cfg)
         classes = list(self.train_set.classes)
-        if cfg.task == "detect":
-            module, self.info = setup.build_detector_for_training(cfg, classes)
-        else:
-            module, self.info = setup.build_classifier_for_training(cfg, classes)
+        build_model = (
+            setup.build_detector_for_training
+            if cfg.task == "detect"
+            else setup.build_classifier_for_training
+        )
+        module, self.info, new_params = build_model(cfg, classes)
         self.augment = setup.attach_transforms(cfg, self.train_set, self.val_set, self.info)
         module.to(self.device)
         if cfg.sync_bn and self.dist.enabled:
@@ -188,7 +190,7 @@ class Trainer:
         self.lr = lr
         groups = param_groups(
             module, lr=lr, weight_decay=cfg.weight_decay, head_lr_mult=cfg.head_lr_mult,
-            new_param_names=_new_param_names(module, cfg),
+            new_param_names=new_params,
         )  # fmt: skip
         self.optimizer = build_optimizer(groups, name=cfg.optimizer, lr=lr, momentum=cfg.momentum)
         self.loader, self.sampler = self._train_loader()
@@ -569,18 +571,6 @@ def _default_lr(cfg: TrainConfig) -> float:
     if cfg.optimizer == "adamw":
         return 1e-3
     return 0.02 * cfg.batch / 16 if cfg.task == "detect" else 0.01
-
-
-def _new_param_names(module: Any, cfg: TrainConfig) -> list[str]:
-    """Parameters that start untrained when fine-tuning: the class-dependent layers."""
-    from visiontool.models.loader import weights_kind
-
-    if weights_kind(cfg.weights) == "none" and weights_kind(cfg.backbone_weights) == "none":
-        return []
-    if weights_kind(cfg.weights) == "none":  # pretrained backbone only: all but the backbone
-        return [n for n, _ in module.named_parameters() if not n.startswith("backbone")]
-    keys = ("box_predictor", "classification_head.cls_logits", "cls_logits", "fc.", "classifier")
-    return [n for n, _ in module.named_parameters() if any(k in n for k in keys)]
 
 
 def _amp_dtype(device: Any) -> Any:

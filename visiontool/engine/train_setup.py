@@ -39,8 +39,9 @@ def read_anchors_file(path: str | Path) -> tuple[Any, Any]:
     return data["sizes"], data.get("ratios")
 
 
-def build_detector_for_training(cfg: Any, classes: list[str]) -> tuple[Any, ModelInfo]:
-    """A torchvision detector for `classes` (+ background), pretrained where asked."""
+def build_detector_for_training(cfg: Any, classes: list[str]) -> tuple[Any, ModelInfo, list[str]]:
+    """A torchvision detector for `classes` (+ background), pretrained where asked, and the
+    names of the parameters that start untrained (they learn at --head-lr-mult)."""
     from visiontool.models import build
 
     num_classes = len(classes) + 1
@@ -60,7 +61,7 @@ def build_detector_for_training(cfg: Any, classes: list[str]) -> tuple[Any, Mode
                 f"--backbone does not apply to the pretrained detector {cfg.model!r}; "
                 f"use --model {_zoo_head(cfg.model)} --backbone {cfg.backbone} instead"
             )
-        module, build_kwargs = _zoo_detector(cfg, num_classes, pretrained=wkind == "default")
+        module, build_kwargs, new = _zoo_detector(cfg, num_classes, pretrained=wkind == "default")
         input_size = registry.get("model", cfg.model).meta["input_size"]
     else:
         imgsz = cfg.imgsz or DEFAULT_IMGSZ[cfg.model]
@@ -85,6 +86,7 @@ def build_detector_for_training(cfg: Any, classes: list[str]) -> tuple[Any, Mode
         )
         build_kwargs = dict(module.build_kwargs)
         input_size = imgsz
+        new = build.head_param_names(module) if build_kwargs["frozen_bn"] else []
     info = ModelInfo(
         name=cfg.name or f"{cfg.model}-{len(classes)}cls",
         task="detect",
@@ -96,30 +98,31 @@ def build_detector_for_training(cfg: Any, classes: list[str]) -> tuple[Any, Mode
         weights="trained",
     )
     if wkind == "path":
-        _load_for_finetune(module, cfg.weights, num_classes)
+        new = _load_for_finetune(module, cfg.weights)
     if cfg.freeze:
         build.freeze_backbone_stages(module, cfg.freeze)
-    return module, info
+    return module, info, new
 
 
-def _zoo_detector(cfg: Any, num_classes: int, *, pretrained: bool) -> tuple[Any, dict]:
+def _zoo_detector(cfg: Any, num_classes: int, *, pretrained: bool) -> tuple[Any, dict, list[str]]:
     from visiontool.models import build
     from visiontool.models.loader import load_model
 
     entry = registry.get("model", cfg.model)
+    new: list[str] = []
     if pretrained:
         module = load_model(entry.name, "DEFAULT").module
-        build.replace_class_layers(module, num_classes)
+        new = build.replace_class_layers(module, num_classes)
     else:
         module = entry.builder(weights=None, num_classes=num_classes)
     if cfg.imgsz:
         from visiontool.engine.predictor import set_detector_input_size
 
         set_detector_input_size(module, cfg.imgsz)
-    return module, {"model": entry.name, "num_classes": num_classes}
+    return module, {"model": entry.name, "num_classes": num_classes}, new
 
 
-def build_classifier_for_training(cfg: Any, classes: list[str]) -> tuple[Any, ModelInfo]:
+def build_classifier_for_training(cfg: Any, classes: list[str]) -> tuple[Any, ModelInfo, list[str]]:
     from visiontool.models import build
 
     if not registry.exists("model", cfg.model):
@@ -155,15 +158,25 @@ def build_classifier_for_training(cfg: Any, classes: list[str]) -> tuple[Any, Mo
         preprocess=preprocess,
         weights="trained",
     )
+    new = _last_linear_params(module) if wkind == "default" else []
     if wkind == "path":
-        _load_for_finetune(module, cfg.weights, len(classes))
+        new = _load_for_finetune(module, cfg.weights)
     if cfg.freeze:
         build.freeze_backbone_stages(module, cfg.freeze)
-    return module, info
+    return module, info, new
 
 
-def _load_for_finetune(module: Any, path: str, num_classes: int) -> None:
-    """Start from a checkpoint's weights, skipping class-dependent layers whose shape differs."""
+def _last_linear_params(module: Any) -> list[str]:
+    """The class layer build_classifier replaced for the new classes."""
+    from torch import nn
+
+    name = [n for n, m in module.named_modules() if isinstance(m, nn.Linear)][-1]
+    return [f"{name}.weight", f"{name}.bias"]
+
+
+def _load_for_finetune(module: Any, path: str) -> list[str]:
+    """Start from a checkpoint's weights, skipping layers whose shape differs (the class
+    layers when the classes changed); returns the parameters left at their fresh init."""
     from visiontool.io.checkpoint import extract_state_dict, read_checkpoint
 
     state = extract_state_dict(read_checkpoint(path), path)
@@ -175,6 +188,7 @@ def _load_for_finetune(module: Any, path: str, num_classes: int) -> None:
             "architecture; pass the matching --model/--backbone"
         )
     module.load_state_dict(fitting, strict=False)
+    return [name for name, _ in module.named_parameters() if name not in fitting]
 
 
 def _is_zoo(name: str, task: str) -> bool:
