@@ -62,6 +62,30 @@ def test_manifest_metrics_reproduce_from_the_recorded_recipe(name, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     for key, value in entry["metric_val"].items():
         assert metrics[key] == pytest.approx(value, abs=1e-4), key
+    validated = _training_validation(name, data)
+    for key, value in entry["metric_val"].items():
+        assert validated[key] == pytest.approx(value, abs=1e-4), key
+
+
+def _training_validation(name: str, data: Path) -> dict:
+    """What the trainer's per-epoch validation reports for this model and data."""
+    import torch
+
+    from visiontool.data.datasets import open_dataset
+    from visiontool.engine.distributed import DistInfo
+    from visiontool.engine.train import TrainConfig
+    from visiontool.engine.train_setup import attach_transforms
+    from visiontool.engine.validate import validate_classifier, validate_detector
+    from visiontool.models.loader import load_model
+
+    loaded = load_model(name)
+    task = loaded.info.task
+    train, val = (open_dataset(data, split=s, task=task) for s in ("train", "val"))
+    config = TrainConfig(data=str(data), task=task, model="frcnn" if task == "detect" else name)
+    attach_transforms(config, train, val, loaded.info)
+    validate = validate_detector if task == "detect" else validate_classifier
+    return validate(loaded.module, val, info=loaded.info, device=torch.device("cpu"), batch=8,
+                    workers=0, dist=DistInfo())  # fmt: skip
 
 
 def test_digits_lenet_reads_fresh_digits_offline(cli, tmp_path):

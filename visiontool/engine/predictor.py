@@ -104,8 +104,13 @@ class Predictor:
         return resized, (width / new_width, height / new_height)
 
     def _to_device(self, image: Any) -> Any:
+        """uint8 [0, 255] (what decoders give) or float [0, 1] (already converted)."""
+        import torch
+
         image = image.to(self.device, non_blocking=True)
-        return image.float().div_(255.0)
+        if image.dtype == torch.uint8:
+            return image.float().div_(255.0)
+        return image.float()
 
     def _autocast(self) -> Any:
         import torch

@@ -237,7 +237,7 @@ def attach_transforms(cfg: Any, train: Any, val: Any | None, info: ModelInfo) ->
         size = None if preset == "frcnn" else info.input_size
     train.transforms = build_transforms(preset, train=True, imgsz=size)
     if val is not None:
-        # Validation sees images the way `detect` does: detectors resize internally and
-        # classifiers get the predictor's resize/crop/normalise on the model side.
-        val.transforms = build_transforms("none", train=False)
+        # Validation feeds the raw uint8 images to the same Predictor `detect` and `eval`
+        # use (detectors resize internally, classifiers get its resize/crop/normalise).
+        val.transforms = None
     return preset
