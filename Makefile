@@ -11,7 +11,12 @@ SHAPES_DATA := $(BIN)/visiontool data synth --out runs/data/shapes --n 1000 --im
 SHAPES_TRAIN := $(BIN)/visiontool train --data runs/data/shapes --model frcnn --backbone mobilenet_v3_small \
 	--returned-layers 1 --returned-layers 2 --returned-layers 3 --returned-layers 5 --fpn-channels 64 \
 	--box-head 256 --anchor-sizes "12 24 48 96 192" --imgsz 256 --epochs 24 --batch 8 --lr 0.02 \
-	--workers 1 --augment frcnn --name shapes-frcnn --seed 0 --out runs/weights/shapes-frcnn --exist-ok
+	--workers 1 --augment frcnn --name shapes-frcnn --seed 0 --out runs/weights/shapes-frcnn-base --exist-ok
+SHAPES_FINETUNE := $(BIN)/visiontool train --data runs/data/shapes --model frcnn --backbone mobilenet_v3_small \
+	--returned-layers 1 --returned-layers 2 --returned-layers 3 --returned-layers 5 --fpn-channels 64 \
+	--box-head 256 --anchor-sizes "12 24 48 96 192" --imgsz 352 --epochs 8 --batch 8 --lr 0.008 \
+	--warmup 0.3 --workers 1 --augment frcnn --name shapes-frcnn --seed 1 \
+	--weights runs/weights/shapes-frcnn-base/weights/best.pt --out runs/weights/shapes-frcnn --exist-ok
 DIGITS_DATA := $(BIN)/visiontool data synth --task classify --kind digits --out runs/data/digits --n 5000 --imgsz 32 --seed 11
 DIGITS_TRAIN := $(BIN)/visiontool train --task classify --model lenet --data runs/data/digits --epochs 30 \
 	--batch 64 --optimizer adamw --lr 0.003 --weight-decay 0.0001 --warmup 1 --workers 0 --name digits-lenet \
@@ -46,9 +51,12 @@ weights: $(STAMP)
 	rm -rf runs/data/shapes runs/data/digits
 	$(SHAPES_DATA)
 	$(SHAPES_TRAIN)
+	$(SHAPES_FINETUNE)
 	$(BIN)/python tools/ship_weights.py shapes-frcnn runs/weights/shapes-frcnn runs/data/shapes \
-		--description "Faster R-CNN (MobileNetV3-Small FPN) for the six synthetic shapes" \
-		--data-recipe '$(subst $(BIN)/,,$(SHAPES_DATA))' --command '$(subst $(BIN)/,,$(SHAPES_TRAIN))'
+		--checkpoint last.pt \
+		--description "Faster R-CNN (MobileNetV3-Small FPN, strides 4-32) for the six synthetic shapes" \
+		--data-recipe '$(subst $(BIN)/,,$(SHAPES_DATA))' \
+		--command '$(subst $(BIN)/,,$(SHAPES_TRAIN)) && $(subst $(BIN)/,,$(SHAPES_FINETUNE))'
 	$(DIGITS_DATA)
 	$(DIGITS_TRAIN)
 	$(BIN)/python tools/ship_weights.py digits-lenet runs/weights/digits-lenet runs/data/digits \

@@ -49,9 +49,10 @@ def main() -> None:
     parser.add_argument("--description", default="")
     parser.add_argument("--data-recipe", required=True)
     parser.add_argument("--command", required=True)
+    parser.add_argument("--checkpoint", default="best.pt", help="best.pt or last.pt of the run")
     args = parser.parse_args()
     target = WEIGHTS / f"{args.name}.pt"
-    checkpoint = slim_copy(args.run / "weights" / "best.pt", target)
+    checkpoint = slim_copy(args.run / "weights" / args.checkpoint, target)
     info = checkpoint["model_info"]
     metrics = score(target, args.data)
     keys = ("map", "map50", "map75", "voc_map50") if info["task"] == "detect" else ("top1", "top5")
