@@ -27,7 +27,12 @@ def is_image_path(path: str | Path) -> bool:
 
 
 def read_image(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Any:
-    """Decode `path` to a contiguous uint8 RGB tensor of shape (3, H, W) as displayed."""
+    """Decode `path` to a uint8 RGB tensor of shape (3, H, W) as displayed.
+
+    The tensor is a (3, H, W) view of pixel-interleaved (H, W, 3) memory, the layout decoders
+    produce: `image.permute(1, 2, 0)` is then a free, contiguous HWC array for drawing and
+    encoding, and the model side reads either layout.
+    """
     data = _read_bytes(Path(path))
     return decode_image_bytes(data, max_pixels=max_pixels)
 
@@ -82,7 +87,11 @@ def _decode_jpeg(data: bytes, max_pixels: int | None) -> Any:
         if "truncated" in reason or "incomplete" in reason:
             raise ImageError("truncated JPEG (file ends before the image data)") from exc
         raise ImageError(f"corrupt JPEG ({reason})") from exc
-    return image.contiguous()
+    return (
+        image
+        if image.permute(1, 2, 0).is_contiguous()
+        else image.permute(1, 2, 0).contiguous().permute(2, 0, 1)
+    )
 
 
 def _decode_with_pillow(data: bytes, max_pixels: int | None) -> Any:
@@ -110,7 +119,7 @@ def _decode_with_pillow(data: bytes, max_pixels: int | None) -> Any:
     import numpy as np
 
     array = np.asarray(rgb, dtype=np.uint8)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+    return torch.from_numpy(array.copy()).permute(2, 0, 1)
 
 
 def to_rgb(image: Any) -> Any:
