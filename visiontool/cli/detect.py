@@ -39,7 +39,9 @@ def detect(
     classes: list[str] = typer.Option(None, "--classes", help="Keep only these names or ids."),
     imgsz: int = typer.Option(None, "--imgsz", help="Override the model's input size."),
     batch: int = typer.Option(1, "--batch", "-b", help="Images per forward pass."),
-    workers: int = typer.Option(None, "--workers", help="Decode processes (default: cores-1)."),
+    workers: int = typer.Option(
+        None, "--workers", help="Decode processes (default: cores-1; 0 on <=2 cores)."
+    ),
     half: bool = typer.Option(False, "--half", help="fp16/bf16 autocast on GPU."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders."),
     max_pixels: int = typer.Option(100_000_000, "--max-pixels", help="Reject larger images."),
