@@ -201,15 +201,8 @@ def retinanet(
     from torchvision.models.detection import RetinaNet
 
     anchors, _ = _anchor_generator("retinanet", backbone, anchor_sizes, anchor_ratios)
-    return RetinaNet(
-        backbone,
-        num_classes=num_classes,
-        min_size=min_size,
-        max_size=max_size,
-        image_mean=_list(image_mean),
-        image_std=_list(image_std),
-        anchor_generator=anchors,
-    )
+    return RetinaNet(backbone, num_classes=num_classes, anchor_generator=anchors,
+                 **_transform_args(min_size, max_size, image_mean, image_std))  # fmt: skip
 
 
 @registry.register(
@@ -234,15 +227,19 @@ def fcos(
     from torchvision.models.detection import FCOS
 
     anchors, _ = _anchor_generator("fcos", backbone, anchor_sizes, anchor_ratios)
-    return FCOS(
-        backbone,
-        num_classes=num_classes,
-        min_size=min_size,
-        max_size=max_size,
-        image_mean=_list(image_mean),
-        image_std=_list(image_std),
-        anchor_generator=anchors,
-    )
+    return FCOS(backbone, num_classes=num_classes, anchor_generator=anchors,
+                 **_transform_args(min_size, max_size, image_mean, image_std))  # fmt: skip
+
+
+def _transform_args(
+    min_size: int,
+    max_size: int,
+    image_mean: Sequence[float] | None,
+    image_std: Sequence[float] | None,
+) -> dict[str, Any]:
+    """The GeneralizedRCNNTransform arguments every torchvision detector takes."""
+    return {"min_size": min_size, "max_size": max_size, "image_mean": _list(image_mean),
+            "image_std": _list(image_std)}  # fmt: skip
 
 
 @registry.register(
