@@ -125,3 +125,18 @@ def test_make_demo_runs_the_shipped_detector():
     assert all(row["error"] is None for row in rows)
     assert sum(len(row["detections"]) for row in rows) >= len(rows)
     assert "results saved to runs/demo" in result.stdout
+
+
+def test_weights_none_rebuilds_the_shipped_architecture_untrained():
+    import torch
+
+    from visiontool.models.loader import load_model
+
+    trained = load_model("shapes-frcnn").module.state_dict()
+    fresh = load_model("shapes-frcnn", "none")
+    assert fresh.info.weights.startswith("none") and fresh.info.classes[0] == "circle"
+    state = fresh.module.state_dict()
+    shared = [k for k in trained if not k.endswith("num_batches_tracked")]
+    assert all(state[k].shape == trained[k].shape for k in shared)
+    assert not torch.equal(state["roi_heads.box_predictor.cls_score.weight"],
+                           trained["roi_heads.box_predictor.cls_score.weight"])  # fmt: skip

@@ -114,8 +114,14 @@ def _from_registry(entry: registry.Entry, *, pretrained: bool) -> tuple[Any, Mod
         module = entry.builder(weights=enum)
         return module, zoo_info(entry, weights=label)
     checkpoint = entry.meta.get("checkpoint")
-    if pretrained and checkpoint:
-        return _from_file(entry.name, Path(checkpoint() if callable(checkpoint) else checkpoint))
+    if checkpoint:
+        path = Path(checkpoint() if callable(checkpoint) else checkpoint)
+        if pretrained:
+            return _from_file(entry.name, path)
+        # --weights none for a shipped model: its architecture, freshly initialised
+        recorded = read_checkpoint(path)
+        info = ModelInfo.from_dict({**recorded["model_info"], "weights": "none (random init)"})
+        return _build(info), info
     info = entry_info(entry, weights="none (random init)")
     return _build(info), info
 
