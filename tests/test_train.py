@@ -193,3 +193,23 @@ def test_finetune_from_checkpoint_replaces_class_layer_and_boosts_its_lr(digits,
     fast_params = {id(p) for g in fast for p in g["params"]}
     assert id(trainer.model.classifier.output.weight) in fast_params
     assert id(trainer.model.features.c1.weight) not in fast_params
+
+
+def test_anchors_fit_output_configures_training(cli, shapes, tmp_path):
+    anchors = tmp_path / "anchors.json"
+    assert cli("anchors", "fit", "--data", shapes, "--num", "5", "--imgsz", "96",
+               "--out", anchors).exit_code == 0  # fmt: skip
+    fitted = json.loads(anchors.read_text())
+    out = tmp_path / "run"
+    result = cli("train", "--data", shapes, "--model", "frcnn", "--backbone",
+                 "mobilenet_v3_small", "--returned-layers", "1", "--returned-layers", "2",
+                 "--returned-layers", "3", "--returned-layers", "5", "--anchors", anchors,
+                 "--imgsz", "96", "--epochs", "1", "--workers", "0", "--fpn-channels", "32",
+                 "--box-head", "64", "--out", out)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    build = torch.load(out / "weights/best.pt", weights_only=True)["model_info"]["build"]
+    assert build["anchor_sizes"] == fitted["sizes"]
+    small = ("--backbone", "mobilenet_v3_small")
+    mismatch = cli("train", "--data", shapes, "--model", "frcnn", *small, "--anchors", anchors,
+                   "--out", tmp_path / "bad")  # fmt: skip
+    assert mismatch.exit_code == 2 and "anchors fit --num" in mismatch.output

@@ -79,11 +79,19 @@ def build_detector_for_training(cfg: Any, classes: list[str]) -> tuple[Any, Mode
             "box_head": cfg.box_head,
             "returned_layers": cfg.returned_layers,
         }
-        module = build.build_detector(
-            **{k: v for k, v in build_kwargs.items() if k != "model"},
-            trainable_layers=cfg.trainable_layers,
-            backbone_weights=cfg.backbone_weights,
-        )
+        try:
+            module = build.build_detector(
+                **{k: v for k, v in build_kwargs.items() if k != "model"},
+                trainable_layers=cfg.trainable_layers,
+                backbone_weights=cfg.backbone_weights,
+            )
+        except ConfigError as exc:
+            if cfg.anchors and "feature maps" in str(exc):
+                raise ConfigError(
+                    f"--anchors {cfg.anchors}: {exc}; fit one anchor per level with "
+                    "`visiontool anchors fit --num <levels>` or pick --returned-layers to match"
+                ) from exc
+            raise
         build_kwargs = dict(module.build_kwargs)
         input_size = imgsz
         new = build.head_param_names(module) if build_kwargs["frozen_bn"] else []
