@@ -23,7 +23,7 @@ def main() -> None:
     parser.add_argument("--model", default="frcnn-mobile-320")
     parser.add_argument("--weights", default="none")
     parser.add_argument("--conf", type=float, default=0.25)
-    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()

@@ -16,7 +16,7 @@ def benchmark(
     model: str = typer.Option("frcnn-mobile-320", "--model", "-m", help="Registry name."),
     weights: str = typer.Option("none", "--weights", "-w", help="DEFAULT, none or PATH."),
     n: int = typer.Option(32, "--n", help="Number of images."),
-    batch: int = typer.Option(4, "--batch", "-b", help="detect's --batch."),
+    batch: int = typer.Option(1, "--batch", "-b", help="detect's --batch."),
     workers: int = typer.Option(None, "--workers", help="detect's --workers."),
     repeat: int = typer.Option(3, "--repeat", help="Runs of each; the best counts."),
     json_out: bool = JsonOpt,

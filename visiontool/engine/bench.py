@@ -24,7 +24,7 @@ class BenchConfig:
     width: int = 1920
     height: int = 1080
     conf: float = 0.25
-    batch: int = 4
+    batch: int = 1
     workers: int | None = None
     repeat: int = 3
 
