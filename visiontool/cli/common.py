@@ -89,8 +89,6 @@ def parse_pair(text: str, *, sep: str = "x", name: str = "value") -> tuple[int, 
 
 def resolve_out(out: Path | None, command: str, *, exist_ok: bool = False) -> Path:
     """--out as given, or the next free runs/<command>/exp{,2,3...} folder."""
-    from visiontool.io.paths import increment_dir
+    from visiontool.io.paths import run_dir
 
-    if out is not None:
-        return out
-    return increment_dir(Path("runs") / command / "exp", exist_ok=exist_ok)
+    return run_dir(out, command, exist_ok=exist_ok)

@@ -169,12 +169,11 @@ def run_detect(
 
 
 def _output_dir(config: DetectConfig) -> Path:
-    from visiontool.io.paths import increment_dir
+    from visiontool.io.paths import run_dir
 
-    if config.out is None:
-        return increment_dir(Path("runs") / "detect" / "exp", exist_ok=config.exist_ok)
-    config.out.mkdir(parents=True, exist_ok=True)
-    return config.out
+    out = run_dir(config.out, "detect", exist_ok=config.exist_ok)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
 
 
 def _validate(config: DetectConfig) -> None:

@@ -59,7 +59,7 @@ class Predictor:
         self.max_det = max_det
         self.keep_classes = sorted(set(classes)) if classes else None
         self.device = loaded.device
-        self.autocast_dtype = _autocast_dtype(self.device) if half else None
+        self.autocast_dtype = autocast_dtype(self.device) if half else None
         self._raw_to_class = torch.tensor(loaded.info.raw_to_class(), dtype=torch.int64)
         if self.task == "detect":
             configure_detector(
@@ -76,7 +76,7 @@ class Predictor:
         """Predict a batch. All images should have one shape for batch-size invariance."""
         import torch
 
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode(), autocast(self.device, self.autocast_dtype):
             inputs = [self._to_device(image) for image in images]
             if self.task == "classify":
                 return self._classify(inputs)
@@ -116,13 +116,6 @@ class Predictor:
         if image.dtype == torch.uint8:
             return image.float().div_(255.0)
         return image.float()
-
-    def _autocast(self) -> Any:
-        import torch
-
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
 
     def _detections(self, output: dict[str, Any], scale: tuple[float, float]) -> ImagePrediction:
         import torch
@@ -220,12 +213,23 @@ def set_detector_input_size(module: Any, imgsz: int) -> None:
     transform.max_size = int(round(imgsz * ratio))
 
 
-def _autocast_dtype(device: Any) -> Any:
+def autocast_dtype(device: Any) -> Any:
+    """The mixed-precision dtype for --half/--amp: bf16 where the GPU has it, else fp16; None
+    on CPU, where autocast is slower than fp32 for these models."""
     import torch
 
     if device.type != "cuda":
-        return None  # autocast on CPU is slower than fp32 for these models; --half is GPU-only
+        return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast(device: Any, dtype: Any) -> Any:
+    """torch.autocast for `dtype`, or a no-op context when it is None."""
+    import torch
+
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def resolve_device(name: str) -> Any:

@@ -170,6 +170,7 @@ class Trainer:
 
         from visiontool.engine import train_setup as setup
         from visiontool.engine.optim import build_optimizer, build_scheduler, ema_model
+        from visiontool.engine.predictor import autocast_dtype
         from visiontool.models.build import param_groups
 
         cfg = self.cfg
@@ -198,7 +199,7 @@ class Trainer:
         total = self.steps_per_epoch * cfg.epochs
         warmup = int(round(cfg.warmup * self.steps_per_epoch))
         self.scheduler = build_scheduler(self.optimizer, cfg.schedule, total=total, warmup=warmup)
-        self.amp_dtype = _amp_dtype(self.device) if cfg.amp else None
+        self.amp_dtype = autocast_dtype(self.device) if cfg.amp else None
         self.scaler = torch.amp.GradScaler(
             self.device.type, enabled=self.amp_dtype == torch.float16
         )
@@ -257,16 +258,16 @@ class Trainer:
         return DistributedDataParallel(module, device_ids=ids, find_unused_parameters=False)
 
     def _output_dir(self) -> Path:
-        from visiontool.io.paths import increment_dir
+        """Rank 0 picks (and creates) the folder; `fit` broadcasts it to the other ranks."""
+        from visiontool.io.paths import run_dir
 
         if self.cfg.resume:
             return Path(self.cfg.resume).resolve().parent.parent
         if not self.dist.is_main:
             return Path(self.cfg.out or "runs/train/exp")
-        if self.cfg.out is not None:
-            self.cfg.out.mkdir(parents=True, exist_ok=True)
-            return self.cfg.out
-        return increment_dir(Path("runs") / "train" / "exp", exist_ok=self.cfg.exist_ok)
+        out = run_dir(self.cfg.out, "train", exist_ok=self.cfg.exist_ok)
+        out.mkdir(parents=True, exist_ok=True)
+        return out
 
     # --- the loop --------------------------------------------------------------------------
 
@@ -358,19 +359,12 @@ class Trainer:
         return row
 
     def _forward(self, images: list[Any], targets: list[Any]) -> dict[str, Any]:
-        import contextlib
-
         import torch
 
-        from visiontool.engine.predictor import normalize_for_model
+        from visiontool.engine.predictor import autocast, normalize_for_model
 
-        autocast = (
-            torch.autocast(self.device.type, dtype=self.amp_dtype)
-            if self.amp_dtype is not None
-            else contextlib.nullcontext()
-        )
         images = [image.to(self.device, non_blocking=True) for image in images]
-        with autocast:
+        with autocast(self.device, self.amp_dtype):
             if self.cfg.task == "classify":
                 batch = normalize_for_model(torch.stack(images), self.info.preprocess)
                 logits = self.ddp(batch)
@@ -571,11 +565,3 @@ def _default_lr(cfg: TrainConfig) -> float:
     if cfg.optimizer == "adamw":
         return 1e-3
     return 0.02 * cfg.batch / 16 if cfg.task == "detect" else 0.01
-
-
-def _amp_dtype(device: Any) -> Any:
-    import torch
-
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

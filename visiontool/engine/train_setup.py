@@ -65,23 +65,21 @@ def build_detector_for_training(cfg: Any, classes: list[str]) -> tuple[Any, Mode
         input_size = registry.get("model", cfg.model).meta["input_size"]
     else:
         imgsz = cfg.imgsz or DEFAULT_IMGSZ[cfg.model]
-        build_kwargs = {
-            "model": "detector",
+        options = {
             "head": cfg.model,
             "backbone": cfg.backbone or DEFAULT_BACKBONE[cfg.model],
             "num_classes": num_classes,
             "fpn": cfg.fpn,
             "imgsz": imgsz,
-            "anchor_sizes": _plain(sizes),
-            "anchor_ratios": _plain(ratios),
-            "frozen_bn": weights_kind(cfg.backbone_weights) != "none",
+            "anchor_sizes": sizes,
+            "anchor_ratios": ratios,
             "fpn_channels": cfg.fpn_channels,
             "box_head": cfg.box_head,
             "returned_layers": cfg.returned_layers,
         }
         try:
             module = build.build_detector(
-                **{k: v for k, v in build_kwargs.items() if k != "model"},
+                **options,
                 trainable_layers=cfg.trainable_layers,
                 backbone_weights=cfg.backbone_weights,
             )
@@ -208,12 +206,6 @@ def _is_zoo(name: str, task: str) -> bool:
 
 def _zoo_head(name: str) -> str:
     return next((h for h in HEADS if name.startswith(h)), "frcnn")
-
-
-def _plain(values: Any) -> Any:
-    if values is None:
-        return None
-    return [list(v) if isinstance(v, (list, tuple)) else v for v in values]
 
 
 def open_training_data(cfg: Any) -> tuple[Any, Any | None]:

@@ -5,6 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def run_dir(out: Path | None, command: str, *, exist_ok: bool = False) -> Path:
+    """Where a command writes: `out` as given, else the next free runs/<command>/exp{,2,...}
+    (created). The one place that names default output folders, for the CLI and the engine."""
+    if out is not None:
+        return Path(out)
+    return increment_dir(Path("runs") / command / "exp", exist_ok=exist_ok)
+
+
 def increment_dir(base: Path, *, exist_ok: bool = False) -> Path:
     """Create and return `base`, or the first free `base2`, `base3`... (claimed with mkdir, so
     two runs started together never share a folder). With `exist_ok`, `base` is reused."""

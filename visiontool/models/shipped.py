@@ -15,7 +15,7 @@ from typing import Any
 
 from visiontool import registry
 from visiontool.errors import ModelLoadError
-from visiontool.models.info import ModelInfo
+from visiontool.models.info import ModelInfo, detector_classes
 
 WEIGHTS_ENV = "VISIONTOOL_WEIGHTS_DIR"
 
@@ -63,10 +63,10 @@ def verified_checkpoint(entry: dict[str, Any]) -> Path:
 
 def _info(entry: dict[str, Any], *, weights: str) -> ModelInfo:
     classes = list(entry["classes"])
-    raw = ["__background__", *classes] if entry["task"] == "detect" else classes
-    ids = (
-        list(range(1, len(classes) + 1)) if entry["task"] == "detect" else list(range(len(classes)))
-    )
+    if entry["task"] == "detect":
+        raw, ids = detector_classes(classes)
+    else:
+        raw, ids = classes, list(range(len(classes)))
     return ModelInfo(name=entry["name"], task=entry["task"], classes=classes, raw_classes=raw,
                      category_ids=ids, input_size=int(entry["input_size"]),
                      weights=weights)  # fmt: skip
