@@ -213,3 +213,29 @@ def test_anchors_fit_output_configures_training(cli, shapes, tmp_path):
     mismatch = cli("train", "--data", shapes, "--model", "frcnn", *small, "--anchors", anchors,
                    "--out", tmp_path / "bad")  # fmt: skip
     assert mismatch.exit_code == 2 and "anchors fit --num" in mismatch.output
+
+
+def test_trained_detector_keeps_the_data_sets_coco_category_ids(cli, shapes, tmp_path):
+    import shutil
+
+    data = tmp_path / "coco"
+    shutil.copytree(shapes, data)
+    for path in (data / "annotations").glob("*.json"):
+        gt = json.loads(path.read_text())
+        for item in (*gt["categories"], *gt["annotations"]):
+            key = "id" if "name" in item else "category_id"
+            item[key] += 10
+        path.write_text(json.dumps(gt))
+    out = tmp_path / "run"
+    result = cli("train", "--data", data, "--model", "frcnn", "--backbone", "mobilenet_v3_small",
+                 "--imgsz", "96", "--epochs", "1", "--workers", "0", "--fpn-channels", "32",
+                 "--box-head", "64", "--out", out)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    info = torch.load(out / "weights/best.pt", weights_only=True)["model_info"]
+    assert info["category_ids"] == list(range(11, 17))
+    pred = tmp_path / "pred"
+    result = cli("detect", data / "images" / "val", "--weights", out / "weights/best.pt",
+                 "--conf", "0", "--save-coco", "--workers", "0", "--out", pred)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = json.loads((pred / "coco_results.json").read_text())
+    assert rows and {row["category_id"] for row in rows} <= set(range(11, 17))

@@ -175,13 +175,12 @@ class Trainer:
 
         cfg = self.cfg
         self.train_set, self.val_set = setup.open_training_data(cfg)
-        classes = list(self.train_set.classes)
         build_model = (
             setup.build_detector_for_training
             if cfg.task == "detect"
             else setup.build_classifier_for_training
         )
-        module, self.info, new_params = build_model(cfg, classes)
+        module, self.info, new_params = build_model(cfg, self.train_set)
         self.augment = setup.attach_transforms(cfg, self.train_set, self.val_set, self.info)
         module.to(self.device)
         if cfg.sync_bn and self.dist.enabled:

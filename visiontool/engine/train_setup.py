@@ -39,13 +39,16 @@ def read_anchors_file(path: str | Path) -> tuple[Any, Any]:
     return data["sizes"], data.get("ratios")
 
 
-def build_detector_for_training(cfg: Any, classes: list[str]) -> tuple[Any, ModelInfo, list[str]]:
-    """A torchvision detector for `classes` (+ background), pretrained where asked, and the
-    names of the parameters that start untrained (they learn at --head-lr-mult)."""
+def build_detector_for_training(cfg: Any, dataset: Any) -> tuple[Any, ModelInfo, list[str]]:
+    """A torchvision detector for the data set's classes (+ background), pretrained where
+    asked, and the names of the parameters that start untrained (they learn at
+    --head-lr-mult). The model keeps the data set's COCO category ids for --save-coco."""
     from visiontool.models import build
 
+    classes = list(dataset.classes)
     num_classes = len(classes) + 1
-    raw, category_ids = detector_classes(classes)
+    raw, _ = detector_classes(classes)
+    category_ids = list(dataset.category_ids)
     wkind = weights_kind(cfg.weights)
     sizes, ratios = cfg.anchor_sizes, cfg.anchor_ratios
     if cfg.anchors:
@@ -128,9 +131,10 @@ def _zoo_detector(cfg: Any, num_classes: int, *, pretrained: bool) -> tuple[Any,
     return module, {"model": entry.name, "num_classes": num_classes}, new
 
 
-def build_classifier_for_training(cfg: Any, classes: list[str]) -> tuple[Any, ModelInfo, list[str]]:
+def build_classifier_for_training(cfg: Any, dataset: Any) -> tuple[Any, ModelInfo, list[str]]:
     from visiontool.models import build
 
+    classes = list(dataset.classes)
     if not registry.exists("model", cfg.model):
         registry.get("model", cfg.model)  # raises UnknownName with suggestions
     entry = registry.get("model", cfg.model)
