@@ -120,7 +120,10 @@ def run_detect(
     on_log: Callable[[str], None] | None = None,
 ) -> DetectSummary:
     """Run the whole pipeline; return the summary. Raises VisiontoolError on setup errors."""
+    import torch
+
     from visiontool.engine.predictor import Predictor, resolve_device
+    from visiontool.io.atomic import write_json
     from visiontool.io.sources import first_item, plan_sources
     from visiontool.models.loader import load_model
 
@@ -129,8 +132,6 @@ def run_detect(
     plan = plan_sources(config.sources, recursive=config.recursive)
     first_item(plan)
     device = resolve_device(config.device)
-    import torch
-
     torch.manual_seed(config.seed)
     loaded = load_model(config.model, config.weights, device=device)
     class_ids = resolve_classes(config.classes, loaded.info.classes)
@@ -162,8 +163,6 @@ def run_detect(
     finally:
         sink.close()
         summary.total_s = time.perf_counter() - started
-        from visiontool.io.atomic import write_json
-
         write_json(out / "summary.json", summary.to_dict())
     return summary
 
