@@ -174,6 +174,34 @@ def test_batch_size_invariance(cli, images, tmp_path):
             assert max(abs(x - y) for x, y in zip(a["box"], b["box"], strict=True)) < 0.05
 
 
+def test_inflight_batches_give_identical_results_in_input_order(cli, images, tmp_path):
+    """Several batches in the model at once (threads) must not change a number or the order."""
+    outputs = []
+    for inflight in ("1", "3"):
+        out = tmp_path / f"i{inflight}"
+        args = ("detect", images, "-r", *MODEL, "--conf", "0", "--inflight", inflight)
+        assert cli(*args, "--out", out).exit_code == 0
+        rows = read_jsonl(out / "predictions.jsonl")
+        outputs.append([(r["image"], r["detections"]) for r in rows])
+    assert outputs[0] == outputs[1]
+    assert [Path(image).name for image, _ in outputs[0]] == [
+        "img0.jpg", "img1.jpg", "img2.jpg", "deep.png"]  # fmt: skip
+    assert cli("detect", images, *MODEL, "--inflight", "0").exit_code == 2
+
+
+def test_strict_stops_at_the_first_failure_after_writing_the_ones_before(cli, tmp_path):
+    folder = tmp_path / "seq"
+    for i, name in enumerate(("a.jpg", "b.jpg", "d.jpg", "e.jpg")):
+        save(noise_image(seed=i), folder / name)
+    (folder / "c.jpg").write_bytes(b"")
+    out = tmp_path / "run"
+    assert cli("detect", folder, *MODEL, "--strict", "--out", out).exit_code == 1
+    rows = read_jsonl(out / "predictions.jsonl")
+    assert [(Path(r["image"]).name, r["error"] is None) for r in rows] == [
+        ("a.jpg", True), ("b.jpg", True), ("c.jpg", False)]  # fmt: skip
+    assert not (out / "d.jpg").exists()
+
+
 def test_workers_decode_in_input_order(cli, images, tmp_path):
     out = tmp_path / "w"
     args = ["detect", images, "-r", "--model", "frcnn-mobile-320", "--weights", "none"]

@@ -6,6 +6,7 @@ import json
 import math
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -268,11 +269,16 @@ def test_dataset_folder_with_jsonl_paths(tmp_path):
 
 
 class _PerfectDetector:
-    """Stands in for the Predictor: returns each image's ground truth, in data set order."""
+    """Stands in for the Predictor: returns each image's ground truth, found by its pixels.
+    Like the real one it keeps no order-dependent state: eval runs two batches at once."""
 
-    def __init__(self, records):
-        self.by_order = list(records)
+    def __init__(self, dataset):
+        self.truth = {}
+        for index in range(len(dataset)):
+            image, target = dataset[index]
+            self.truth[image.numpy().tobytes()] = (target["boxes"], target["labels"])
         self.calls = 0
+        self.lock = threading.Lock()
 
     def predict(self, images):
         import torch
@@ -280,13 +286,12 @@ class _PerfectDetector:
         from visiontool.engine.predictor import ImagePrediction
 
         out = []
-        for _ in images:
-            record = self.by_order[self.calls]
-            self.calls += 1
-            n = len(record.boxes)
-            boxes, labels = torch.as_tensor(record.boxes), torch.as_tensor(record.labels)
-            scores = torch.full((n,), 0.8)
+        for image in images:
+            boxes, labels = self.truth[image.numpy().tobytes()]
+            scores = torch.full((len(boxes),), 0.8)
             out.append(ImagePrediction(boxes=boxes, scores=scores, class_ids=labels))
+        with self.lock:
+            self.calls += len(images)
         return out
 
 
@@ -298,9 +303,9 @@ def test_model_path_runs_the_predictor_over_the_dataset(tmp_path, monkeypatch):
     from visiontool.engine import eval_inputs
 
     synth_detection(tmp_path / "coco", n=10, imgsz=64, fmt="coco", val_fraction=0.4)
-    records = open_dataset(tmp_path / "coco", split="val").records()
-    classes = open_dataset(tmp_path / "coco", split="val").classes
-    fake = _PerfectDetector(records)
+    dataset = open_dataset(tmp_path / "coco", split="val")
+    classes = dataset.classes
+    fake = _PerfectDetector(dataset)
     loaded = SimpleNamespace(info=SimpleNamespace(classes=classes, name="fake"))
     monkeypatch.setattr(eval_inputs, "_loaded_predictor", lambda run, task: (loaded, fake))
     result = invoke("--data", str(tmp_path / "coco"), "--model", "fake", "--batch", "2",
@@ -308,7 +313,7 @@ def test_model_path_runs_the_predictor_over_the_dataset(tmp_path, monkeypatch):
                     "--fail-under", "map=0.99")  # fmt: skip
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout.splitlines()[0])
-    assert fake.calls == len(records)
+    assert fake.calls == len(dataset)
     assert metrics["map"] == pytest.approx(1.0)
     assert all(not math.isnan(v["ap"]) for v in metrics["per_class"].values())
 

@@ -18,6 +18,7 @@ def benchmark(
     n: int = typer.Option(32, "--n", help="Number of images."),
     batch: int = typer.Option(1, "--batch", "-b", help="detect's --batch."),
     workers: int = typer.Option(None, "--workers", help="detect's --workers."),
+    inflight: int = typer.Option(None, "--inflight", help="detect's --inflight."),
     repeat: int = typer.Option(3, "--repeat", help="Runs of each; the best counts."),
     json_out: bool = JsonOpt,
 ) -> None:
@@ -30,12 +31,19 @@ def benchmark(
     console.log(f"timing {repeat} x ({n} images naive, {n} images detect) with {model}...")
     result = run_benchmark(
         BenchConfig(
-            model=model, weights=weights, n=n, batch=batch, workers=workers, repeat=repeat
-        )  # fmt: skip
+            model=model,
+            weights=weights,
+            n=n,
+            batch=batch,
+            workers=workers,
+            inflight=inflight,
+            repeat=repeat,
+        )
     )
     if json_out:
         console.emit_json(result.to_dict())
         return
     console.final(f"naive loop       : {result.naive_images_per_s:.2f} images/s")
     console.final(f"visiontool detect: {result.ours_images_per_s:.2f} images/s")
-    console.final(f"ratio            : {result.ratio:.2f}x")
+    console.final(f"ratio            : {result.ratio:.2f}x best vs best, "
+                  f"{result.median_paired_ratio:.2f}x median of run pairs")  # fmt: skip

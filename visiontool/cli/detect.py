@@ -42,6 +42,9 @@ def detect(
     workers: int = typer.Option(
         None, "--workers", help="Decode processes (default: cores-1; 0 on <=2 cores)."
     ),
+    inflight: int = typer.Option(
+        None, "--inflight", help="Batches in the model at once, one thread each (default 2)."
+    ),
     half: bool = typer.Option(False, "--half", help="fp16/bf16 autocast on GPU."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders."),
     max_pixels: int = typer.Option(100_000_000, "--max-pixels", help="Reject larger images."),
@@ -77,6 +80,7 @@ def detect(
         imgsz=imgsz,
         batch=batch,
         workers=workers,
+        inflight=inflight,
         half=half,
         recursive=recursive,
         max_pixels=max_pixels if max_pixels > 0 else None,

@@ -7,6 +7,7 @@ interleaved runs. Used by `visiontool benchmark` and `benchmarks/detect_pipeline
 
 from __future__ import annotations
 
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,6 +27,7 @@ class BenchConfig:
     conf: float = 0.25
     batch: int = 1
     workers: int | None = None
+    inflight: int | None = None
     repeat: int = 3
 
 
@@ -45,7 +47,14 @@ class BenchResult:
 
     @property
     def ratio(self) -> float:
+        """Best against best."""
         return min(self.naive_s) / min(self.ours_s)
+
+    @property
+    def median_paired_ratio(self) -> float:
+        """Median of run-by-run ratios: each pair ran back to back, so slow drift of a shared
+        machine cancels within a pair."""
+        return statistics.median(n / o for n, o in zip(self.naive_s, self.ours_s, strict=True))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -55,6 +64,7 @@ class BenchResult:
             "naive_images_per_s": round(self.naive_images_per_s, 3),
             "ours_images_per_s": round(self.ours_images_per_s, 3),
             "ratio": round(self.ratio, 3),
+            "median_paired_ratio": round(self.median_paired_ratio, 3),
         }
 
 
@@ -131,8 +141,9 @@ def run_benchmark(config: BenchConfig) -> BenchResult:
         ours_cmd = [sys.executable, "-m", "visiontool", "detect", str(images), *common,
                     "--batch", str(config.batch), "--out", f"{tmp}/ours", "--exist-ok",
                     "--quiet"]  # fmt: skip
-        if config.workers is not None:
-            ours_cmd += ["--workers", str(config.workers)]
+        for flag, value in (("--workers", config.workers), ("--inflight", config.inflight)):
+            if value is not None:
+                ours_cmd += [flag, str(value)]
         naive_s, ours_s = [], []
         for _ in range(config.repeat):
             naive_s.append(_timed(naive_cmd))

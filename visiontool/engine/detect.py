@@ -1,12 +1,14 @@
 """A detection (or classification) run: sources -> decode -> batch -> model -> writers.
 
 `run_detect` is what `visiontool detect` calls and what Python users call. Decoding happens in
-DataLoader workers, inference on the main thread, and drawing/encoding/writing in a background
-thread, so the model never waits on disk. Failed images are reported and skipped.
+DataLoader workers (or a thread on small machines), inference in up to `inflight` model
+threads, and drawing/encoding/writing in a background thread, so the model never waits on
+disk; results still come out in input order. Failed images are reported and skipped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import queue
@@ -14,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +51,7 @@ class DetectConfig:
     imgsz: int | None = None
     batch: int = 1
     workers: int | None = None
+    inflight: int | None = None  # batches in the model at once (default 2)
     half: bool = False
     recursive: bool = False
     max_pixels: int | None = DEFAULT_MAX_PIXELS
@@ -180,6 +184,8 @@ def _validate(config: DetectConfig) -> None:
         raise ConfigError(f"--conf must be in [0, 1], got {config.conf}")
     if config.batch < 1:
         raise ConfigError(f"--batch must be >= 1, got {config.batch}")
+    if config.inflight is not None and config.inflight < 1:
+        raise ConfigError(f"--inflight must be >= 1, got {config.inflight}")
     if config.max_det < 1:
         raise ConfigError(f"--max-det must be >= 1, got {config.max_det}")
     if config.imgsz is not None and config.imgsz < 32:
@@ -214,25 +220,40 @@ def _loop(
     *,
     pin: bool,
 ) -> None:
+    """Decode -> batch -> model (several batches at once) -> sink, in input order. A failed
+    image travels alone and is reported in its place."""
+    from visiontool.engine.inflight import DEFAULT_INFLIGHT, map_in_order
     from visiontool.engine.stream import decoded_stream
 
     workers = default_workers() if config.workers is None else config.workers
     items = decoded_stream(plan, workers=workers, max_pixels=config.max_pixels, pin_memory=pin)
-    for batch in _batches(items, config.batch):
-        if batch[0].error is not None:
-            sink.put(_failed(batch[0]), None)
-            if config.strict:
-                summary.stopped_early = True
-                return
-            continue
-        start = time.perf_counter()
-        predictions = predictor.predict([item.image for item in batch])
-        share = (time.perf_counter() - start) * 1000 / len(batch)
-        summary.stage_ms["inference"] = summary.stage_ms.get("inference", 0.0) + share * len(batch)
-        for item, prediction in zip(batch, predictions, strict=True):
-            result = to_result(item, prediction, predictor.loaded.info, topk=config.topk)
-            result.speed["inference"] = share
-            sink.put(result, item.image if config.save_img else None)
+    results = map_in_order(
+        partial(_predict, predictor),
+        _batches(items, config.batch),
+        config.inflight or DEFAULT_INFLIGHT,
+        skip=lambda batch: batch[0].error is not None,
+    )
+    with contextlib.closing(results):
+        for batch, outcome in results:
+            if outcome is None:
+                sink.put(_failed(batch[0]), None)
+                if config.strict:
+                    summary.stopped_early = True
+                    return
+                continue
+            predictions, batch_ms = outcome
+            summary.stage_ms["inference"] = summary.stage_ms.get("inference", 0.0) + batch_ms
+            for item, prediction in zip(batch, predictions, strict=True):
+                result = to_result(item, prediction, predictor.loaded.info, topk=config.topk)
+                result.speed["inference"] = batch_ms / len(batch)
+                sink.put(result, item.image if config.save_img else None)
+
+
+def _predict(predictor: Any, batch: list[DecodedItem]) -> tuple[list[Any], float]:
+    """Runs in a model thread: the batch's predictions and its model time in ms."""
+    start = time.perf_counter()
+    predictions = predictor.predict([item.image for item in batch])
+    return predictions, (time.perf_counter() - start) * 1000
 
 
 def _batches(items: Iterator[DecodedItem], size: int) -> Iterator[list[DecodedItem]]:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from visiontool.engine.inflight import map_in_order
 from visiontool.errors import ConfigError, DataError
 from visiontool.io.predictions import Detections, no_gc
 
@@ -208,8 +209,8 @@ def collect_detections(
     mapping = model_class_map(model_classes, gt.classes)
     parts: dict[str, list[np.ndarray]] = {"image": [], "boxes": [], "scores": [], "labels": []}
     done = 0
-    for images, targets in batches:
-        for target, pred in zip(targets, predictor.predict(images), strict=True):
+    for (images, targets), predictions in map_in_order(_predict_batch(predictor), batches):
+        for target, pred in zip(targets, predictions, strict=True):
             labels = mapping[pred.class_ids.numpy()]
             keep = labels >= 0
             parts["image"].append(np.full(int(keep.sum()), int(target["image_id"])))
@@ -220,6 +221,11 @@ def collect_detections(
         if progress is not None:
             progress(done, total)
     return detections_from_parts(parts)
+
+
+def _predict_batch(predictor: Any) -> Callable[[tuple[Any, Any]], list[Any]]:
+    """(images, targets) -> predictions, for `map_in_order` (two batches in the model at once)."""
+    return lambda batch: predictor.predict(batch[0])
 
 
 def detections_from_parts(parts: dict[str, list[np.ndarray]]) -> Detections:
@@ -249,8 +255,9 @@ def predict_classes(
         raise ConfigError(f"the model cannot predict data-set classes {names}")
     scores, labels = [], []
     done = 0
-    for images, targets in _loader(dataset, run):
-        for target, pred in zip(targets, predictor.predict(images), strict=True):
+    batches = _loader(dataset, run)
+    for (images, targets), predictions in map_in_order(_predict_batch(predictor), batches):
+        for target, pred in zip(targets, predictions, strict=True):
             probs = pred.probs.numpy().astype(np.float64)
             row = np.zeros(len(dataset.classes))
             keep = mapping >= 0
