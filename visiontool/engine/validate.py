@@ -31,8 +31,8 @@ def _predictor(module: Any, info: ModelInfo, device: Any) -> Any:
     from visiontool.models.loader import LoadedModel
 
     loaded = LoadedModel(module=module, info=info, device=device)
-    # the module is still being trained: leave its memory layout alone
-    return Predictor(loaded, conf=EVAL_CONF, max_det=EVAL_MAX_DET, channels_last=False)
+    # the module is still being trained: no folding, no change of memory layout
+    return Predictor(loaded, conf=EVAL_CONF, max_det=EVAL_MAX_DET, optimize=False)
 
 
 def validate_detector(
