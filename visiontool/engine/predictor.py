@@ -71,7 +71,9 @@ class Predictor:
             self._preprocess.update(crop=imgsz, resize=int(round(imgsz * ratio)))
 
     def predict(self, images: list[Any]) -> list[ImagePrediction]:
-        """Predict a batch. All images should have one shape for batch-size invariance."""
+        """Predict a batch. All images should have one shape for batch-size invariance.
+
+        Keeps no per-call state, so several threads may predict at once (`map_in_order`)."""
         import torch
 
         with torch.inference_mode(), autocast(self.device, self.autocast_dtype):
