@@ -156,7 +156,10 @@ def _print_summary(console: Console, summary: DetectSummary) -> None:
     data = summary.to_dict()
     counts, times = data["counts"], data["times"]
     speed = ", ".join(f"{ms:.1f}ms {stage}" for stage, ms in times["per_image_ms"].items())
-    console.log(f"Speed per image: {speed} ({times['images_per_s']:.2f} images/s)")
+    overlap = f", {data['inflight']} batches at once" if data["inflight"] > 1 else ""
+    console.log(
+        f"Speed per image: {speed} (stages overlap{overlap}); {times['images_per_s']:.2f} images/s"
+    )
     if data["failures"]:
         console.table(
             "failed images",

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from visiontool import __version__
+from visiontool.engine.inflight import DEFAULT_INFLIGHT
 from visiontool.engine.results import ClassScore, Detection, ImageResult
 from visiontool.engine.stream import DecodedItem
 from visiontool.errors import ConfigError, UnknownName
@@ -73,6 +74,7 @@ class DetectSummary:
     device: str
     task: str
     out: str
+    inflight: int = 1  # batches in the model at once
     images: int = 0
     failed: int = 0
     detections: int = 0
@@ -92,6 +94,7 @@ class DetectSummary:
             "device": self.device,
             "task": self.task,
             "out": self.out,
+            "inflight": self.inflight,
             "versions": {
                 "visiontool": __version__,
                 "torch": torch.__version__,
@@ -159,6 +162,7 @@ def run_detect(
         device=str(device),
         task=loaded.info.task,
         out=str(out),
+        inflight=config.inflight or DEFAULT_INFLIGHT,
     )
     sink = ResultSink(config, out, loaded.info.category_ids, summary, on_result)
     started = time.perf_counter()
@@ -222,7 +226,7 @@ def _loop(
 ) -> None:
     """Decode -> batch -> model (several batches at once) -> sink, in input order. A failed
     image travels alone and is reported in its place."""
-    from visiontool.engine.inflight import DEFAULT_INFLIGHT, map_in_order
+    from visiontool.engine.inflight import map_in_order
     from visiontool.engine.stream import decoded_stream
 
     workers = default_workers() if config.workers is None else config.workers
@@ -230,7 +234,7 @@ def _loop(
     results = map_in_order(
         partial(_predict, predictor),
         _batches(items, config.batch),
-        config.inflight or DEFAULT_INFLIGHT,
+        summary.inflight,
         skip=lambda batch: batch[0].error is not None,
     )
     with contextlib.closing(results):
