@@ -291,6 +291,30 @@ def test_python_api(images, tmp_path):
     assert summary.images == 1 and seen[0].detections
 
 
+def test_interrupt_keeps_what_was_done_and_marks_the_run_incomplete(images, tmp_path, monkeypatch):
+    import visiontool
+    from visiontool.engine.predictor import Predictor
+
+    real = Predictor.predict
+
+    def interrupted_at_deep_png(self, batch):  # the fourth image, the only 100x80 one
+        if tuple(batch[0].shape[-2:]) == (80, 100):
+            raise KeyboardInterrupt
+        return real(self, batch)
+
+    monkeypatch.setattr(Predictor, "predict", interrupted_at_deep_png)
+    out = tmp_path / "int"
+    config = visiontool.DetectConfig(
+        sources=[str(images)], recursive=True, out=out, model="frcnn-mobile-320", weights="none"
+    )
+    with pytest.raises(KeyboardInterrupt):
+        visiontool.detect(config)
+    rows = read_jsonl(out / "predictions.jsonl")
+    assert [Path(r["image"]).name for r in rows] == ["img0.jpg", "img1.jpg", "img2.jpg"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped_early"] and summary["counts"]["images"] == 3
+
+
 def test_outputs_get_normal_file_permissions(cli, images, tmp_path):
     import os
     import stat

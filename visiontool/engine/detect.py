@@ -168,6 +168,9 @@ def run_detect(
     started = time.perf_counter()
     try:
         _loop(config, plan, predictor, sink, summary, pin=device.type == "cuda")
+    except KeyboardInterrupt:  # what was done is still written, and marked incomplete
+        summary.stopped_early = True
+        raise
     finally:
         sink.close()
         summary.total_s = time.perf_counter() - started
