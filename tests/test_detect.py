@@ -264,7 +264,9 @@ def test_wrong_checkpoints_exit_3(cli, images, tmp_path):
 def test_classifier_reports_topk(cli, images, tmp_path):
     out = tmp_path / "cls"
     args = ("detect", images / "img0.jpg", "--model", "resnet18", "--weights", "none")
-    assert cli(*args, "--workers", "0", "--topk", "3", "--out", out).exit_code == 0
+    result = cli(*args, "--workers", "0", "--topk", "3", "--out", out)
+    assert result.exit_code == 0
+    assert "1 image, 0 failed" in result.output and "detections" not in result.output
     row = read_jsonl(out / "predictions.jsonl")[0]
     assert "detections" not in row and len(row["classes"]) == 3
     scores = [c["score"] for c in row["classes"]]

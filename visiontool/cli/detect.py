@@ -166,8 +166,9 @@ def _print_summary(console: Console, summary: DetectSummary) -> None:
             ["image", "reason"],
             [[f["image"], f["error"]] for f in data["failures"]],
         )
+    found = f"{counts['detections']} detections, " if data["task"] == "detect" else ""
     console.final(
-        f"{counts['images']} images, {counts['detections']} detections, "
+        f"{counts['images']} image{'' if counts['images'] == 1 else 's'}, {found}"
         f"{counts['failed']} failed in {times['total_s']:.1f}s on {data['device']}; "
         f"results saved to {data['out']}"
     )

@@ -143,7 +143,7 @@ def run_detect(
     loaded = load_model(config.model, config.weights, device=device)
     class_ids = resolve_classes(config.classes, loaded.info.classes)
     if loaded.info.weights.startswith("none"):
-        log("running with random weights (--weights none): detections are meaningless")
+        log("running with random weights (--weights none): predictions are meaningless")
     if config.half and device.type != "cuda":
         log("--half ignored on CPU (autocast is GPU-only here)")
     predictor = Predictor(
