@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from visiontool import __version__
-from visiontool.engine.inflight import DEFAULT_INFLIGHT
+from visiontool.engine.inflight import DEFAULT_INFLIGHT, map_in_order
 from visiontool.engine.results import ClassScore, Detection, ImageResult
 from visiontool.engine.stream import DecodedItem
 from visiontool.errors import ConfigError, UnknownName
@@ -229,7 +229,6 @@ def _loop(
 ) -> None:
     """Decode -> batch -> model (several batches at once) -> sink, in input order. A failed
     image travels alone and is reported in its place."""
-    from visiontool.engine.inflight import map_in_order
     from visiontool.engine.stream import decoded_stream
 
     workers = default_workers() if config.workers is None else config.workers
