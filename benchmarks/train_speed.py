@@ -23,7 +23,7 @@ from visiontool.data.collate import detection_collate
 from visiontool.data.datasets import open_dataset
 from visiontool.data.synth import synth_detection
 from visiontool.data.transforms import build_transforms
-from visiontool.engine.train import TrainConfig, run_train
+from visiontool.engine.train.trainer import TrainConfig, run_train
 from visiontool.models.build import build_detector
 
 MODEL = dict(head="frcnn", backbone="mobilenet_v3_small", fpn_channels=64, box_head=256,

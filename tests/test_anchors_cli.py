@@ -218,7 +218,7 @@ def dataset(tmp_path_factory) -> Path:
 
 
 def test_fit_writes_anchors_json_and_picture(tmp_path, dataset):
-    from visiontool.engine.anchor_fit import read_anchors_json
+    from visiontool.engine.anchors.fit import read_anchors_json
 
     out = tmp_path / "fit" / "anchors.json"
     result = invoke(
@@ -285,7 +285,7 @@ def test_check_records_hand_case():
 
     import torch
 
-    from visiontool.engine.anchor_check import check_records
+    from visiontool.engine.anchors.check import check_records
 
     class Transform:
         def __call__(self, images):

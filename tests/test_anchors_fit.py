@@ -1,4 +1,4 @@
-"""visiontool.engine.anchor_fit: k-means / evolution recover planted shapes; stats; anchors.json."""
+"""engine.anchors.fit: k-means / evolution recover planted shapes; stats; anchors.json."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from visiontool.engine.anchor_fit import (
+from visiontool.engine.anchors.fit import (
     FitConfig,
     anchor_generator_args,
     anchor_stats,

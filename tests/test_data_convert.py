@@ -9,8 +9,9 @@ import numpy as np
 from typer.testing import CliRunner
 
 from visiontool.cli.main import app
-from visiontool.data.convert import convert_dataset, to_coco_dict
+from visiontool.data.convert import convert_dataset
 from visiontool.data.datasets import open_dataset
+from visiontool.data.formats.coco import to_coco_dict
 from visiontool.data.synth import synth_classification, synth_detection
 
 runner = CliRunner()

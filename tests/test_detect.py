@@ -231,7 +231,7 @@ def test_checkpoint_round_trip_rebuilds_model(cli, images, tmp_path):
         assert result.exit_code == 0, result.output
         outs.append(read_jsonl(out / "predictions.jsonl")[0]["detections"])
     assert outs[0] == outs[1] and outs[0]
-    from visiontool.engine.predictor import Predictor
+    from visiontool.engine.predict.predictor import Predictor
     from visiontool.io.images import read_image
 
     direct = Predictor(loaded, conf=0.0, max_det=300).predict([read_image(images / "img0.jpg")])
@@ -295,7 +295,7 @@ def test_python_api(images, tmp_path):
 
 def test_interrupt_keeps_what_was_done_and_marks_the_run_incomplete(images, tmp_path, monkeypatch):
     import visiontool
-    from visiontool.engine.predictor import Predictor
+    from visiontool.engine.predict.predictor import Predictor
 
     real = Predictor.predict
 
@@ -332,7 +332,7 @@ def test_outputs_get_normal_file_permissions(cli, images, tmp_path):
 @pytest.mark.parametrize("name", ["frcnn-mobile-320", "ssdlite"])
 def test_predictor_matches_the_model_run_directly(name, images):
     """Resizing before normalising (the predictor's speed-up) changes no detection."""
-    from visiontool.engine.predictor import Predictor
+    from visiontool.engine.predict.predictor import Predictor
     from visiontool.io.images import read_image
 
     torch.manual_seed(0)

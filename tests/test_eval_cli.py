@@ -283,7 +283,7 @@ class _PerfectDetector:
     def predict(self, images):
         import torch
 
-        from visiontool.engine.predictor import ImagePrediction
+        from visiontool.engine.predict.predictor import ImagePrediction
 
         out = []
         for image in images:
@@ -300,7 +300,7 @@ def test_model_path_runs_the_predictor_over_the_dataset(tmp_path, monkeypatch):
 
     from visiontool.data.datasets import open_dataset
     from visiontool.data.synth import synth_detection
-    from visiontool.engine import eval_inputs
+    from visiontool.engine.evaluate import inputs as eval_inputs
 
     synth_detection(tmp_path / "coco", n=10, imgsz=64, fmt="coco", val_fraction=0.4)
     dataset = open_dataset(tmp_path / "coco", split="val")
@@ -322,8 +322,8 @@ def test_classifier_top1_top5(tmp_path, monkeypatch):
     import torch
 
     from visiontool.data.synth import synth_classification
-    from visiontool.engine import eval_inputs
-    from visiontool.engine.predictor import ImagePrediction
+    from visiontool.engine.evaluate import inputs as eval_inputs
+    from visiontool.engine.predict.predictor import ImagePrediction
 
     synth_classification(tmp_path / "cls", n=24, imgsz=16)
     classes = ["circle", "square", "triangle", "star", "cross", "ring"]

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from visiontool.engine.inflight import map_in_order
+from visiontool.engine.predict.inflight import map_in_order
 
 
 class Recorder:

@@ -12,8 +12,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "detect": "visiontool.engine.detect:run_detect",
-    "DetectConfig": "visiontool.engine.detect",
+    "detect": "visiontool.engine.predict.detect:run_detect",
+    "DetectConfig": "visiontool.engine.predict.detect",
     "load_model": "visiontool.models.loader",
     "LoadedModel": "visiontool.models.loader",
     "read_image": "visiontool.io.images",

@@ -83,7 +83,7 @@ def prior(
     quiet: bool = QuietOpt,
 ) -> None:
     """Multibox anchors (n+m-1 per cell): count, table and a picture."""
-    from visiontool.engine.anchor_show import PriorConfig, prior_view
+    from visiontool.engine.anchors.show import PriorConfig, prior_view
 
     result = prior_view(
         PriorConfig(
@@ -133,7 +133,7 @@ def grid(
     quiet: bool = QuietOpt,
 ) -> None:
     """Faster R-CNN grid anchors in pixels: count, inside count, per-shape table, picture."""
-    from visiontool.engine.anchor_show import GridConfig, grid_view
+    from visiontool.engine.anchors.show import GridConfig, grid_view
 
     result = grid_view(
         GridConfig(
@@ -182,7 +182,7 @@ def label(
     quiet: bool = QuietOpt,
 ) -> None:
     """Label anchors against ground truth: assignment table (IoU, box, class, offsets), picture."""
-    from visiontool.engine.anchor_show import LabelConfig, label_view
+    from visiontool.engine.anchors.show import LabelConfig, label_view
 
     canvas = _pair(size, "--size")
     if image is None and canvas is None:
@@ -237,7 +237,7 @@ def fit(
     quiet: bool = QuietOpt,
 ) -> None:
     """Fit K anchor shapes to a data set's boxes; write anchors.json (and a picture beside it)."""
-    from visiontool.engine.anchor_fit import FitConfig, run_fit
+    from visiontool.engine.anchors.fit import FitConfig, run_fit
 
     config = FitConfig(
         num=num, imgsz=imgsz, algo=algo, iou=iou, thr=thr, generations=generations, seed=seed
@@ -281,7 +281,7 @@ def check(
     quiet: bool = QuietOpt,
 ) -> None:
     """Recall of a model's own anchors on a data set's boxes, per size bucket, with hints."""
-    from visiontool.engine.anchor_check import CheckConfig, check_anchors
+    from visiontool.engine.anchors.check import CheckConfig, check_anchors
 
     result = check_anchors(
         CheckConfig(model=model, data=data, split=split, limit=limit, device=device)

@@ -18,8 +18,8 @@ from visiontool.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from visiontool.engine.detect import DetectSummary
-    from visiontool.engine.results import ImageResult
+    from visiontool.engine.predict.detect import DetectSummary
+    from visiontool.results import ImageResult
 
 HELP = (
     "Detect objects (or classify) in images: files, folders, globs, .txt lists or - (stdin). "
@@ -61,7 +61,7 @@ def detect(
     json_out: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    from visiontool.engine.detect import DetectConfig, run_detect
+    from visiontool.engine.predict.detect import DetectConfig, run_detect
 
     if model is None and weights is None:
         raise typer.BadParameter("pass --model NAME (see `visiontool models`) or --weights PATH")

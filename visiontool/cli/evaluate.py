@@ -65,7 +65,7 @@ def evaluate(
     json_out: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    from visiontool.engine.evaluate import EvalConfig, run_eval
+    from visiontool.engine.evaluate.run import EvalConfig, run_eval
 
     config = EvalConfig(
         data=data,

@@ -10,7 +10,7 @@ import typer
 from visiontool.cli.common import Console, DeviceOpt, ExistOkOpt, JsonOpt, QuietOpt, SeedOpt
 
 if TYPE_CHECKING:
-    from visiontool.engine.train import StepInfo
+    from visiontool.engine.train.trainer import StepInfo
 
 HELP = (
     "Train a detector (--task detect, --model frcnn|retinanet|fcos|ssd|ssdlite [--backbone]) or "
@@ -82,7 +82,7 @@ def train(
     json_out: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    from visiontool.engine.train import Callbacks, TrainConfig, run_train
+    from visiontool.engine.train.trainer import Callbacks, TrainConfig, run_train
 
     if model is None and resume is None:
         model = "frcnn" if task == "detect" else "resnet18"

@@ -1,7 +1,7 @@
-"""Conversion between formats: any detection data set to a COCO dict, and to files on disk.
+"""Conversion between formats: any data set written to disk in another format.
 
-`to_coco_dict` is also how `visiontool eval` scores any format with faster-coco-eval: the
-ground truth of VOC or YOLO data becomes a COCO dict in memory.
+The in-memory COCO form of any detection data set (`data.formats.coco.to_coco_dict`) is what
+the COCO writer and `visiontool eval` use.
 """
 
 from __future__ import annotations
@@ -14,57 +14,6 @@ from visiontool.errors import ConfigError, DataError
 
 DETECTION_FORMATS = ("coco", "voc", "yolo")
 CLASSIFICATION_FORMATS = ("imagefolder", "csv")
-
-
-def to_coco_dict(dataset: Any, *, file_names: list[str] | None = None) -> dict[str, Any]:
-    """COCO ground truth: images, annotations (bbox xywh, area, iscrowd), categories.
-
-    `file_names` overrides each image's file name (writers use the names they wrote); by
-    default it is the path relative to the data set root.
-    """
-    records = dataset.records()
-    category_ids = list(dataset.category_ids)
-    images, annotations = [], []
-    for index, record in enumerate(records):
-        images.append(
-            {
-                "id": int(record.image_id),
-                "file_name": file_names[index] if file_names else _relative(record.path, dataset),
-                "width": int(record.width),
-                "height": int(record.height),
-            }
-        )
-        areas = record.box_area()
-        for k in range(len(record.boxes)):
-            x1, y1, x2, y2 = (float(v) for v in record.boxes[k])
-            ann = {
-                "id": len(annotations) + 1,
-                "image_id": int(record.image_id),
-                "category_id": int(category_ids[int(record.labels[k])]),
-                "bbox": [_r(x1), _r(y1), _r(x2 - x1), _r(y2 - y1)],
-                "area": _r(float(areas[k])),
-                "iscrowd": int(record.iscrowd[k]),
-            }
-            if record.difficult[k]:
-                ann["ignore"] = 1  # VOC 'difficult'; read back as such by the COCO reader
-            annotations.append(ann)
-    categories = [
-        {"id": int(cid), "name": name, "supercategory": ""}
-        for cid, name in zip(category_ids, dataset.classes, strict=True)
-    ]
-    return {"images": images, "annotations": annotations, "categories": categories}
-
-
-def _r(value: float) -> float:
-    """Round to 1/1000 px: exact enough, and keeps written files small and stable."""
-    return round(value, 3)
-
-
-def _relative(path: Path, dataset: Any) -> str:
-    try:
-        return path.relative_to(dataset.root).as_posix()
-    except ValueError:
-        return path.name
 
 
 def convert_dataset(

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from visiontool.engine.results import ClassScore, Detection
+from visiontool.results import ClassScore, Detection
 
 # Distinct, colour-blind-friendly-ish palette (RGB), cycled by class id.
 PALETTE = (

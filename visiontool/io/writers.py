@@ -11,8 +11,8 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
-from visiontool.engine.results import ImageResult
 from visiontool.io.atomic import write_bytes
+from visiontool.results import ImageResult
 
 
 class JsonlWriter:

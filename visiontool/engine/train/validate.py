@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from visiontool.engine.distributed import DistInfo, gather_objects
+from visiontool.engine.train.distributed import DistInfo, gather_objects
 from visiontool.models.info import ModelInfo
 
 
@@ -26,8 +26,8 @@ def _shard_loader(dataset: Any, *, batch: int, workers: int, dist: DistInfo) -> 
 
 
 def _predictor(module: Any, info: ModelInfo, device: Any) -> Any:
-    from visiontool.engine.eval_inputs import EVAL_CONF, EVAL_MAX_DET
-    from visiontool.engine.predictor import Predictor
+    from visiontool.engine.evaluate.inputs import EVAL_CONF, EVAL_MAX_DET
+    from visiontool.engine.predict.predictor import Predictor
     from visiontool.models.loader import LoadedModel
 
     loaded = LoadedModel(module=module, info=info, device=device)
@@ -48,13 +48,13 @@ def validate_detector(
     """The scalar metrics of `visiontool eval` (map, map50, ..., voc_map50) on `dataset`."""
     import numpy as np
 
-    from visiontool.data.convert import to_coco_dict
-    from visiontool.engine.eval_inputs import (
+    from visiontool.data.formats.coco import to_coco_dict
+    from visiontool.engine.evaluate.inputs import (
         collect_detections,
         detections_from_parts,
         ground_truth_from_coco,
     )
-    from visiontool.engine.evaluate import score_detections
+    from visiontool.engine.evaluate.run import score_detections
 
     module.eval()
     gt = ground_truth_from_coco(to_coco_dict(dataset), where=str(getattr(dataset, "root", "")))

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from visiontool.engine.distributed import DistInfo
+from visiontool.engine.train.distributed import DistInfo
 from visiontool.errors import ConfigError, VisiontoolError
 
 
@@ -122,8 +122,8 @@ class Callbacks:
 
 def run_train(config: TrainConfig, callbacks: Callbacks | None = None) -> TrainSummary:
     """Train as configured; see the module docstring."""
-    from visiontool.engine.distributed import cleanup, init_distributed, local_device
-    from visiontool.engine.predictor import resolve_device
+    from visiontool.engine.train.distributed import cleanup, init_distributed, local_device
+    from visiontool.runtime import resolve_device
 
     _validate(config)
     device = resolve_device(config.device)
@@ -151,7 +151,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, device: Any, dist: DistInfo, cb: Callbacks) -> None:
         import torch
 
-        from visiontool.engine.train_state import seed_everything
+        from visiontool.runtime import seed_everything
 
         self.cfg, self.device, self.dist, self.cb = cfg, device, dist, cb
         self.resume_state = self._read_resume() if cfg.resume else None
@@ -168,10 +168,10 @@ class Trainer:
     def _build(self) -> None:
         import torch
 
-        from visiontool.engine import train_setup as setup
-        from visiontool.engine.optim import build_optimizer, build_scheduler, ema_model
-        from visiontool.engine.predictor import autocast_dtype
+        from visiontool.engine.train import setup
+        from visiontool.engine.train.optim import build_optimizer, build_scheduler, ema_model
         from visiontool.models.build import param_groups
+        from visiontool.runtime import autocast_dtype
 
         cfg = self.cfg
         self.train_set, self.val_set = setup.open_training_data(cfg)
@@ -271,7 +271,7 @@ class Trainer:
     # --- the loop --------------------------------------------------------------------------
 
     def fit(self) -> TrainSummary:
-        from visiontool.engine.distributed import broadcast_object
+        from visiontool.engine.train.distributed import broadcast_object
 
         self.out = Path(broadcast_object(str(self.out), self.dist))
         if self.dist.is_main:
@@ -307,7 +307,7 @@ class Trainer:
         )
 
     def _epoch(self, epoch: int) -> dict[str, Any]:
-        from visiontool.engine.train_state import seed_everything
+        from visiontool.runtime import seed_everything
 
         cfg = self.cfg
         skip = self.start_step if epoch == self.start_epoch else 0
@@ -360,7 +360,8 @@ class Trainer:
     def _forward(self, images: list[Any], targets: list[Any]) -> dict[str, Any]:
         import torch
 
-        from visiontool.engine.predictor import autocast, normalize_for_model
+        from visiontool.engine.predict.predictor import normalize_for_model
+        from visiontool.runtime import autocast
 
         images = [image.to(self.device, non_blocking=True) for image in images]
         with autocast(self.device, self.amp_dtype):
@@ -401,7 +402,7 @@ class Trainer:
             self.cb.on_step(info)
 
     def _validate(self) -> dict[str, float]:
-        from visiontool.engine.validate import validate_classifier, validate_detector
+        from visiontool.engine.train.validate import validate_classifier, validate_detector
 
         module = self.ema.module if self.ema is not None else self.model
         validate = validate_detector if self.cfg.task == "detect" else validate_classifier
@@ -430,7 +431,7 @@ class Trainer:
         elif value is not None:
             self.bad_epochs += 1
         if self.dist.is_main:
-            from visiontool.engine.train_log import append_results, plot_results
+            from visiontool.engine.train.log import append_results, plot_results
 
             self._save("last.pt", epoch=epoch + 1, step=0)
             if improved or (self.val_set is None):
@@ -453,7 +454,7 @@ class Trainer:
         """last.pt holds everything `--resume` needs; best.pt only the weights to deploy."""
         if not self.dist.is_main:
             return
-        from visiontool.engine.train_state import rng_state
+        from visiontool.engine.train.state import rng_state
         from visiontool.io.checkpoint import make_checkpoint, save_checkpoint
 
         weights = self.ema.module if self.ema is not None else self.model
@@ -494,7 +495,7 @@ class Trainer:
         return checkpoint
 
     def _restore(self, checkpoint: dict[str, Any]) -> None:
-        from visiontool.engine.train_state import set_rng_state
+        from visiontool.engine.train.state import set_rng_state
 
         state = checkpoint["train"]
         self.model.load_state_dict(state["model"] or checkpoint["state_dict"])

@@ -125,7 +125,7 @@ def _zoo_detector(cfg: Any, num_classes: int, *, pretrained: bool) -> tuple[Any,
     else:
         module = entry.builder(weights=None, num_classes=num_classes)
     if cfg.imgsz:
-        from visiontool.engine.predictor import set_detector_input_size
+        from visiontool.engine.predict.predictor import set_detector_input_size
 
         set_detector_input_size(module, cfg.imgsz)
     return module, {"model": entry.name, "num_classes": num_classes}, new

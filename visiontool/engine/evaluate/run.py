@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from visiontool.engine.eval_inputs import GroundTruth, ModelRun, load_ground_truth
+from visiontool.engine.evaluate.inputs import GroundTruth, ModelRun, load_ground_truth
 from visiontool.errors import ConfigError
 from visiontool.io.predictions import Detections, ImageIndex, no_gc
 from visiontool.metrics.coco import COCO_KEYS
@@ -117,7 +117,7 @@ def _run_detection(config: EvalConfig, gt: GroundTruth, dataset: Any, log: Log) 
                 f"{config.data} is a bare annotations file: a model needs the images; pass the "
                 "data set folder (or a data spec) as --data"
             )
-        from visiontool.engine.eval_inputs import predict_detections
+        from visiontool.engine.evaluate.inputs import predict_detections
 
         dets, source = predict_detections(dataset, gt, _model_run(config))
     log(f"scoring {len(dets)} predictions on {len(gt.image_ids)} images")
@@ -252,7 +252,7 @@ def _pr_curves(
 
 
 def _run_classification(config: EvalConfig, dataset: Any, log: Log) -> EvalReport:
-    from visiontool.engine.eval_inputs import predict_classes
+    from visiontool.engine.evaluate.inputs import predict_classes
     from visiontool.metrics.classification import classification_metrics
 
     if config.pred is not None:

@@ -7,12 +7,12 @@ writers. Images stay uint8 until they reach the model's device, where they becom
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Any
 
 from visiontool.errors import ConfigError
 from visiontool.models.loader import LoadedModel
+from visiontool.runtime import autocast, autocast_dtype
 
 try:  # the exact resize GeneralizedRCNNTransform applies (private, so guarded)
     from torchvision.models.detection.transform import (
@@ -225,41 +225,3 @@ def set_detector_input_size(module: Any, imgsz: int) -> None:
     ratio = transform.max_size / max(transform.min_size)
     transform.min_size = (imgsz,)
     transform.max_size = int(round(imgsz * ratio))
-
-
-def autocast_dtype(device: Any) -> Any:
-    """The mixed-precision dtype for --half/--amp: bf16 where the GPU has it, else fp16; None
-    on CPU, where autocast is slower than fp32 for these models."""
-    import torch
-
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-def autocast(device: Any, dtype: Any) -> Any:
-    """torch.autocast for `dtype`, or a no-op context when it is None."""
-    import torch
-
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def resolve_device(name: str) -> Any:
-    """--device auto|cpu|cuda|cuda:N -> torch.device, with a clear error when CUDA is absent."""
-    import torch
-
-    name = (name or "auto").lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"--device {name}: CUDA is not available here; use --device cpu")
-        index = int(name.split(":", 1)[1]) if ":" in name else 0
-        if index >= torch.cuda.device_count():
-            raise ConfigError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) present")
-        return torch.device("cuda", index)
-    if name == "cpu":
-        return torch.device("cpu")
-    raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}")

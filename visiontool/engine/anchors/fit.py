@@ -250,7 +250,7 @@ def run_fit(
     data: str | Path, config: FitConfig, *, split: str | None = None, out: str | Path
 ) -> FitResult:
     """`anchors fit`: fit, write anchors.json at `out` and a picture beside it (.png)."""
-    from visiontool.engine.anchor_show import draw_fit
+    from visiontool.engine.anchors.show import draw_fit
 
     config.validate()
     from visiontool.data.datasets import open_dataset

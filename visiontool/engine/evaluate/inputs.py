@@ -2,9 +2,9 @@
 
 A bare COCO annotations json is read with `json` alone (no images, no torch), so scoring a
 predictions file stays light; any other data set goes through `visiontool.data` and
-`to_coco_dict`, the same conversion `data convert` uses. Predictions from a model come from the
-shared `Predictor` over a DataLoader of the data set, at COCO's settings (low confidence, 100
-boxes per image).
+`data.formats.coco.to_coco_dict`, the same conversion `data convert` uses. Predictions from a
+model come from the shared `Predictor` over a DataLoader of the data set, at COCO's settings
+(low confidence, 100 boxes per image).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from visiontool.engine.inflight import map_in_order
+from visiontool.engine.predict.inflight import map_in_order
 from visiontool.errors import ConfigError, DataError
 from visiontool.io.predictions import Detections, no_gc
 
@@ -110,8 +110,8 @@ def load_ground_truth(data: Path, *, split: str | None) -> tuple[GroundTruth | N
     coco = coco_json(data)
     if coco is not None:
         return ground_truth_from_coco(coco, where=str(data)), None
-    from visiontool.data.convert import to_coco_dict
     from visiontool.data.datasets import open_dataset
+    from visiontool.data.formats.coco import to_coco_dict
 
     dataset = open_dataset(data, split=split)
     if dataset.task != "detect":
@@ -153,8 +153,9 @@ class ModelRun:
 
 
 def _loaded_predictor(run: ModelRun, task: str) -> tuple[Any, Any]:
-    from visiontool.engine.predictor import Predictor, resolve_device
+    from visiontool.engine.predict.predictor import Predictor
     from visiontool.models.loader import load_model
+    from visiontool.runtime import resolve_device
 
     loaded = load_model(run.model, run.weights, device=resolve_device(run.device))
     if loaded.info.task != task:
@@ -172,7 +173,7 @@ def _loader(dataset: Any, run: ModelRun) -> Any:
     from torch.utils.data import DataLoader
 
     from visiontool.data.collate import detection_collate
-    from visiontool.engine.detect import default_workers
+    from visiontool.runtime import default_workers
 
     workers = default_workers() if run.workers is None else run.workers
     return DataLoader(

@@ -9,7 +9,6 @@ disk; results still come out in input order. Failed images are reported and skip
 from __future__ import annotations
 
 import contextlib
-import os
 import platform
 import queue
 import threading
@@ -21,20 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from visiontool import __version__
-from visiontool.engine.inflight import DEFAULT_INFLIGHT, map_in_order
-from visiontool.engine.results import ClassScore, Detection, ImageResult
-from visiontool.engine.stream import DecodedItem
+from visiontool.engine.predict.inflight import DEFAULT_INFLIGHT, map_in_order
+from visiontool.engine.predict.stream import DecodedItem
 from visiontool.errors import ConfigError, UnknownName
 from visiontool.io.images import DEFAULT_MAX_PIXELS
-
-
-def default_workers() -> int:
-    """Decode processes: one per spare core, at most 4. On 2 cores or fewer, none: the model
-    already uses every core, and a worker process only takes time from it (measured: 3.8 s
-    vs 4.3 s for 48 1080p images with frcnn-mobile-320); decoding then runs in a background
-    thread of the main process."""
-    cores = os.cpu_count() or 1
-    return 0 if cores <= 2 else min(4, cores - 1)
+from visiontool.results import ClassScore, Detection, ImageResult
+from visiontool.runtime import default_workers
 
 
 @dataclass
@@ -129,10 +120,11 @@ def run_detect(
     """Run the whole pipeline; return the summary. Raises VisiontoolError on setup errors."""
     import torch
 
-    from visiontool.engine.predictor import Predictor, resolve_device
+    from visiontool.engine.predict.predictor import Predictor
     from visiontool.io.atomic import write_json
     from visiontool.io.sources import first_item, plan_sources
     from visiontool.models.loader import load_model
+    from visiontool.runtime import resolve_device
 
     _validate(config)
     log = on_log or (lambda message: None)
@@ -229,7 +221,7 @@ def _loop(
 ) -> None:
     """Decode -> batch -> model (several batches at once) -> sink, in input order. A failed
     image travels alone and is reported in its place."""
-    from visiontool.engine.stream import decoded_stream
+    from visiontool.engine.predict.stream import decoded_stream
 
     workers = default_workers() if config.workers is None else config.workers
     items = decoded_stream(plan, workers=workers, max_pixels=config.max_pixels, pin_memory=pin)
