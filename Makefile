@@ -4,15 +4,16 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test lint format demo weights bench clean
+.PHONY: setup test test-fast lint format demo weights bench clean
 
-# The shipped models: data recipes and training commands (recorded in weights/manifest.json).
+# The shipped models: data recipes and training commands (recorded in
+# visiontool/weights/manifest.json, shipped in the package).
 SHAPES_DATA := $(BIN)/visiontool data synth --out runs/data/shapes --n 1000 --imgsz 256 --format coco --seed 7
-SHAPES_TRAIN := $(BIN)/visiontool train --data runs/data/shapes --model frcnn --backbone mobilenet_v3_small \
+SHAPES_TRAIN := $(BIN)/visiontool train --data runs/data/shapes --head frcnn --backbone mobilenet_v3_small \
 	--returned-layers 1 --returned-layers 2 --returned-layers 3 --returned-layers 5 --fpn-channels 64 \
 	--box-head 256 --anchor-sizes "12 24 48 96 192" --imgsz 256 --epochs 24 --batch 8 --lr 0.02 \
 	--workers 1 --augment frcnn --name shapes-frcnn --seed 0 --out runs/weights/shapes-frcnn-base --exist-ok
-SHAPES_FINETUNE := $(BIN)/visiontool train --data runs/data/shapes --model frcnn --backbone mobilenet_v3_small \
+SHAPES_FINETUNE := $(BIN)/visiontool train --data runs/data/shapes --head frcnn --backbone mobilenet_v3_small \
 	--returned-layers 1 --returned-layers 2 --returned-layers 3 --returned-layers 5 --fpn-channels 64 \
 	--box-head 256 --anchor-sizes "12 24 48 96 192" --imgsz 352 --epochs 8 --batch 8 --lr 0.008 \
 	--warmup 0.3 --workers 1 --augment frcnn --name shapes-frcnn --seed 1 \
@@ -35,6 +36,11 @@ test: $(STAMP)
 	@$(BIN)/python -m pytest -q; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$status
 
+# The quick tier: everything but the tests marked slow (a few seconds each or more).
+test-fast: $(STAMP)
+	@$(BIN)/python -m pytest -q -m "not slow"; status=$$?; \
+	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$status
+
 lint: $(STAMP)
 	$(BIN)/ruff format --check visiontool tests benchmarks tools
 	$(BIN)/ruff check visiontool tests benchmarks tools
@@ -43,8 +49,9 @@ format: $(STAMP)
 	$(BIN)/ruff format visiontool tests benchmarks tools
 	$(BIN)/ruff check --fix visiontool tests benchmarks tools
 
+OUT ?= runs/demo
 demo: $(STAMP)
-	$(BIN)/visiontool detect examples --model shapes-frcnn --out runs/demo --exist-ok
+	$(BIN)/visiontool detect examples --model shapes-frcnn --out $(OUT) --exist-ok
 
 # Retrain the shipped models from scratch on CPU (about an hour) and refresh the manifest.
 weights: $(STAMP)

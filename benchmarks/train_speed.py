@@ -24,7 +24,7 @@ from visiontool.data.datasets import open_dataset
 from visiontool.data.synth import synth_detection
 from visiontool.data.transforms import build_transforms
 from visiontool.engine.train.trainer import TrainConfig, run_train
-from visiontool.models.build import build_detector
+from visiontool.models.compose import build_detector
 
 MODEL = dict(head="frcnn", backbone="mobilenet_v3_small", fpn_channels=64, box_head=256,
              imgsz=256, returned_layers=[1, 2, 3, 5])  # fmt: skip
@@ -57,7 +57,7 @@ def reference(data: Path, *, batch: int, device: str, workers: int) -> float:
 
 
 def ours(data: Path, out: Path, *, batch: int, device: str, workers: int, amp: bool) -> float:
-    config = TrainConfig(data=str(data), model="frcnn", backbone=MODEL["backbone"],
+    config = TrainConfig(data=str(data), head="frcnn", backbone=MODEL["backbone"],
                          fpn_channels=64, box_head=256, imgsz=256, returned_layers=[1, 2, 3, 5],
                          epochs=1, batch=batch, lr=0.01, augment="none", workers=workers,
                          device=device, amp=amp, out=out, exist_ok=True, warmup=0.0,

@@ -1,8 +1,13 @@
-"""`visiontool anchors prior|grid|label|fit|check` through CliRunner: output, files, pictures."""
+"""`visiontool anchors prior|grid|label|fit|check` through CliRunner: output, files, pictures.
+
+prior, grid, label and fit write into a run folder (--out DIR, else runs/anchors/exp, exp2...)
+under fixed names: anchors.png, grid.png, labels.png, anchors.json + anchors.png.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -55,7 +60,7 @@ def test_help_does_not_import_torch():
 
 
 def test_prior_full_image_count_table_and_picture(tmp_path):
-    out = tmp_path / "anchors.png"
+    out = tmp_path / "prior"
     result = invoke(
         "prior", "--size", "561x728", "--sizes", "0.75", "0.5", "0.25",
         "--ratios", "1", "2", "0.5", "--out", str(out),
@@ -64,7 +69,10 @@ def test_prior_full_image_count_table_and_picture(tmp_path):
     assert "2042040 anchors" in result.stdout
     assert "s=0.75" not in result.stdout  # labels belong in the picture, the table shows sizes
     assert "0.75" in result.stdout and "546.0" in result.stdout  # 0.75 * 728 px wide
-    assert_picture(out, (728, 561))
+    assert f"results saved to {out}" in result.stdout
+    assert f"picture: {out / 'anchors.png'}" in result.stdout
+    assert sorted(os.listdir(out)) == ["anchors.png"]
+    assert_picture(out / "anchors.png", (728, 561))
 
 
 def test_prior_json_at_cell_on_image_with_coarse_fmap(tmp_path):
@@ -72,25 +80,26 @@ def test_prior_json_at_cell_on_image_with_coarse_fmap(tmp_path):
     Image.new("RGB", (80, 40), (20, 120, 20)).save(image)
     result = invoke(
         "prior", "--image", str(image), "--fmap", "2x4", "--sizes", "0.5,0.25",
-        "--ratios", "1", "--at", "1,2", "--offset", "0", "--json", "--out", str(tmp_path / "p.png"),
+        "--ratios", "1", "--at", "1,2", "--offset", "0", "--json", "--out", str(tmp_path / "p"),
     )  # fmt: skip
     doc = load_json(result)
+    assert doc["out"] == str(tmp_path / "p") and doc["picture"] == str(tmp_path / "p/anchors.png")
     assert doc["count"] == 2 * 4 * 2 and doc["per_location"] == 2
     assert doc["image_size"] == [40, 80] and doc["fmap"] == [2, 4] and doc["at"] == [1, 2]
     # centre (2/4, 1/2) with offset 0; size 0.5 -> half extent 0.25
     assert doc["anchors"][0]["box"] == [0.25, 0.25, 0.75, 0.75]
     assert doc["anchors"][1]["box_px"] == [30.0, 15.0, 50.0, 25.0]
-    assert_picture(tmp_path / "p.png", (512, 256))  # small images are scaled up to be legible
+    assert_picture(tmp_path / "p/anchors.png", (512, 256))  # small images are scaled up
 
 
 def test_prior_coarse_map_draws_every_anchor(tmp_path):
-    out = tmp_path / "all.png"
+    out = tmp_path / "all"
     doc = load_json(
         invoke("prior", "--size", "64x64", "--fmap", "3x3", "--sizes", "0.3", "--ratios", "1", "2",
                "--json", "--out", str(out))
     )  # fmt: skip
     assert doc["mode"] == "all" and doc["at"] is None and doc["count"] == 18
-    assert_picture(out)
+    assert_picture(out / "anchors.png")
 
 
 def test_prior_usage_errors(tmp_path):
@@ -105,13 +114,46 @@ def test_prior_usage_errors(tmp_path):
     )
     assert result.exit_code == 2 and "nope.jpg" in result.output
     assert "Traceback" not in result.output
+    # --out names a folder now: the old file-valued form is a clear usage error, nothing written
+    old = tmp_path / "anchors.png"
+    result = invoke(
+        "prior", "--size", "10x10", "--sizes", "0.5", "--ratios", "1", "--out", str(old)
+    )
+    assert result.exit_code == 2 and "--out names a folder" in result.output
+    assert not old.exists()
+
+
+def test_default_run_folders_never_write_into_the_current_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ("--size", "32x32", "--sizes", "0.5", "--ratios", "1")
+    first = invoke("prior", *args)
+    assert first.exit_code == 0, first.output
+    second = load_json(invoke("prior", *args, "--json"))
+    runs = Path("runs") / "anchors"
+    assert f"results saved to {runs / 'exp'}\n" in first.stdout
+    assert second["out"] == str(runs / "exp2")
+    assert second["picture"] == str(runs / "exp2" / "anchors.png")
+    assert_picture(tmp_path / runs / "exp" / "anchors.png")
+    assert_picture(tmp_path / runs / "exp2" / "anchors.png")
+    # a failed run claims no folder; --exist-ok reuses exp; every command has its fixed name
+    assert invoke("prior", *args, "--at", "99,99").exit_code == 2
+    grid = load_json(invoke("grid", "--size", "64x64", "--json"))
+    assert grid["out"] == str(runs / "exp3") and grid["picture"].endswith("grid.png")
+    gt = tmp_path / "gt.json"
+    gt.write_text(json.dumps({"boxes": [[0, 0.1, 0.1, 0.6, 0.6]]}))
+    label = invoke("label", "--gt", str(gt), "--size", "16x16", "--fmap", "2x2",
+                   "--sizes", "0.5", "--ratios", "1", "--exist-ok")  # fmt: skip
+    assert label.exit_code == 0, label.output
+    assert sorted(os.listdir(runs / "exp")) == ["anchors.png", "labels.png"]
+    assert sorted(os.listdir(runs)) == ["exp", "exp2", "exp3"]
+    assert sorted(os.listdir(tmp_path)) == ["gt.json", "runs"]
 
 
 # ---------------------------------------------------------------------------- grid
 
 
 def test_grid_counts_hand_case(tmp_path):
-    out = tmp_path / "grid.png"
+    out = tmp_path / "grid"
     doc = load_json(
         invoke("grid", "--size", "32x48", "--stride", "16", "--scales", "1", "2", "--ratios", "1",
                "--json", "--out", str(out))
@@ -120,16 +162,17 @@ def test_grid_counts_hand_case(tmp_path):
     assert doc["count"] == 12 and doc["inside"] == 6
     assert [s["inside"] for s in doc["shapes"]] == [6, 0]
     assert doc["shapes"][1]["w"] == 32.0
-    assert_picture(out, (512, 341))
+    assert doc["out"] == str(out) and doc["picture"] == str(out / "grid.png")
+    assert_picture(out / "grid.png", (512, 341))
 
 
 def test_grid_faster_rcnn_defaults(tmp_path):
-    out = tmp_path / "g.png"
+    out = tmp_path / "g"
     result = invoke("grid", "--size", "600x1000", "--out", str(out))
     assert result.exit_code == 0, result.output
     assert "21546 anchors = 38x63 cells x 9" in result.stdout
-    assert "fully inside" in result.stdout
-    assert_picture(out, (1000, 600))
+    assert "fully inside" in result.stdout and f"results saved to {out}" in result.stdout
+    assert_picture(out / "grid.png", (1000, 600))
 
 
 # ---------------------------------------------------------------------------- label
@@ -163,11 +206,12 @@ def test_label_with_anchor_file_table_json_and_picture(tmp_path):
     gt = write_gt(tmp_path)
     anchors = tmp_path / "anchors.json"
     anchors.write_text(json.dumps({"anchors": D2L_ANCHORS}))
-    out = tmp_path / "labels.png"
+    out = tmp_path / "labels"
     result = invoke("label", "--gt", str(gt), "--anchors", str(anchors), "--out", str(out))
     assert result.exit_code == 0, result.output
     assert "3 of 5 anchors assigned (dog: 1, cat: 2)" in result.stdout
-    assert_picture(out, (512, 512))
+    assert f"results saved to {out}" in result.stdout
+    assert_picture(out / "labels.png", (512, 512))
     doc = load_json(
         invoke("label", "--gt", str(gt), "--anchors", str(anchors), "--all", "--json",
                "--out", str(out))
@@ -183,7 +227,7 @@ def test_label_with_prior_options_on_image(tmp_path):
     gt = write_gt(tmp_path)
     image = tmp_path / "img.jpg"
     Image.new("RGB", (728, 561), (200, 180, 160)).save(image)
-    out = tmp_path / "l.png"
+    out = tmp_path / "l"
     doc = load_json(
         invoke("label", "--gt", str(gt), "--image", str(image), "--fmap", "4x4",
                "--sizes", "0.75", "0.5", "0.25", "--ratios", "1", "2", "0.5", "--json",
@@ -191,7 +235,8 @@ def test_label_with_prior_options_on_image(tmp_path):
     )  # fmt: skip
     assert doc["count"] == 80 and doc["assigned"] >= 2
     assert {r["class"] for r in doc["rows"]} == {"dog", "cat"}
-    assert_picture(out, (728, 561))
+    assert doc["out"] == str(out) and doc["picture"] == str(out / "labels.png")
+    assert_picture(out / "labels.png", (728, 561))
 
 
 def test_label_bad_inputs(tmp_path):
@@ -218,39 +263,75 @@ def dataset(tmp_path_factory) -> Path:
 
 
 def test_fit_writes_anchors_json_and_picture(tmp_path, dataset):
-    from visiontool.engine.anchors.fit import read_anchors_json
+    from visiontool.io.anchors_file import read_anchors_json
 
-    out = tmp_path / "fit" / "anchors.json"
+    out = tmp_path / "fit"
     result = invoke(
         "fit", "--data", str(dataset), "--num", "3", "--imgsz", "256", "--out", str(out)
     )
     assert result.exit_code == 0, result.output
     assert "mean IoU" in result.stdout and "best possible recall" in result.stdout
-    spec = read_anchors_json(out)
+    assert f"wrote {out / 'anchors.json'} and {out / 'anchors.png'}" in result.stdout
+    assert f"results saved to {out}" in result.stdout
+    assert sorted(os.listdir(out)) == ["anchors.json", "anchors.png"]
+    spec = read_anchors_json(out / "anchors.json")
     assert spec["num"] == 3 and spec["imgsz"] == 256 and len(spec["sizes"]) == 3
     areas = [w * h for w, h in spec["wh"]]
     assert areas == sorted(areas)
-    assert_picture(out.with_suffix(".png"))
+    assert_picture(out / "anchors.png")
     doc = load_json(
         invoke("fit", "--data", str(dataset), "--num", "3", "--algo", "evolve",
-               "--generations", "50", "--json", "--out", str(tmp_path / "a2.json"))
+               "--generations", "50", "--json", "--out", str(tmp_path / "a2"))
     )  # fmt: skip
     assert doc["algo"] == "evolve" and doc["stats"]["mean_iou"] >= doc["kmeans_stats"]["mean_iou"]
     assert 0 < doc["bpr"] <= 1 and doc["anchors_per_box"] > 0
+    assert doc["out"] == str(tmp_path / "a2")
+    assert doc["json"] == str(tmp_path / "a2" / "anchors.json")
+    assert doc["picture"] == str(tmp_path / "a2" / "anchors.png")
+    assert read_anchors_json(doc["json"])["wh"] == doc["wh"]
+
+
+def test_fit_default_folder_and_default_num_feeds_five_levels(tmp_path, dataset, monkeypatch):
+    """`anchors fit` with its default --num 9 goes to runs/anchors/exp and its anchors.json
+    spreads over the 5 levels of a ResNet FPN (and 3 and 6) with equal counts per level."""
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+
+    from visiontool.io.anchors_file import anchors_for_levels
+
+    monkeypatch.chdir(tmp_path)
+    result = invoke("fit", "--data", str(dataset), "--imgsz", "256")
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "runs" / "anchors" / "exp"
+    assert sorted(os.listdir(folder)) == ["anchors.json", "anchors.png"]
+    assert sorted(os.listdir(tmp_path)) == ["runs"]
+    for levels in (3, 5, 6):
+        sizes, ratios = anchors_for_levels(folder / "anchors.json", levels, imgsz=512)
+        counts = AnchorGenerator(sizes, ratios).num_anchors_per_location()
+        assert counts == [-(-9 // levels)] * levels
 
 
 def test_fit_errors(tmp_path, dataset):
-    result = invoke("fit", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "a.json"))
+    result = invoke("fit", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "a"))
     assert result.exit_code == 2 and "missing" in result.output
-    result = invoke(
-        "fit", "--data", str(dataset), "--algo", "magic", "--out", str(tmp_path / "a.json")
-    )
+    result = invoke("fit", "--data", str(dataset), "--algo", "magic", "--out", str(tmp_path / "a"))
     assert result.exit_code == 2 and "--algo" in result.output
-    result = invoke(
-        "fit", "--data", str(dataset), "--num", "5000", "--out", str(tmp_path / "a.json")
-    )
+    result = invoke("fit", "--data", str(dataset), "--num", "5000", "--out", str(tmp_path / "a"))
     assert result.exit_code == 2 and "lower --num" in result.output
-    assert not (tmp_path / "a.json").exists()
+    assert not (tmp_path / "a").exists()
+    result = invoke("fit", "--data", str(dataset), "--out", str(tmp_path / "anchors.json"))
+    assert result.exit_code == 2 and "--out names a folder" in result.output
+    assert not (tmp_path / "anchors.json").exists()
+
+
+def test_check_device_defaults_to_auto():
+    import typer
+
+    from visiontool.engine.anchors.check import CheckConfig
+
+    command = typer.main.get_command(app).commands["anchors"].commands["check"]
+    device = next(p for p in command.params if p.name == "device")
+    assert device.default == "auto"
+    assert CheckConfig(model="m", data=Path("d")).device == "auto"
 
 
 def test_check_frcnn_mobile_recall_buckets(dataset):

@@ -1,4 +1,5 @@
-"""engine.anchors.fit: k-means / evolution recover planted shapes; stats; anchors.json."""
+"""engine.anchors.fit: k-means / evolution recover planted shapes; stats; anchors.json
+(io.anchors_file) written from a fit and read back."""
 
 from __future__ import annotations
 
@@ -10,17 +11,16 @@ import pytest
 
 from visiontool.engine.anchors.fit import (
     FitConfig,
-    anchor_generator_args,
     anchor_stats,
     anchors_json,
     box_shapes,
     evolve_anchors,
     fit_anchors,
     kmeans_anchors,
-    read_anchors_json,
-    write_anchors_json,
 )
 from visiontool.errors import ConfigError, DataError
+from visiontool.io.anchors_file import anchors_for_levels, read_anchors_json, write_anchors_json
+from visiontool.ops.anchors import anchor_generator_args
 
 PLANTED = np.array(
     [
@@ -113,8 +113,31 @@ def test_anchors_json_schema_and_round_trip(tmp_path):
         assert size == pytest.approx(np.sqrt(w * h), rel=1e-3)
         assert ratio == pytest.approx(h / w, rel=1e-3)
     assert 0 < doc["mean_iou"] <= 1 and 0 < doc["bpr"] <= 1
-    path = write_anchors_json(tmp_path / "anchors.json", result)
-    assert read_anchors_json(path)["wh"] == doc["wh"]
+    path = write_anchors_json(tmp_path / "anchors.json", doc)
+    assert read_anchors_json(path) == json.loads(json.dumps(doc))
+    assert list(doc)[:5] == ["num", "imgsz", "wh", "sizes", "ratios"]
+    assert set(doc) == {
+        *("num", "imgsz", "wh", "sizes", "ratios", "mean_iou", "bpr", "bpr_ratio"),
+        *("anchors_per_box", "boxes", "algo", "iou", "thr", "source"),
+    }
+
+
+def test_default_fit_feeds_every_level_count(tmp_path):
+    """The bug: a default `--num 9` file was refused by models with 3, 5 or 6 levels."""
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+
+    result = fit_anchors(planted_boxes(per=40), FitConfig(imgsz=640))  # default num=9
+    path = write_anchors_json(tmp_path / "anchors.json", anchors_json(result))
+    for levels in (1, 3, 4, 5, 6, 12):
+        sizes, ratios = anchors_for_levels(path, levels, imgsz=320)
+        counts = AnchorGenerator(sizes, ratios).num_anchors_per_location()
+        assert len(counts) == levels and len(set(counts)) == 1
+        assert [s for (s,) in sizes] == sorted(s for (s,) in sizes)
+        single, none = anchors_for_levels(path, levels, imgsz=320, sizes_only=True)
+        assert none is None and single == sizes
+    sizes, _ = anchors_for_levels(read_anchors_json(path), 9)
+    full, _ = anchors_for_levels(path, 9, imgsz=320)
+    assert [f for (f,) in full] == pytest.approx([s / 2 for (s,) in sizes])
 
 
 def test_read_anchors_json_errors(tmp_path):
@@ -129,6 +152,15 @@ def test_read_anchors_json_errors(tmp_path):
         read_anchors_json(bad)
     bad.write_text(json.dumps({"num": 1}))
     with pytest.raises(DataError, match="missing"):
+        read_anchors_json(bad)
+    bad.write_text(json.dumps({"num": 1, "imgsz": 64, "wh": [[1, -2]], "sizes": [], "ratios": []}))
+    with pytest.raises(DataError, match="positive"):
+        read_anchors_json(bad)
+    bad.write_text(json.dumps({"num": 1, "imgsz": 0, "wh": [[1, 2]], "sizes": [], "ratios": []}))
+    with pytest.raises(DataError, match="'imgsz'"):
+        read_anchors_json(bad)
+    bad.write_text(json.dumps([1, 2]))
+    with pytest.raises(DataError, match="missing num"):
         read_anchors_json(bad)
 
 
@@ -148,5 +180,7 @@ def test_anchor_generator_args_reproduce_shapes_in_torchvision():
     assert sizes2[0] == (pytest.approx(np.sqrt(10 * 20)),)
     assert ratios2[0] == (1.0, 0.25) and ratios2[1] == (2.0, 0.5)
     assert [len(c) for c in AnchorGenerator(sizes2, ratios2).cell_anchors] == [2, 2]
-    with pytest.raises(ConfigError, match="multiple of 3"):
-        anchor_generator_args(spec, 3)
+    assert anchor_generator_args(spec, 2, scale=0.5)[0][0] == (pytest.approx(np.sqrt(50)),)
+    assert anchor_generator_args(np.array(spec["wh"]), 4) == (sizes, ratios)
+    with pytest.raises(ConfigError):
+        anchor_generator_args(spec, 0)

@@ -92,7 +92,7 @@ def test_aliases_resolve_and_unknown_names_suggest():
 def test_duplicate_registration_is_rejected():
     registry.get("model", "frcnn")
     with pytest.raises(ValueError, match="already registered"):
-        registry.register("model", "frcnn")(lambda **_: None)
+        registry.add("model", registry.get("model", "frcnn"))
 
 
 def test_errors_are_one_line_without_traceback(cli, tmp_path):

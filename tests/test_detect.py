@@ -11,7 +11,7 @@ import torch
 
 from tests.conftest import noise_image, save
 from visiontool.io.checkpoint import make_checkpoint, save_checkpoint
-from visiontool.models.loader import load_model
+from visiontool.models.factory import load_model
 
 MODEL = ["--model", "frcnn-mobile-320", "--weights", "none", "--workers", "0"]
 
@@ -348,3 +348,34 @@ def test_predictor_matches_the_model_run_directly(name, images):
     assert len(ours.scores) == int(keep.sum()) > 0
     assert torch.allclose(ours.scores, direct["scores"][keep][order], atol=1e-5)
     assert torch.allclose(ours.boxes, direct["boxes"][keep][order], atol=1e-3)
+
+
+def test_writing_overlaps_the_model(images, tmp_path, monkeypatch):
+    """Drawing and writing run in their own thread while the model works on the next batch:
+    a run takes about the longer of the two stages, not their sum."""
+    import time
+
+    import visiontool
+    from visiontool.engine.predict.predictor import ImagePrediction, Predictor
+    from visiontool.io.writers import ImageWriter
+
+    def slow_model(self, batch):
+        time.sleep(0.05)
+        return [ImagePrediction(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.long))
+                for _ in batch]  # fmt: skip
+
+    real_write = ImageWriter.write
+
+    def slow_write(self, result, image):
+        time.sleep(0.05)
+        return real_write(self, result, image)
+
+    monkeypatch.setattr(Predictor, "predict", slow_model)
+    monkeypatch.setattr(ImageWriter, "write", slow_write)
+    config = visiontool.DetectConfig(
+        sources=[str(images / "img0.jpg")] * 8, model="frcnn-mobile-320", weights="none",
+        out=tmp_path / "o", workers=0, inflight=1,
+    )  # fmt: skip
+    summary = visiontool.detect(config)
+    assert summary.images == 8
+    assert summary.total_s < 0.7  # 8 x (50 + 50) ms one after the other; ~0.45 s overlapped

@@ -10,14 +10,25 @@ from torch import nn
 
 from visiontool import registry
 from visiontool.errors import ConfigError, ModelLoadError, UnknownName
-from visiontool.models.build import (
-    allowed_combinations,
-    build_classifier,
-    build_detector,
-    freeze_backbone_stages,
-    param_groups,
-    replace_class_layers,
-)
+from visiontool.models.compose import allowed_combinations, build_detector
+from visiontool.models.factory import create_model
+from visiontool.models.finetune import freeze_backbone_stages, param_groups
+
+
+def replace_class_layers(model, num_classes, head=None):
+    """Through the spec, as the engine does: the head's for detectors, the model's otherwise."""
+    head = head or getattr(model, "build_kwargs", {}).get("head")
+    if head:
+        return registry.get("head", head).replace_class_layers(model, num_classes)
+    return registry.get("model", "resnet18").replace_class_layers(model, num_classes)
+
+
+def build_classifier(*, name, num_classes, in_channels=None):
+    extra = {} if in_channels is None else {"in_channels": in_channels}
+    if registry.get("model", name).info is None:  # trained per data set (LeNet)
+        return create_model(name, num_classes=num_classes, **extra)
+    return create_model("classifier", name=name, num_classes=num_classes, **extra)
+
 
 BACKBONES = [
     "resnet18",
@@ -329,24 +340,27 @@ def test_build_classifier_channels_classes_and_names():
     model = build_classifier(name="mobilenet_v3_small", num_classes=4, in_channels=1)
     model.eval()
     assert model(torch.rand(2, 1, 64, 64)).shape == (2, 4)
-    assert model.build_kwargs == {
+    assert model.model_info.build == {
         "model": "classifier",
         "name": "mobilenet_v3_small",
         "num_classes": 4,
         "in_channels": 1,
     }
-    with pytest.raises(ConfigError, match="detector"):
+    with pytest.raises(ConfigError, match="not a classifier"):
         build_classifier(name="frcnn", num_classes=3)
     with pytest.raises(UnknownName, match="lenet"):
         build_classifier(name="lenett", num_classes=3)
 
 
-def test_classifier_weights_from_a_file_with_other_classes(tmp_path):
-    source = build_classifier(name="resnet18", num_classes=10)
+def test_classifier_weights_from_a_file_then_new_classes(tmp_path):
+    """create_model(name, weights=state_dict file, num_classes=K): the file loads strictly into
+    the named architecture, then the class layer is replaced for K classes (timm-style)."""
+    source = create_model("resnet18")
     path = tmp_path / "resnet18.pt"
     torch.save(source.state_dict(), path)
-    model = build_classifier(name="resnet18", num_classes=3, weights=str(path))
+    model = create_model("resnet18", weights=str(path), num_classes=3)
     assert model.fc.out_features == 3
+    assert model.fresh_parameters == ("fc.weight", "fc.bias")
     assert torch.equal(model.layer1[0].conv1.weight, source.layer1[0].conv1.weight)
 
 
@@ -390,8 +404,7 @@ def test_rebuild_from_build_kwargs_has_the_same_state_dict(tmp_path):
         "retinanet", "mobilenet_v3_small", anchor_sizes=[[16, 24]], anchor_ratios=[[0.5, 1, 2]]
     )
     build = json.loads(json.dumps(model.build_kwargs))  # what a checkpoint stores
-    entry = registry.get("model", build.pop("model"))
-    rebuilt = entry.builder(weights=None, **build)
+    rebuilt = create_model(build.pop("model"), **build)
     assert rebuilt.build_kwargs == model.build_kwargs
     assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {
         k: v.shape for k, v in model.state_dict().items()
@@ -407,8 +420,8 @@ def test_rebuild_from_build_kwargs_has_the_same_state_dict(tmp_path):
 
 def test_checkpoint_round_trip_through_the_loader(tmp_path):
     from visiontool.io.checkpoint import make_checkpoint, save_checkpoint
+    from visiontool.models.factory import load_model
     from visiontool.models.info import ModelInfo, detector_classes
-    from visiontool.models.loader import load_model
 
     model = tiny_detector("frcnn", "mobilenet_v3_small", fpn=False)
     raw, ids = detector_classes(["circle", "square"])
@@ -425,7 +438,9 @@ def test_checkpoint_round_trip_through_the_loader(tmp_path):
 
     lenet = build_classifier(name="lenet", num_classes=10)
     digits = list("0123456789")
-    info = ModelInfo("digits", "classify", digits, digits, list(range(10)), 32, lenet.build_kwargs)
+    info = ModelInfo(
+        "digits", "classify", digits, digits, list(range(10)), 32, lenet.model_info.build
+    )
     path = save_checkpoint(
         tmp_path / "lenet.pt", make_checkpoint(lenet.state_dict(), info.to_dict())
     )
@@ -441,6 +456,6 @@ def test_registry_lists_lenet_but_hides_rebuild_entries():
     rows = {row["name"]: row for row in list_models()}
     assert "detector" not in rows and "classifier" not in rows
     assert rows["lenet"]["task"] == "classify" and rows["lenet"]["input_size"] == 32
-    assert registry.get("model", "detector").meta["task"] == "detect"
+    assert registry.get("model", "detector").task == "detect"
     assert set(BACKBONES) <= set(registry.names("backbone"))
     assert set(LOSS_KEYS) == set(registry.names("head"))

@@ -1,33 +1,43 @@
-"""The models this project trains and ships under weights/: listed, offline, verified, accurate."""
+"""The models this project trains and ships in visiontool/weights/: listed, offline, verified,
+accurate; a missing or broken manifest is a clear error, not an unknown model."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from visiontool import registry
 from visiontool.errors import ModelLoadError
-from visiontool.models.shipped import WEIGHTS_ENV, read_manifest, sha256, verified_checkpoint
+from visiontool.models.shipped import (
+    SHIPPED_NAMES,
+    WEIGHTS_ENV,
+    read_manifest,
+    sha256,
+    verified_checkpoint,
+)
 
 REPO = Path(__file__).resolve().parents[1]
-MANIFEST = read_manifest(REPO / "weights")
+WEIGHTS = REPO / "visiontool" / "weights"  # package data (pyproject's package-data)
+MANIFEST = read_manifest(WEIGHTS)
 
 
 def test_manifest_entries_are_complete_and_registered():
     names = {entry["name"] for entry in MANIFEST}
-    assert {"digits-lenet", "shapes-frcnn"} <= names
+    assert names == set(SHIPPED_NAMES) and {"digits-lenet", "shapes-frcnn"} <= names
     for entry in MANIFEST:
         for key in ("task", "architecture", "classes", "input_size", "data_recipe", "command",
                     "metric_val", "sha256"):  # fmt: skip
             assert entry.get(key), (entry["name"], key)
-        path = REPO / "weights" / entry["file"]
+        path = WEIGHTS / entry["file"]
         assert path.stat().st_size <= 20_000_000
         assert sha256(path) == entry["sha256"]
-        assert registry.get("model", entry["name"]).meta["source"] == "visiontool"
+        assert registry.get("model", entry["name"]).source == "shipped"
 
 
 def test_shipped_models_meet_their_targets():
@@ -77,18 +87,19 @@ def _training_validation(name: str, data: Path) -> dict:
     from visiontool.engine.train.setup import attach_transforms
     from visiontool.engine.train.trainer import TrainConfig
     from visiontool.engine.train.validate import validate_classifier, validate_detector
-    from visiontool.models.loader import load_model
+    from visiontool.models.factory import load_model
 
     loaded = load_model(name)
     task = loaded.info.task
     train, val = (open_dataset(data, split=s, task=task) for s in ("train", "val"))
-    config = TrainConfig(data=str(data), task=task, model="frcnn" if task == "detect" else name)
+    config = TrainConfig(data=str(data), task=task, model=name)
     attach_transforms(config, train, val, loaded.info)
     validate = validate_detector if task == "detect" else validate_classifier
     return validate(loaded.module, val, info=loaded.info, device=torch.device("cpu"), batch=8,
                     workers=0, dist=DistInfo())  # fmt: skip
 
 
+@pytest.mark.slow
 def test_digits_lenet_reads_fresh_digits_offline(cli, tmp_path):
     from visiontool.data.synth import synth_classification
 
@@ -104,7 +115,7 @@ def test_digits_lenet_reads_fresh_digits_offline(cli, tmp_path):
 
 def test_corrupt_shipped_file_is_refused(tmp_path, monkeypatch):
     entry = next(e for e in MANIFEST if e["name"] == "digits-lenet")
-    shutil.copy(REPO / "weights" / entry["file"], tmp_path / entry["file"])
+    shutil.copy(WEIGHTS / entry["file"], tmp_path / entry["file"])
     monkeypatch.setenv(WEIGHTS_ENV, str(tmp_path))
     assert verified_checkpoint(entry) == tmp_path / entry["file"]
     with (tmp_path / entry["file"]).open("ab") as handle:
@@ -116,21 +127,52 @@ def test_corrupt_shipped_file_is_refused(tmp_path, monkeypatch):
         verified_checkpoint(entry)
 
 
+def test_a_missing_or_broken_manifest_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelLoadError, match=r"manifest .*manifest\.json is missing"):
+        read_manifest(tmp_path)
+    (tmp_path / "manifest.json").write_text('{"models": [')
+    with pytest.raises(ModelLoadError, match=r"manifest .*manifest\.json cannot be read"):
+        read_manifest(tmp_path)
+
+
+def test_the_default_weights_folder_is_the_package_data(monkeypatch):
+    from visiontool.models.shipped import weights_dir
+
+    monkeypatch.delenv(WEIGHTS_ENV, raising=False)
+    assert weights_dir().resolve() == WEIGHTS.resolve()
+
+
 @pytest.mark.slow
-def test_make_demo_runs_the_shipped_detector():
-    result = subprocess.run(["make", "demo"], cwd=REPO, capture_output=True, text=True)
+def test_without_a_manifest_shipped_names_fail_clearly_and_listing_still_works(tmp_path):
+    env = {**os.environ, WEIGHTS_ENV: str(tmp_path)}  # an empty folder
+    run = [sys.executable, "-m", "visiontool"]
+    listed = subprocess.run([*run, "models", "--json"], capture_output=True, text=True, env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert "frcnn-mobile-320" in {row["name"] for row in json.loads(listed.stdout)}
+    image = REPO / "examples" / "shapes_256_0.jpg"
+    cmd = [*run, "detect", image, "--model", "shapes-frcnn", "--out", tmp_path / "o"]
+    detect = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert detect.returncode == 3, detect.stdout + detect.stderr
+    assert "manifest" in detect.stderr and "unknown model" not in detect.stderr
+
+
+@pytest.mark.slow
+def test_make_demo_runs_the_shipped_detector(tmp_path):
+    out = tmp_path / "demo"
+    result = subprocess.run(["make", "demo", f"OUT={out}"], cwd=REPO, capture_output=True,
+                            text=True)  # fmt: skip
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    rows = [json.loads(x) for x in (REPO / "runs/demo/predictions.jsonl").read_text().splitlines()]
+    rows = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == len(list((REPO / "examples").glob("*.jpg")))
     assert all(row["error"] is None for row in rows)
     assert sum(len(row["detections"]) for row in rows) >= len(rows)
-    assert "results saved to runs/demo" in result.stdout
+    assert f"results saved to {out}" in result.stdout
 
 
 def test_weights_none_rebuilds_the_shipped_architecture_untrained():
     import torch
 
-    from visiontool.models.loader import load_model
+    from visiontool.models.factory import load_model
 
     trained = load_model("shapes-frcnn").module.state_dict()
     fresh = load_model("shapes-frcnn", "none")

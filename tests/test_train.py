@@ -75,7 +75,7 @@ def test_classifier_learns_and_writes_outputs(digits, tmp_path):
 @pytest.mark.slow
 def test_detector_learns_and_its_checkpoint_serves_detect_and_eval(cli, shapes, tmp_path):
     out = tmp_path / "det"
-    config = TrainConfig(data=str(shapes), model="frcnn", backbone="mobilenet_v3_small",
+    config = TrainConfig(data=str(shapes), head="frcnn", backbone="mobilenet_v3_small",
                          epochs=3, batch=4, imgsz=96, workers=0, augment="none", out=out,
                          lr=0.02, warmup=0.0)  # fmt: skip
     run_train(config)
@@ -131,18 +131,25 @@ def test_nonfinite_loss_stops_with_checkpoint(cli, digits, tmp_path):
 
 
 def test_bad_flags_are_usage_errors(cli, shapes, digits, tmp_path):
-    result = cli("train", "--data", shapes, "--model", "frcnn", "--backbone", "resnet81")
+    result = cli("train", "--data", shapes, "--head", "frcnn", "--backbone", "resnet81")
     assert result.exit_code == 2 and "resnet18" in result.output
     result = cli("train", "--data", shapes, "--model", "frcnm")
-    assert result.exit_code == 2 and "detection head" in result.output
-    result = cli("train", "--data", shapes, "--model", "retinanet", "--no-fpn")
+    assert result.exit_code == 2 and "did you mean 'frcnn'" in result.output
+    result = cli("train", "--data", shapes, "--head", "frcnm")
+    assert result.exit_code == 2 and "unknown head 'frcnm'" in result.output
+    # a model name means the same model everywhere: parts compose only under --head
+    result = cli("train", "--data", shapes, "--model", "frcnn", "--backbone", "resnet18")
+    assert result.exit_code == 2 and "use --head frcnn --backbone" in result.output
+    result = cli("train", "--data", shapes, "--model", "frcnn", "--head", "frcnn")
+    assert result.exit_code == 2 and "not both" in result.output
+    result = cli("train", "--data", shapes, "--head", "retinanet", "--no-fpn")
     assert result.exit_code == 2 and "needs an FPN" in result.output
-    result = cli("train", "--data", shapes, "--model", "ssdlite", "--backbone", "vgg16")
+    result = cli("train", "--data", shapes, "--head", "ssdlite", "--backbone", "vgg16")
     assert result.exit_code == 2 and "does not work with backbone 'vgg16'" in result.output
     empty = tmp_path / "empty.json"
     empty.write_text(json.dumps({"images": [], "annotations": [],
                                  "categories": [{"id": 1, "name": "a"}]}))  # fmt: skip
-    result = cli("train", "--model", "frcnn", "--data", empty)
+    result = cli("train", "--head", "frcnn", "--data", empty)
     assert result.exit_code == 2 and "no images" in result.output
     result = cli("train", "--data", tmp_path / "missing", "--model", "frcnn")
     assert result.exit_code == 2
@@ -196,23 +203,27 @@ def test_finetune_from_checkpoint_replaces_class_layer_and_boosts_its_lr(digits,
 
 
 def test_anchors_fit_output_configures_training(cli, shapes, tmp_path):
-    anchors = tmp_path / "anchors.json"
     assert cli("anchors", "fit", "--data", shapes, "--num", "5", "--imgsz", "96",
-               "--out", anchors).exit_code == 0  # fmt: skip
+               "--out", tmp_path / "fit").exit_code == 0  # fmt: skip
+    anchors = tmp_path / "fit" / "anchors.json"
     fitted = json.loads(anchors.read_text())
     out = tmp_path / "run"
-    result = cli("train", "--data", shapes, "--model", "frcnn", "--backbone",
+    result = cli("train", "--data", shapes, "--head", "frcnn", "--backbone",
                  "mobilenet_v3_small", "--returned-layers", "1", "--returned-layers", "2",
                  "--returned-layers", "3", "--returned-layers", "5", "--anchors", anchors,
                  "--imgsz", "96", "--epochs", "1", "--workers", "0", "--fpn-channels", "32",
                  "--box-head", "64", "--out", out)  # fmt: skip
     assert result.exit_code == 0, result.output
     build = torch.load(out / "weights/best.pt", weights_only=True)["model_info"]["build"]
-    assert build["anchor_sizes"] == fitted["sizes"]
-    small = ("--backbone", "mobilenet_v3_small")
-    mismatch = cli("train", "--data", shapes, "--model", "frcnn", *small, "--anchors", anchors,
-                   "--out", tmp_path / "bad")  # fmt: skip
-    assert mismatch.exit_code == 2 and "anchors fit --num" in mismatch.output
+    assert build["anchor_fit"]["wh"] == fitted["wh"] and build["anchor_fit"]["scale"] == 1.0
+    from visiontool.models.factory import load_model
+
+    # 5 fitted anchors over 4 maps + the pool level: one fitted shape per level, exactly
+    generator = load_model(weights=out / "weights/best.pt").module.rpn.anchor_generator
+    flat = [x for level in fitted["sizes"] for x in level]
+    assert [s for level in generator.sizes for s in level] == pytest.approx(flat, abs=1e-3)
+    flat = [x for level in fitted["ratios"] for x in level]
+    assert [r for level in generator.aspect_ratios for r in level] == pytest.approx(flat, abs=1e-3)
 
 
 def test_trained_detector_keeps_the_data_sets_coco_category_ids(cli, shapes, tmp_path):
@@ -227,7 +238,7 @@ def test_trained_detector_keeps_the_data_sets_coco_category_ids(cli, shapes, tmp
             item[key] += 10
         path.write_text(json.dumps(gt))
     out = tmp_path / "run"
-    result = cli("train", "--data", data, "--model", "frcnn", "--backbone", "mobilenet_v3_small",
+    result = cli("train", "--data", data, "--head", "frcnn", "--backbone", "mobilenet_v3_small",
                  "--imgsz", "96", "--epochs", "1", "--workers", "0", "--fpn-channels", "32",
                  "--box-head", "64", "--out", out)  # fmt: skip
     assert result.exit_code == 0, result.output

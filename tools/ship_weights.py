@@ -1,4 +1,4 @@
-"""Copy a trained best.pt into weights/, score it on its val split and update manifest.json.
+"""Copy a trained checkpoint into visiontool/weights/, score it on val and update the manifest.
 
     python tools/ship_weights.py NAME RUN_DIR DATA --description TEXT --data-recipe CMD
 
@@ -20,7 +20,7 @@ from visiontool.io.atomic import write_json
 from visiontool.io.checkpoint import make_checkpoint, save_checkpoint
 from visiontool.models.shipped import sha256
 
-WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+WEIGHTS = Path(__file__).resolve().parents[1] / "visiontool" / "weights"  # package data
 
 
 def slim_copy(source: Path, target: Path) -> dict:

@@ -1,69 +1,64 @@
-"""The one registry: kind -> name -> builder plus metadata.
+"""The one registry: kind -> name -> typed spec.
 
-Kinds in use: "model" (detectors and classifiers by name), "backbone", "head", "reader",
-"writer". Registering is a decorator on a builder, as in timm; listing needs no torch because
-builders import their heavy dependencies inside their bodies.
+Kinds in use: "model" (`models.specs.ModelSpec`), "backbone" (`BackboneSpec`), "head"
+(`HeadSpec`) and "format" (`data.formats.FormatSpec`). A spec is a frozen dataclass that says
+everything the engine needs to know about one name (how to build it, its defaults, how to adapt
+it), as torchvision's `Weights` and timm's `PretrainedCfg` do; the engine asks the spec and never
+branches on a name. Registering is explicit (`add(kind, spec)` at import of the module that
+defines the spec); the module list per kind is below, loaded on the first lookup of that kind,
+so importing the registry does no work and listing needs no torch.
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from visiontool.errors import UnknownName
 
-# Modules whose import registers the members of a kind. Loaded on first lookup of that kind,
-# so importing the registry itself does no work.
+# Modules whose import registers the members of a kind, loaded on the first lookup of that kind.
 _PROVIDERS: dict[str, tuple[str, ...]] = {
-    "model": ("visiontool.models.zoo", "visiontool.models.custom", "visiontool.models.shipped"),
+    "model": ("visiontool.models.zoo", "visiontool.models.own", "visiontool.models.shipped"),
     "backbone": ("visiontool.models.backbones",),
     "head": ("visiontool.models.heads",),
-    "reader": ("visiontool.data.formats",),
-    "writer": ("visiontool.data.formats",),
+    "format": ("visiontool.data.formats",),
 }
 
 
-@dataclass(frozen=True)
-class Entry:
-    """One registered name. `meta` holds kind-specific metadata (task, classes, input size...)."""
+class Spec(Protocol):
+    """What the registry needs of a spec: a name and its aliases."""
 
-    kind: str
-    name: str
-    builder: Callable[..., Any]
-    aliases: tuple[str, ...] = ()
-    meta: dict[str, Any] = field(default_factory=dict)
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def aliases(self) -> tuple[str, ...]: ...
 
 
-_entries: dict[str, dict[str, Entry]] = {}
+_specs: dict[str, dict[str, Any]] = {}
 _aliases: dict[str, dict[str, str]] = {}
 _loaded: set[str] = set()
 
 
-def register(
-    kind: str, name: str, *, aliases: tuple[str, ...] = (), **meta: Any
-) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator: register `builder` under `kind`/`name`. Duplicate names are an error."""
-
-    def decorator(builder: Callable[..., Any]) -> Callable[..., Any]:
-        add(Entry(kind=kind, name=name, builder=builder, aliases=tuple(aliases), meta=dict(meta)))
-        return builder
-
-    return decorator
-
-
-def add(entry: Entry) -> None:
-    """Register a ready-made entry (for entries built in a loop)."""
-    names = _entries.setdefault(entry.kind, {})
-    aliases = _aliases.setdefault(entry.kind, {})
-    for key in (entry.name, *entry.aliases):
+def add(kind: str, spec: Any) -> Any:
+    """Register `spec` under `kind`; a name or alias registered twice is an error. Returns
+    the spec, so a module can write `SPEC = registry.add("head", HeadSpec(...))`."""
+    names = _specs.setdefault(kind, {})
+    aliases = _aliases.setdefault(kind, {})
+    for key in (spec.name, *spec.aliases):
         if key in names or key in aliases:
-            raise ValueError(f"{entry.kind} {key!r} is already registered")
-    names[entry.name] = entry
-    for alias in entry.aliases:
-        aliases[alias] = entry.name
+            raise ValueError(f"{kind} {key!r} is already registered")
+    names[spec.name] = spec
+    for alias in spec.aliases:
+        aliases[alias] = spec.name
+    return spec
+
+
+def remove(kind: str, name: str) -> None:
+    """Unregister `name` (tests that register a throw-away spec clean up with this)."""
+    spec = _specs.get(kind, {}).pop(name, None)
+    for alias in getattr(spec, "aliases", ()):
+        _aliases.get(kind, {}).pop(alias, None)
 
 
 def _ensure_loaded(kind: str) -> None:
@@ -71,30 +66,31 @@ def _ensure_loaded(kind: str) -> None:
         return
     _loaded.add(kind)
     for module in _PROVIDERS.get(kind, ()):
-        if importlib.util.find_spec(module) is not None:
-            importlib.import_module(module)
+        importlib.import_module(module)
 
 
-def get(kind: str, name: str) -> Entry:
-    """Look a name (or alias) up; raise `UnknownName` with the nearest matches otherwise."""
+def get(kind: str, name: str) -> Any:
+    """The spec registered as `name` (or alias); `UnknownName` with the nearest names
+    otherwise."""
     _ensure_loaded(kind)
-    entries = _entries.get(kind, {})
+    specs = _specs.get(kind, {})
     key = _aliases.get(kind, {}).get(name, name)
-    if key not in entries:
-        raise UnknownName(kind, name, [*entries, *_aliases.get(kind, {})])
-    return entries[key]
+    if key not in specs:
+        visible = [n for n, s in specs.items() if not getattr(s, "hidden", False)]
+        raise UnknownName(kind, name, [*visible, *_aliases.get(kind, {})])
+    return specs[key]
 
 
 def exists(kind: str, name: str) -> bool:
     _ensure_loaded(kind)
-    return name in _entries.get(kind, {}) or name in _aliases.get(kind, {})
+    return name in _specs.get(kind, {}) or name in _aliases.get(kind, {})
 
 
-def entries(kind: str) -> list[Entry]:
-    """All entries of a kind, in registration order."""
+def specs(kind: str) -> list[Any]:
+    """All specs of a kind, in registration order."""
     _ensure_loaded(kind)
-    return list(_entries.get(kind, {}).values())
+    return list(_specs.get(kind, {}).values())
 
 
 def names(kind: str) -> list[str]:
-    return [entry.name for entry in entries(kind)]
+    return [spec.name for spec in specs(kind)]

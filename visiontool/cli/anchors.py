@@ -2,7 +2,8 @@
 
 Thin commands: parse options, build a config, call one engine function, print. List options
 (`--sizes`, `--ratios`, `--scales`) take several values after one flag (`--ratios 0.5 1 2`) or a
-comma-separated list (`--ratios 0.5,1,2`).
+comma-separated list (`--ratios 0.5,1,2`). prior, grid, label and fit write into a run folder,
+`--out DIR` or runs/anchors/exp, exp2, ... like every other command.
 """
 
 from __future__ import annotations
@@ -14,7 +15,16 @@ from typing import Any
 import typer
 from typer.core import TyperCommand
 
-from visiontool.cli.common import Console, JsonOpt, QuietOpt, SeedOpt, parse_pair
+from visiontool.cli.common import (
+    Console,
+    DeviceOpt,
+    ExistOkOpt,
+    JsonOpt,
+    QuietOpt,
+    SeedOpt,
+    out_option,
+    parse_pair,
+)
 
 LIST_OPTIONS = ("--sizes", "--ratios", "--scales")
 NUMBER = re.compile(r"^\+?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
@@ -65,6 +75,7 @@ ImageOpt = typer.Option(None, "--image", help="Draw on this image (its size is t
 SizeOpt = typer.Option(None, "--size", help="Image size HxW of a blank canvas, e.g. 561x728.")
 FmapOpt = typer.Option(None, "--fmap", help="Feature map HxW (default: one cell per pixel).")
 OffsetOpt = typer.Option(0.5, "--offset", help="Anchor centre within a cell (0 = corner).")
+OutOpt = out_option("anchors")
 
 
 @app.command("prior", cls=ListOptionCommand)
@@ -78,11 +89,12 @@ def prior(
     fmap: str = FmapOpt,
     offset: float = OffsetOpt,
     at: str = typer.Option(None, "--at", help="Feature-map cell Y,X to draw (default: centre)."),
-    out: Path = typer.Option(Path("anchors.png"), "--out", help="Picture to write."),
+    out: Path = OutOpt,
+    exist_ok: bool = ExistOkOpt,
     json_out: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    """Multibox anchors (n+m-1 per cell): count, table and a picture."""
+    """Multibox anchors (n+m-1 per cell): count, table and a picture (anchors.png)."""
     from visiontool.engine.anchors.show import PriorConfig, prior_view
 
     result = prior_view(
@@ -95,6 +107,7 @@ def prior(
             offset=offset,
             at=_pair(at, "--at", sep=","),
             out=out,
+            exist_ok=exist_ok,
         )
     )
     console = Console(json_mode=json_out, quiet=quiet)
@@ -114,8 +127,9 @@ def prior(
     )  # fmt: skip
     console.final(
         f"{result.count} anchors = {fh}x{fw} cells x {result.per_location} per cell; "
-        f"picture: {result.out}"
+        f"picture: {result.picture}"
     )
+    console.final(f"results saved to {result.out}")
 
 
 @app.command("grid", cls=ListOptionCommand)
@@ -128,11 +142,13 @@ def grid(
     ),
     ratios: str = typer.Option("0.5,1,2", "--ratios", metavar="N...", help="Width/height ratios."),
     border: float = typer.Option(0.0, "--border", help="Pixels an inside anchor may cross by."),
-    out: Path = typer.Option(Path("grid.png"), "--out", help="Picture to write."),
+    out: Path = OutOpt,
+    exist_ok: bool = ExistOkOpt,
     json_out: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    """Faster R-CNN grid anchors in pixels: count, inside count, per-shape table, picture."""
+    """Faster R-CNN grid anchors in pixels: count, inside count, per-shape table, picture
+    (grid.png)."""
     from visiontool.engine.anchors.show import GridConfig, grid_view
 
     result = grid_view(
@@ -144,6 +160,7 @@ def grid(
             size=_pair(size, "--size"),
             border=border,
             out=out,
+            exist_ok=exist_ok,
         )
     )
     console = Console(json_mode=json_out, quiet=quiet)
@@ -161,8 +178,9 @@ def grid(
     fh, fw = result.fmap
     console.final(
         f"{result.count} anchors = {fh}x{fw} cells x {result.per_location}; "
-        f"{result.inside} fully inside the image; picture: {result.out}"
+        f"{result.inside} fully inside the image; picture: {result.picture}"
     )
+    console.final(f"results saved to {result.out}")
 
 
 @app.command("label", cls=ListOptionCommand)
@@ -177,11 +195,13 @@ def label(
     size: str = typer.Option(None, "--size", help="Canvas HxW when there is no --image."),
     iou: float = typer.Option(0.5, "--iou", help="IoU an extra anchor needs to take a box."),
     show_all: bool = typer.Option(False, "--all", help="List every anchor, not only assigned."),
-    out: Path = typer.Option(Path("labels.png"), "--out", help="Picture to write."),
+    out: Path = OutOpt,
+    exist_ok: bool = ExistOkOpt,
     json_out: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    """Label anchors against ground truth: assignment table (IoU, box, class, offsets), picture."""
+    """Label anchors against ground truth: assignment table (IoU, box, class, offsets), picture
+    (labels.png)."""
     from visiontool.engine.anchors.show import LabelConfig, label_view
 
     canvas = _pair(size, "--size")
@@ -200,6 +220,7 @@ def label(
             iou_threshold=iou,
             show_all=show_all,
             out=out,
+            exist_ok=exist_ok,
         )
     )
     console = Console(json_mode=json_out, quiet=quiet)
@@ -217,8 +238,10 @@ def label(
     )  # fmt: skip
     per_class = ", ".join(f"{k}: {v}" for k, v in result.per_class.items())
     console.final(
-        f"{result.assigned} of {result.count} anchors assigned ({per_class}); picture: {result.out}"
+        f"{result.assigned} of {result.count} anchors assigned ({per_class}); "
+        f"picture: {result.picture}"
     )
+    console.final(f"results saved to {result.out}")
 
 
 @app.command("fit")
@@ -231,18 +254,19 @@ def fit(
     generations: int = typer.Option(1000, "--generations", help="Evolution generations."),
     iou: float = typer.Option(0.5, "--iou", help="IoU a box's best anchor needs for recall."),
     thr: float = typer.Option(4.0, "--thr", help="Width/height ratio-metric threshold."),
-    out: Path = typer.Option(Path("anchors.json"), "--out", help="anchors.json to write."),
+    out: Path = OutOpt,
+    exist_ok: bool = ExistOkOpt,
     seed: int = SeedOpt,
     json_out: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    """Fit K anchor shapes to a data set's boxes; write anchors.json (and a picture beside it)."""
+    """Fit K anchor shapes to a data set's boxes; write anchors.json and anchors.png."""
     from visiontool.engine.anchors.fit import FitConfig, run_fit
 
     config = FitConfig(
         num=num, imgsz=imgsz, algo=algo, iou=iou, thr=thr, generations=generations, seed=seed
     )
-    result = run_fit(data, config, split=split, out=out)
+    result = run_fit(data, config, split=split, out=out, exist_ok=exist_ok)
     console = Console(json_mode=json_out, quiet=quiet)
     if json_out:
         console.emit_json(result.to_dict())
@@ -266,8 +290,10 @@ def fit(
     console.final(
         f"{stats.boxes} boxes: mean IoU {stats.mean_iou:.3f}, best possible recall "
         f"{stats.bpr:.3f} (IoU >= {iou:g}), {stats.bpr_ratio:.3f} (ratio < {thr:g}), "
-        f"{stats.anchors_per_box:.2f} anchors/box; wrote {out} and {result.extra['picture']}"
+        f"{stats.anchors_per_box:.2f} anchors/box; wrote {result.extra['json']} and "
+        f"{result.extra['picture']}"
     )
+    console.final(f"results saved to {result.extra['out']}")
 
 
 @app.command("check")
@@ -276,7 +302,7 @@ def check(
     data: Path = typer.Option(..., "--data", help="Data set (folder, COCO json, YAML spec...)."),
     split: str = typer.Option(None, "--split", help="Data set split (default: the reader's)."),
     limit: int = typer.Option(None, "--limit", help="Check only the first N images."),
-    device: str = typer.Option("cpu", "--device", help="Where to run the model's transform."),
+    device: str = DeviceOpt,
     json_out: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:

@@ -13,9 +13,11 @@ if TYPE_CHECKING:
     from visiontool.engine.train.trainer import StepInfo
 
 HELP = (
-    "Train a detector (--task detect, --model frcnn|retinanet|fcos|ssd|ssdlite [--backbone]) or "
-    "a classifier (--task classify) on a data set; writes weights/last.pt and best.pt, "
-    "results.csv and plots. Multi-GPU: torchrun --nproc_per_node=N -m visiontool train ..."
+    "Train a detector composed from parts (--head frcnn|retinanet|fcos|ssd|ssdlite --backbone "
+    "NAME), a registry detector (--model NAME, e.g. frcnn-mobile-320 --weights DEFAULT) or a "
+    "classifier (--task classify --model NAME) on a data set; writes weights/last.pt and "
+    "best.pt, results.csv and plots. Heads and backbones: `visiontool models --heads`. "
+    "Multi-GPU: torchrun --nproc_per_node=N -m visiontool train ..."
 )
 
 
@@ -31,8 +33,13 @@ def _floats(values: list[str] | None, what: str) -> list[float] | None:
 def train(
     data: str = typer.Option(..., "--data", help="Data set folder, annotation file or spec."),
     task: str = typer.Option("detect", "--task", help="detect or classify."),
-    model: str = typer.Option(None, "--model", "-m", help="Head family or classifier name."),
-    backbone: str = typer.Option(None, "--backbone", help="Registered backbone (detection)."),
+    model: str = typer.Option(
+        None, "--model", "-m", help="Registry model (`visiontool models`): detector or classifier."
+    ),
+    head: str = typer.Option(
+        None, "--head", help="Compose a detector: head family (default frcnn) over --backbone."
+    ),
+    backbone: str = typer.Option(None, "--backbone", help="Registered backbone (with --head)."),
     fpn: bool = typer.Option(
         None, "--fpn/--no-fpn", help="Feature pyramid (default: the head's usual layout)."
     ),
@@ -84,11 +91,9 @@ def train(
 ) -> None:
     from visiontool.engine.train.trainer import Callbacks, TrainConfig, run_train
 
-    if model is None and resume is None:
-        model = "frcnn" if task == "detect" else "resnet18"
     console = Console(json_mode=json_out, quiet=quiet)
     config = TrainConfig(
-        data=data, task=task, model=model or "frcnn", backbone=backbone, fpn=fpn,
+        data=data, task=task, model=model, head=head, backbone=backbone, fpn=fpn,
         trainable_layers=trainable_layers, backbone_weights=backbone_weights, weights=weights,
         fpn_channels=fpn_channels, box_head=box_head,
         returned_layers=list(returned_layers) if returned_layers else None,

@@ -45,7 +45,7 @@ def convert_dataset(
         raise DataError(f"{src} is a {kind} data set; it cannot be written as {to}")
     if Path(src).resolve() == out.resolve():
         raise ConfigError("--out must differ from the source folder")
-    writer = registry.get("writer", to).builder
+    writer = registry.get("format", to).write
     writer(splits, out, transfer="link" if link else "copy")
     return {
         "source": str(src),

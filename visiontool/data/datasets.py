@@ -61,7 +61,7 @@ def list_splits(path: str | Path, *, format: str | None = None) -> list[str]:
     if spec is not None:
         data = load_spec(spec)
         return [k for k in ("train", "val", "test") if data.get(k)]
-    return _reader(path, format).meta["splits"](path)
+    return _reader(path, format).splits(path)
 
 
 def raise_on_errors(dataset: Any, path: str | Path) -> None:
@@ -94,18 +94,17 @@ def _open(path: Path, *, split: str | None, format: str | None) -> Any:
     spec = _spec_file(path, format)
     if spec is not None:
         return _open_spec(spec, split=split, format=format)
-    entry = _reader(path, format)
-    return entry.builder(path, split)
+    return _reader(path, format).read(path, split)
 
 
 def _reader(path: Path, format: str | None) -> Any:
     from visiontool import registry
 
     if format:
-        return registry.get("reader", format)
-    for entry in registry.entries("reader"):
-        if entry.meta["probe"](path):
-            return entry
+        return registry.get("format", format)
+    for spec in registry.specs("format"):
+        if spec.probe(path):
+            return spec
     raise DataError(
         f"{path}: cannot tell the data set format (expected a COCO json, a VOC folder, "
         "YOLO images/+labels/, class folders or a CSV); pass --format"
@@ -190,9 +189,9 @@ def _open_spec(spec: Path, *, split: str | None, format: str | None) -> Any:
 
         dataset = yolo.read(entry_path, None, classes=classes, root=root)
     elif reader.name == "coco":
-        dataset = reader.builder(entry_path, None)
+        dataset = reader.read(entry_path, None)
     else:
-        dataset = reader.builder(entry_path, None, classes=classes)
+        dataset = reader.read(entry_path, None, classes=classes)
     dataset.split = name
     return dataset
 
@@ -216,9 +215,9 @@ def _reader_for_entry(path: Path, format: str | None) -> Any:
     from visiontool.data.formats.common import list_images
 
     if format:
-        return registry.get("reader", format)
+        return registry.get("format", format)
     if path.is_file() and path.suffix.lower() == ".txt":
-        return registry.get("reader", "yolo")
+        return registry.get("format", "yolo")
     if path.is_dir() and list_images(path):
-        return registry.get("reader", "yolo")
+        return registry.get("format", "yolo")
     return _reader(path, None)

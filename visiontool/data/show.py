@@ -1,5 +1,9 @@
 """`visiontool data show`: a grid of samples with their boxes, after an augmentation preset,
-so a user can see that boxes stay on their objects."""
+so a user can see that boxes stay on their objects.
+
+Tiles are drawn with `visiontool.io.draw`, so a class has the colour its detections get from
+`detect`, and the grid is saved atomically as a PNG.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +12,8 @@ from pathlib import Path
 from typing import Any
 
 TILE = 256
-
-
-def palette(k: int) -> tuple[int, int, int]:
-    """A stable, well-spread colour per class id."""
-    import colorsys
-
-    r, g, b = colorsys.hsv_to_rgb((k * 0.618034) % 1.0, 0.85, 1.0)
-    return int(r * 255), int(g * 255), int(b * 255)
+PAD = 4  # white gap around and between the tiles
+THICKNESS, FONT_SCALE = 2, 0.4  # a little bolder than io.draw's default for a 256 px tile
 
 
 def render_grid(
@@ -23,11 +21,9 @@ def render_grid(
 ) -> Path:
     """Draw `n` samples (picked with `seed`) after preset `augment` into one PNG at `out`."""
     import torch
-    from PIL import Image
-    from torchvision.utils import make_grid
 
     from visiontool.data.transforms import build_transforms
-    from visiontool.io.atomic import atomic_write
+    from visiontool.io.draw import save_image
 
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -35,17 +31,16 @@ def render_grid(
     indices = torch.randperm(len(dataset), generator=generator)[:count].tolist()
     dataset.transforms = build_transforms(augment, train=augment != "none", imgsz=None)
     tiles = [_tile(dataset, i) for i in indices]
-    grid = make_grid(tiles, nrow=max(1, math.ceil(math.sqrt(count))), padding=4, pad_value=255)
-    image = Image.fromarray(grid.permute(1, 2, 0).numpy())
-    out = Path(out)
-    atomic_write(out, lambda handle: image.save(handle, format="PNG"))
-    return out
+    return save_image(_grid(tiles, max(1, math.ceil(math.sqrt(count)))), Path(out))
 
 
 def _tile(dataset: Any, index: int) -> Any:
+    """Sample `index` resized to fit TILE x TILE, drawn, on a white square (BGR array)."""
+    import numpy as np
     import torch
     from torchvision.transforms import v2
-    from torchvision.utils import draw_bounding_boxes
+
+    from visiontool.io.draw import color, draw_boxes, draw_tags, to_bgr_array
 
     image, target = dataset[index]
     height, width = image.shape[-2:]
@@ -53,37 +48,44 @@ def _tile(dataset: Any, index: int) -> Any:
     size = (max(1, round(height * scale)), max(1, round(width * scale)))
     if isinstance(target, dict):
         image, boxes = v2.Resize(size, antialias=True)(image, target["boxes"])
-        image = v2.ToDtype(torch.uint8, scale=True)(image)
+        bgr = to_bgr_array(v2.ToDtype(torch.uint8, scale=True)(image))
         labels = target["labels"].tolist()
-        if len(labels):
-            image = draw_bounding_boxes(
-                image,
-                boxes.as_subclass(torch.Tensor),
-                labels=[dataset.classes[k] for k in labels],
-                colors=[palette(k) for k in labels],
-                width=2,
-            )
+        draw_boxes(
+            bgr,
+            boxes.as_subclass(torch.Tensor).tolist(),
+            [color(k) for k in labels],
+            [dataset.classes[k] for k in labels],
+            thickness=THICKNESS,
+            font_scale=FONT_SCALE,
+        )
     else:
-        image = v2.ToDtype(torch.uint8, scale=True)(v2.Resize(size, antialias=True)(image))
-        image = _caption(image, _class_text(dataset, target))
-    canvas = torch.full((3, TILE, TILE), 255, dtype=torch.uint8)
-    canvas[:, : image.shape[-2], : image.shape[-1]] = image
+        bgr = to_bgr_array(
+            v2.ToDtype(torch.uint8, scale=True)(v2.Resize(size, antialias=True)(image))
+        )
+        tags = [(dataset.classes[k], k) for k in _class_ids(target)]
+        draw_tags(bgr, tags, thickness=THICKNESS, font_scale=FONT_SCALE)
+    canvas = np.full((TILE, TILE, 3), 255, np.uint8)
+    canvas[: bgr.shape[0], : bgr.shape[1]] = bgr
     return canvas
 
 
-def _class_text(dataset: Any, target: Any) -> str:
+def _class_ids(target: Any) -> list[int]:
+    """The class ids of a classification target: one index, or a multi-hot vector."""
     if hasattr(target, "nonzero") and getattr(target, "ndim", 0) == 1:
-        return " ".join(dataset.classes[int(k)] for k in target.nonzero().flatten())
-    return dataset.classes[int(target)]
+        return [int(k) for k in target.nonzero().flatten()]
+    return [int(target)]
 
 
-def _caption(image: Any, text: str) -> Any:
+def _grid(tiles: list[Any], per_row: int) -> Any:
+    """Tiles in rows of `per_row`, PAD white pixels around and between them (torchvision's
+    make_grid layout)."""
     import numpy as np
-    import torch
-    from PIL import Image, ImageDraw
 
-    pil = Image.fromarray(image.permute(1, 2, 0).numpy())
-    draw = ImageDraw.Draw(pil)
-    draw.rectangle((0, 0, pil.width, 14), fill=(0, 0, 0))
-    draw.text((3, 1), text, fill=(255, 255, 255))
-    return torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1)
+    columns = max(1, min(per_row, len(tiles)))
+    rows = max(1, math.ceil(len(tiles) / columns))
+    step = TILE + PAD
+    grid = np.full((rows * step + PAD, columns * step + PAD, 3), 255, np.uint8)
+    for i, tile in enumerate(tiles):
+        y, x = PAD + (i // columns) * step, PAD + (i % columns) * step
+        grid[y : y + TILE, x : x + TILE] = tile
+    return grid

@@ -96,25 +96,17 @@ def _classification_stats(dataset: Any) -> dict[str, Any]:
 
 def plot_stats(dataset: Any, path: str | Path) -> Path:
     """A PNG with histograms of box sqrt(area) and aspect ratio, and objects per class."""
-    import matplotlib
+    from visiontool.io.plotting import figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
     widths, heights, labels = box_sizes(dataset)
-    figure, axes = plt.subplots(1, 3, figsize=(15, 4))
-    axes[0].hist(np.sqrt(widths * heights), bins=40, color="tab:blue")
-    axes[0].set(title="box size (sqrt of area, px)", xlabel="px", ylabel="boxes")
-    ratios = np.log2(widths / np.clip(heights, 1e-6, None))
-    axes[1].hist(ratios, bins=40, color="tab:orange")
-    axes[1].set(title="aspect ratio (log2 w/h)", xlabel="log2(w/h)", ylabel="boxes")
-    counts = np.bincount(labels, minlength=len(dataset.classes))
-    axes[2].bar(range(len(dataset.classes)), counts, color="tab:green")
-    axes[2].set_xticks(range(len(dataset.classes)), dataset.classes, rotation=60, ha="right")
-    axes[2].set(title="objects per class", ylabel="boxes")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    with figure(path, size=(15, 4), ncols=3) as (_, axes):
+        axes[0].hist(np.sqrt(widths * heights), bins=40, color="tab:blue")
+        axes[0].set(title="box size (sqrt of area, px)", xlabel="px", ylabel="boxes")
+        ratios = np.log2(widths / np.clip(heights, 1e-6, None))
+        axes[1].hist(ratios, bins=40, color="tab:orange")
+        axes[1].set(title="aspect ratio (log2 w/h)", xlabel="log2(w/h)", ylabel="boxes")
+        counts = np.bincount(labels, minlength=len(dataset.classes))
+        axes[2].bar(range(len(dataset.classes)), counts, color="tab:green")
+        axes[2].set_xticks(range(len(dataset.classes)), dataset.classes, rotation=60, ha="right")
+        axes[2].set(title="objects per class", ylabel="boxes")
+    return Path(path)

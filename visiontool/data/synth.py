@@ -47,8 +47,8 @@ def synth_detection(
     from visiontool.data.records import ImageRecord
 
     _check(n, imgsz, val_fraction)
-    writer = registry.get("writer", fmt)
-    if writer.meta.get("task") != "detect":
+    writer = registry.get("format", fmt)
+    if writer.task != "detect":
         raise ConfigError(f"--format must be coco, voc or yolo for detection, got {fmt!r}")
     out = Path(out)
     stage = _stage(out)
@@ -77,7 +77,7 @@ def synth_detection(
         for name, recs in records.items()
         if recs
     }
-    writer.builder(splits, out, transfer="move")
+    writer.write(splits, out, transfer="move")
     shutil.rmtree(stage)
     objects = sum(len(r.labels) for recs in records.values() for r in recs)
     return {

@@ -108,7 +108,7 @@ def naive_loop(images: Path, out: Path, model: str, weights: str, conf: float) -
     from torchvision.transforms.functional import to_pil_image, to_tensor
     from torchvision.utils import draw_bounding_boxes
 
-    from visiontool.models.loader import load_model
+    from visiontool.models.factory import load_model
 
     torch.manual_seed(0)  # the same random weights as `detect --seed 0` when weights=none
     loaded = load_model(model, weights)

@@ -1,11 +1,19 @@
-"""Annotated images: boxes with label and score, readable on thumbnails and 4K photos alike.
+"""Every raster picture visiontool draws: one palette, one library (OpenCV), one look.
 
-OpenCV draws and encodes (libjpeg-turbo); line width and font scale follow the image size.
+Annotated detect images, `data show` tiles and the `anchors` pictures all come through here, so
+class k has the same colour everywhere (`color(k)`) and labels are the same filled tags with
+black or white text, whichever reads better on the tag's colour. Pictures are BGR uint8 numpy
+arrays (OpenCV's layout); colours are given as RGB and swapped at the last moment. Line width
+and font scale follow the picture's size, so labels read on thumbnails and 4K photos alike.
+OpenCV draws and encodes (libjpeg-turbo) several times faster than Pillow, which matters on
+detect's hot path; its Hershey font has ASCII glyphs only (Pillow's bundled font is no better
+beyond Latin), so other characters show as '?'.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from visiontool.results import ClassScore, Detection
@@ -17,10 +25,25 @@ PALETTE = (
     (220, 190, 255), (170, 110, 40), (255, 250, 200), (128, 0, 0), (170, 255, 195),
     (128, 128, 0), (255, 215, 180), (0, 0, 128), (128, 128, 128), (255, 225, 25),
 )  # fmt: skip
+# Blank canvases (anchor pictures) are dark: the palette's bright colours, most of its first
+# dozen, stand out on it, where several (lime, pink, lavender, beige) vanish on white.
+CANVAS = (40, 40, 40)
+FAINT = (110, 110, 110)  # context drawn under the coloured boxes (grid dots, box samples)
 
 
-def color_for(class_id: int) -> tuple[int, int, int]:
+def color(class_id: int) -> tuple[int, int, int]:
+    """The RGB colour of class (or anchor shape) `class_id`: the same in every picture."""
     return PALETTE[class_id % len(PALETTE)]
+
+
+def _bgr(rgb: Sequence[int]) -> tuple[int, int, int]:
+    return int(rgb[2]), int(rgb[1]), int(rgb[0])
+
+
+def line_style(height: int, width: int) -> tuple[int, float]:
+    """(line thickness, font scale) for a picture of this size."""
+    side = min(height, width)
+    return max(1, round(side / 320)), max(0.35, side / 900)
 
 
 def to_bgr_array(image: Any) -> Any:
@@ -35,32 +58,133 @@ def to_bgr_array(image: Any) -> Any:
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
 
 
-def draw_detections(bgr: Any, detections: Sequence[Detection]) -> Any:
-    """Draw boxes and 'label score' tags in place on a BGR array; returns it."""
+def to_rgb_tensor(bgr: Any) -> Any:
+    """(H, W, 3) BGR array -> uint8 (3, H, W) RGB tensor (the inverse of `to_bgr_array`)."""
+    import cv2
+    import torch
+
+    return torch.from_numpy(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)).permute(2, 0, 1)
+
+
+def blank(height: int, width: int, rgb: Sequence[int] = CANVAS) -> Any:
+    """A plain (H, W, 3) BGR canvas."""
+    import numpy as np
+
+    canvas = np.empty((height, width, 3), np.uint8)
+    canvas[:] = _bgr(rgb)
+    return canvas
+
+
+def upscaled(bgr: Any, min_side: int) -> tuple[Any, float]:
+    """A copy at least `min_side` on its long side (nearest neighbour, so pixels stay crisp)
+    and the factor applied; small pictures are drawn larger so their labels stay readable."""
     import cv2
 
     height, width = bgr.shape[:2]
-    thickness = max(1, round(min(height, width) / 320))
-    font_scale = max(0.35, min(height, width) / 900)
+    factor = max(1.0, min_side / max(height, width))
+    if factor == 1.0:
+        return bgr.copy(), 1.0
+    size = (round(width * factor), round(height * factor))
+    return cv2.resize(bgr, size, interpolation=cv2.INTER_NEAREST), factor
+
+
+def draw_box(
+    bgr: Any,
+    box: Sequence[float],
+    rgb: Sequence[int],
+    *,
+    thickness: int,
+    label: str | None = None,
+    font_scale: float | None = None,
+) -> Any:
+    """One xyxy box (pixels) in place, with a filled `label` tag on its top-left corner."""
+    import cv2
+
+    bgr_color = _bgr(rgb)
+    x1, y1, x2, y2 = (int(round(v)) for v in box)
+    cv2.rectangle(bgr, (x1, y1), (x2, y2), bgr_color, thickness, cv2.LINE_AA)
+    if label:
+        scale = font_scale if font_scale is not None else line_style(*bgr.shape[:2])[1]
+        _tag(bgr, label, (x1, y1), bgr_color, scale, thickness)
+    return bgr
+
+
+def draw_boxes(
+    bgr: Any,
+    boxes: Sequence[Sequence[float]],
+    colors: Sequence[Sequence[int]],
+    labels: Sequence[str] | None = None,
+    *,
+    thickness: int | Sequence[int] | None = None,
+    font_scale: float | None = None,
+) -> Any:
+    """Boxes in place (RGB `colors`, one per box; `thickness` one for all or one per box), then
+    their label tags if given, on top of every line. Tags are placed in the boxes' order: one
+    that would cover an earlier one moves down until it does not, so list first the boxes
+    whose tags matter most."""
+    default_thickness, default_scale = line_style(*bgr.shape[:2])
+    font_scale = font_scale or default_scale
+    widths = (
+        [int(w) for w in thickness]
+        if isinstance(thickness, Sequence)
+        else [thickness or default_thickness] * len(boxes)
+    )
+    for box, rgb, width in zip(boxes, colors, widths, strict=True):
+        draw_box(bgr, box, rgb, thickness=width)
+    if labels:
+        placed: list[tuple[int, int, int, int]] = []
+        for box, rgb, width, label in zip(boxes, colors, widths, labels, strict=True):
+            corner = (int(round(box[0])), int(round(box[1])))
+            _tag(bgr, label, corner, _bgr(rgb), font_scale, width, placed=placed)
+    return bgr
+
+
+def draw_detections(bgr: Any, detections: Sequence[Detection]) -> Any:
+    """Draw boxes and 'label score' tags in place on a BGR array; returns it."""
+    thickness, font_scale = line_style(*bgr.shape[:2])
     for det in detections:
-        r, g, b = color_for(det.class_id)
-        color = (b, g, r)
-        x1, y1, x2, y2 = (int(round(v)) for v in det.box)
-        cv2.rectangle(bgr, (x1, y1), (x2, y2), color, thickness, cv2.LINE_AA)
-        _tag(bgr, f"{det.label} {det.score:.2f}", (x1, y1), color, font_scale, thickness)
+        draw_box(bgr, det.box, color(det.class_id), thickness=thickness,
+                 label=f"{det.label} {det.score:.2f}", font_scale=font_scale)  # fmt: skip
     return bgr
 
 
 def draw_classes(bgr: Any, classes: Sequence[ClassScore]) -> Any:
-    """Write the top-k classes in the top-left corner."""
-    height, width = bgr.shape[:2]
-    thickness = max(1, round(min(height, width) / 320))
-    font_scale = max(0.35, min(height, width) / 900)
+    """Write the top-k classes ('label score') in the top-left corner."""
+    return draw_tags(bgr, [(f"{c.label} {c.score:.2f}", c.class_id) for c in classes])
+
+
+def draw_tags(
+    bgr: Any,
+    tags: Sequence[tuple[str, int]],
+    *,
+    thickness: int | None = None,
+    font_scale: float | None = None,
+) -> Any:
+    """(text, class id) tags stacked in the top-left corner, each in its class's colour."""
+    default_thickness, default_scale = line_style(*bgr.shape[:2])
+    thickness = thickness or default_thickness
+    font_scale = font_scale or default_scale
     y = 0
-    for item in classes:
-        r, g, b = color_for(item.class_id)
-        y += _tag(bgr, f"{item.label} {item.score:.2f}", (0, y), (b, g, r), font_scale, thickness,
-                  below=True)  # fmt: skip
+    for text, class_id in tags:
+        y += _tag(bgr, text, (0, y), _bgr(color(class_id)), font_scale, thickness, below=True)
+    return bgr
+
+
+def draw_points(
+    bgr: Any, points: Sequence[Sequence[float]], rgb: Sequence[int], *, radius: int = 0
+) -> Any:
+    """Dots in place: single pixels (radius 0, fast for thousands) or filled discs."""
+    import cv2
+    import numpy as np
+
+    if radius <= 0:
+        xy = np.rint(np.asarray(points, np.float64).reshape(-1, 2)).astype(np.int64)
+        height, width = bgr.shape[:2]
+        keep = (xy[:, 0] >= 0) & (xy[:, 0] < width) & (xy[:, 1] >= 0) & (xy[:, 1] < height)
+        bgr[xy[keep, 1], xy[keep, 0]] = _bgr(rgb)
+        return bgr
+    for x, y in points:
+        cv2.circle(bgr, (int(round(x)), int(round(y))), radius, _bgr(rgb), -1, cv2.LINE_AA)
     return bgr
 
 
@@ -73,8 +197,12 @@ def _tag(
     thickness: int,
     *,
     below: bool = False,
+    placed: list[tuple[int, int, int, int]] | None = None,
 ) -> int:
-    """A filled label box with text at `corner`; above the corner unless there is no room."""
+    """A filled label box (BGR `color`) with text at `corner`: above the corner unless there is
+    no room, and always inside the picture. With `placed` (x1, y1, x2, y2 of the tags drawn so
+    far), it moves down half a tag height at a time past any it would cover (staying put when no
+    free spot is found) and is added to the list. Returns the tag's height."""
     import cv2
 
     font = cv2.FONT_HERSHEY_SIMPLEX
@@ -85,7 +213,12 @@ def _tag(
     x, y = corner
     x = max(0, min(x, bgr.shape[1] - tw - 2 * pad))
     top = y if below or y - box_h < 0 else y - box_h
-    cv2.rectangle(bgr, (x, top), (x + tw + 2 * pad, top + box_h), color, -1)
+    top = max(0, min(top, bgr.shape[0] - box_h))
+    right = x + tw + 2 * pad
+    if placed is not None:
+        top = _free_top(placed, x, top, right, box_h, bgr.shape[0])
+        placed.append((x, top, right, top + box_h))
+    cv2.rectangle(bgr, (x, top), (right, top + box_h), color, -1)
     luminance = 0.114 * color[0] + 0.587 * color[1] + 0.299 * color[2]
     ink = (0, 0, 0) if luminance > 140 else (255, 255, 255)
     cv2.putText(bgr, text, (x + pad, top + pad + th), font, scale, ink, text_thickness,
@@ -93,7 +226,22 @@ def _tag(
     return box_h
 
 
-def encode_image(bgr: Any, suffix: str, *, jpeg_quality: int = 90) -> bytes:
+def _free_top(
+    placed: Sequence[tuple[int, int, int, int]], x1: int, top: int, x2: int, h: int, limit: int
+) -> int:
+    """The first top at or below `top` where an (x1..x2, h tall) tag covers none of `placed`."""
+    for candidate in range(top, limit - h + 1, max(1, h // 2)):
+        if not any(
+            x1 < px2 and px1 < x2 and candidate < py2 and py1 < candidate + h
+            for px1, py1, px2, py2 in placed
+        ):
+            return candidate
+    return top
+
+
+def encode_image(
+    bgr: Any, suffix: str, *, jpeg_quality: int = 90, png_compression: int = 1
+) -> bytes:
     """Encode for saving with the input's format where OpenCV can write it (else PNG)."""
     import cv2
 
@@ -102,11 +250,20 @@ def encode_image(bgr: Any, suffix: str, *, jpeg_quality: int = 90) -> bytes:
     if suffix in (".jpg", ".jpeg", ".jpe"):
         params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality]
     elif suffix == ".png":
-        params = [cv2.IMWRITE_PNG_COMPRESSION, 1]
+        params = [cv2.IMWRITE_PNG_COMPRESSION, png_compression]
     ok, buffer = cv2.imencode(suffix, bgr, params)
     if not ok:
         raise ValueError(f"OpenCV cannot encode {suffix}")
     return buffer.tobytes()
+
+
+def save_image(bgr: Any, path: str | Path) -> Path:
+    """Write a picture atomically, encoded by its suffix (a one-off picture: PNGs are
+    compressed harder than detect's streamed copies)."""
+    from visiontool.io.atomic import write_bytes
+
+    path = Path(path)
+    return write_bytes(path, encode_image(bgr, path.suffix or ".png", png_compression=6))
 
 
 def output_suffix(suffix: str) -> str:

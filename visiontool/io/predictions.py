@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from visiontool.errors import DataError
+from visiontool.ops.boxes import xywh_to_xyxy, xyxy_to_xywh
 
 LENIENT_HINT = "fix the file or pass --lenient to skip such entries"
 MAX_LISTED = 5
@@ -446,7 +447,5 @@ def _box_forms(raw: RawPredictions) -> tuple[np.ndarray, np.ndarray]:
     """(xyxy, xywh): COCO results keep their xywh exactly as written (bit-identical scoring)."""
     b = raw.boxes
     if raw.format == "coco":
-        xyxy = np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], axis=1)
-        return xyxy, b
-    xywh = np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], axis=1)
-    return b, xywh
+        return xywh_to_xyxy(b), b
+    return b, xyxy_to_xywh(b)

@@ -15,6 +15,18 @@ from urllib.parse import urlparse
 from visiontool.errors import ModelLoadError
 
 OFFLINE_ENV = "VISIONTOOL_OFFLINE"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def weights_kind(weights: object) -> str:
+    """Classify a --weights value: 'default' (the model's own pretrained weights), 'none'
+    (random init) or 'path' (a checkpoint or state-dict file)."""
+    if weights is None or str(weights).lower() in ("none", "random"):
+        return "none"
+    if str(weights).upper() == "DEFAULT":
+        return "default"
+    return "path"
 
 
 def cache_dir() -> Path:

@@ -12,6 +12,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from visiontool.io.atomic import write_bytes
+from visiontool.ops.boxes import xyxy_to_cxcywh, xyxy_to_xywh
 from visiontool.results import ImageResult
 
 
@@ -55,12 +56,11 @@ class CocoResultsWriter:
         stem = PurePosixPath(result.rel).stem
         image_id = int(stem) if stem.isdigit() else self._count
         for det in result.detections:
-            x1, y1, x2, y2 = det.box
             entry = {
                 "image_id": image_id,
                 "file_name": result.rel,
                 "category_id": self.category_ids[det.class_id],
-                "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+                "bbox": [round(v, 2) for v in xyxy_to_xywh(tuple(det.box))],
                 "score": round(det.score, 5),
             }
             self._handle.write(("" if self._first else ",\n") + json.dumps(entry))
@@ -83,14 +83,9 @@ class YoloTxtWriter:
         if not result.ok or result.detections is None:
             return
         lines = []
+        scale = (result.width, result.height, result.width, result.height)
         for det in result.detections:
-            x1, y1, x2, y2 = det.box
-            values = [
-                (x1 + x2) / 2 / result.width,
-                (y1 + y2) / 2 / result.height,
-                (x2 - x1) / result.width,
-                (y2 - y1) / result.height,
-            ]
+            values = [v / s for v, s in zip(xyxy_to_cxcywh(tuple(det.box)), scale, strict=True)]
             line = f"{det.class_id} " + " ".join(f"{v:.6f}" for v in values)
             lines.append(line + (f" {det.score:.5f}" if self.save_conf else ""))
         target = self.folder / PurePosixPath(result.rel).with_suffix(".txt")

@@ -10,7 +10,7 @@ Every builder is keyword-only and returns a torchvision-style backbone module:
   SSD heads).
 
 The module also carries `stages`: parameter-name prefixes of the trunk's stages from the input
-on, which `trainable_layers` and `visiontool.models.build.freeze_backbone_stages` use.
+on, which `trainable_layers` and `visiontool.models.finetune.freeze_backbone_stages` use.
 `returned_layers` index that stage list (ResNet 1-4 = layer1-4 and MobileNet 0-5 as in
 torchvision; VGG-16 0-4 = conv1-conv5 blocks; GoogLeNet 0-4 = conv1, conv3, inception3-5).
 
@@ -26,9 +26,9 @@ from typing import Any
 
 from visiontool import registry
 from visiontool.errors import ConfigError, ModelLoadError
+from visiontool.io.weights import IMAGENET_MEAN, IMAGENET_STD, weights_kind
+from visiontool.models.specs import BackboneSpec
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 FPN_CHANNELS = 256
 DEFAULT_TRAINABLE = 3  # stages left trainable when starting from ImageNet weights (torchvision)
 
@@ -109,9 +109,7 @@ def build_backbone(
     weights are loaded, as torchvision) swaps BatchNorm for FrozenBatchNorm2d.
     `trainable_layers` counts stages from the top (default 3 with weights, all without).
     """
-    from visiontool.models.loader import weights_kind
-
-    kind = weights_kind(None if weights is None else str(weights))
+    kind = weights_kind(weights)
     pretrained = kind != "none"
     frozen = pretrained if frozen_bn is None else bool(frozen_bn)
     classifier = _classifier(family, frozen_bn=frozen)
@@ -294,19 +292,17 @@ def _weights_state(family: Family, weights: Any, kind: str) -> tuple[dict[str, A
 
 def _register(family: Family) -> None:
     registry.add(
-        registry.Entry(
-            kind="backbone",
+        "backbone",
+        BackboneSpec(
             name=family.name,
-            builder=partial(build_backbone, family),
-            meta={
-                "family": family.kind,
-                "weights": f"{family.weights_enum}.DEFAULT",
-                "layers": family.layers,
-                "mean": family.mean,
-                "std": family.std,
-                "description": family.description,
-            },
-        )
+            build=partial(build_backbone, family),
+            layers=family.layers,
+            mean=family.mean,
+            std=family.std,
+            weights=f"{family.weights_enum}.DEFAULT",
+            family=family.kind,
+            description=family.description,
+        ),
     )
 
 

@@ -1,4 +1,5 @@
-"""Models trained by this project and committed under `weights/` (see weights/manifest.json).
+"""Models trained by this project, shipped inside the package under `visiontool/weights/`
+(package data, so a wheel install has them too; see visiontool/weights/manifest.json).
 
 They make the tool useful offline: `--model shapes-frcnn` needs no download and no --weights.
 Each manifest entry is registered as a model; its checkpoint is verified against the recorded
@@ -10,31 +11,49 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from functools import partial
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from visiontool import registry
 from visiontool.errors import ModelLoadError
 from visiontool.models.info import ModelInfo, detector_classes
+from visiontool.models.specs import ModelSpec
 
 WEIGHTS_ENV = "VISIONTOOL_WEIGHTS_DIR"
+# The names the package ships (their manifest entries say everything else). Known without the
+# manifest so that a package whose manifest is missing or broken refuses them with a clear
+# message instead of calling them unknown; tests check it against the manifest.
+SHIPPED_NAMES = ("digits-lenet", "shapes-frcnn")
+_FIX = (
+    "reinstall visiontool, or in a checkout restore it with `git checkout -- visiontool/weights/`"
+)
 
 
 def weights_dir() -> Path:
-    """$VISIONTOOL_WEIGHTS_DIR, else the repository's weights/ folder."""
+    """$VISIONTOOL_WEIGHTS_DIR, else the `weights/` folder inside the installed package."""
     override = os.environ.get(WEIGHTS_ENV)
-    return Path(override) if override else Path(__file__).resolve().parents[2] / "weights"
+    if override:
+        return Path(override)
+    return Path(str(resources.files("visiontool") / "weights"))
 
 
 def read_manifest(folder: Path | None = None) -> list[dict[str, Any]]:
+    """The manifest's model entries; `ModelLoadError` naming the file if it is missing or
+    unreadable (never an empty list that would make every shipped name "unknown")."""
     path = (folder or weights_dir()) / "manifest.json"
-    if not path.is_file():
-        return []
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return []
-    return list(data.get("models", []))
+        models = json.loads(path.read_text(encoding="utf-8"))["models"]
+    except FileNotFoundError:
+        raise ModelLoadError(f"the shipped-model manifest {path} is missing; {_FIX}") from None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ModelLoadError(
+            f"the shipped-model manifest {path} cannot be read ({error}); {_FIX}"
+        ) from None
+    if not isinstance(models, list) or not all(isinstance(m, dict) for m in models):
+        raise ModelLoadError(f"the shipped-model manifest {path} is malformed; {_FIX}")
+    return models
 
 
 def sha256(path: Path) -> str:
@@ -50,13 +69,13 @@ def verified_checkpoint(entry: dict[str, Any]) -> Path:
     path = weights_dir() / entry["file"]
     if not path.is_file():
         raise ModelLoadError(
-            f"shipped weights for {entry['name']!r} are missing: {path} (restore it with "
-            f"`git checkout -- weights/` or rebuild it with `make weights`)"
+            f"shipped weights for {entry['name']!r} are missing: {path} ({_FIX}, "
+            "or rebuild it with `make weights`)"
         )
     if entry.get("sha256") and sha256(path) != entry["sha256"]:
         raise ModelLoadError(
-            f"{path} does not match the sha256 in weights/manifest.json (corrupt or replaced); "
-            "restore it with `git checkout -- weights/` or rebuild with `make weights`"
+            f"{path} does not match the sha256 in its manifest.json (corrupt or replaced); "
+            f"{_FIX}, or rebuild it with `make weights`"
         )
     return path
 
@@ -72,28 +91,71 @@ def _info(entry: dict[str, Any], *, weights: str) -> ModelInfo:
                      weights=weights)  # fmt: skip
 
 
-def _register(entry: dict[str, Any]) -> None:
-    def builder(**_: Any) -> Any:
-        raise ModelLoadError(f"{entry['name']!r} is loaded from its checkpoint, not built")
+def _pretrained(entry: dict[str, Any]) -> tuple[Any, ModelInfo]:
+    from visiontool.models.factory import load_checkpoint
 
+    return load_checkpoint(verified_checkpoint(entry))
+
+
+def _architecture(entry: dict[str, Any], **_: Any) -> Any:
+    """The shipped model's architecture, freshly initialised (`--weights none`)."""
+    from visiontool.io.checkpoint import read_checkpoint
+    from visiontool.models.factory import rebuild
+
+    recorded = read_checkpoint(verified_checkpoint(entry))
+    return rebuild(ModelInfo.from_dict(recorded["model_info"]))
+
+
+def _register(entry: dict[str, Any]) -> None:
+    from visiontool.models.own import replace_head_class_layers, replace_last_linear
+
+    detector = entry["task"] == "detect"
     registry.add(
-        registry.Entry(
-            kind="model",
+        "model",
+        ModelSpec(
             name=entry["name"],
-            builder=builder,
-            meta={
-                "task": entry["task"],
-                "source": "visiontool",
-                "dataset": "synthetic",
-                "weights": f"weights/{entry['file']}",
-                "input_size": entry["input_size"],
-                "description": entry.get("description", ""),
-                "checkpoint": lambda: verified_checkpoint(entry),
-                "make_info": lambda weights: _info(entry, weights=weights),
-            },
-        )
+            task=entry["task"],
+            build=partial(_architecture, entry),
+            pretrained=partial(_pretrained, entry),
+            info=lambda weights: _info(entry, weights=weights),
+            replace_class_layers=replace_head_class_layers if detector else replace_last_linear,
+            source="shipped",
+            dataset="synthetic",
+            input_size=int(entry["input_size"]),
+            weights=f"weights/{entry['file']}",
+            checkpoint=lambda: verified_checkpoint(entry),
+            description=entry.get("description", ""),
+        ),
     )
 
 
-for _entry in read_manifest():
+# A missing or broken manifest must not break listing or the other models: it is kept here,
+# and each of SHIPPED_NAMES is to be refused with it when asked for (not "unknown model").
+MANIFEST_ERROR: ModelLoadError | None = None
+try:
+    _MANIFEST = read_manifest()
+except ModelLoadError as _error:
+    _MANIFEST, MANIFEST_ERROR = [], _error
+for _entry in _MANIFEST:
     _register(_entry)
+
+
+def _refuse(error: ModelLoadError, *_: Any, **__: Any) -> Any:
+    raise error
+
+
+if MANIFEST_ERROR is not None:  # known names answer with the manifest's problem, exit 3
+    for _name in SHIPPED_NAMES:
+        registry.add(
+            "model",
+            ModelSpec(
+                name=_name,
+                task="detect" if _name.endswith("frcnn") else "classify",
+                build=partial(_refuse, MANIFEST_ERROR),
+                pretrained=partial(_refuse, MANIFEST_ERROR),
+                replace_class_layers=partial(_refuse, MANIFEST_ERROR),
+                source="shipped",
+                hidden=True,
+                description="shipped model whose manifest cannot be read",
+            ),
+        )

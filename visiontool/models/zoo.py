@@ -1,8 +1,10 @@
 """torchvision's pretrained detectors and classifiers, registered by short names.
 
-Each entry's builder takes `weights` ("DEFAULT" or None) and `num_classes`; metadata says which
-torchvision builder and weights enum it wraps, the class list and the input size, so
-`visiontool models` can list everything without importing torch.
+Each `TorchvisionModel` row names the torchvision builder and weights enum it wraps; `_spec`
+turns it into the `ModelSpec` the engine uses (build, pretrained weights, label space, class-
+layer replacement through the detector's head spec), so `visiontool models` lists everything
+without importing torch. Detector names (`frcnn`, `retinanet`, ...) are models; the head
+families they belong to (`--head frcnn`) are a different registry kind.
 """
 
 from __future__ import annotations
@@ -12,10 +14,16 @@ from functools import partial
 from typing import Any
 
 from visiontool import registry
+from visiontool.io.weights import IMAGENET_MEAN, IMAGENET_STD
+from visiontool.models import class_names
+from visiontool.models.info import ModelInfo
+from visiontool.models.specs import ModelSpec
 
 
 @dataclass(frozen=True)
-class ZooSpec:
+class TorchvisionModel:
+    """One torchvision builder and its weights, under our short name."""
+
     name: str
     tv_builder: str  # function name in torchvision.models / torchvision.models.detection
     weights_enum: str  # torchvision weights enum whose DEFAULT we use
@@ -24,10 +32,14 @@ class ZooSpec:
     input_size: int
     aliases: tuple[str, ...] = ()
     description: str = ""
+    head: str | None = None  # detectors: the head family (its HeadSpec adapts the model)
+    # builder arguments when building without weights, and when training a classifier from it
+    random_init: tuple[tuple[str, Any], ...] = ()
+    classifier_init: tuple[tuple[str, Any], ...] = ()
 
 
 DETECTORS = (
-    ZooSpec(
+    TorchvisionModel(
         "frcnn",
         "fasterrcnn_resnet50_fpn",
         "FasterRCNN_ResNet50_FPN_Weights",
@@ -36,8 +48,9 @@ DETECTORS = (
         800,
         ("fasterrcnn_resnet50_fpn",),
         "Faster R-CNN, ResNet-50 FPN",
+        head="frcnn",
     ),
-    ZooSpec(
+    TorchvisionModel(
         "frcnn-v2",
         "fasterrcnn_resnet50_fpn_v2",
         "FasterRCNN_ResNet50_FPN_V2_Weights",
@@ -46,8 +59,9 @@ DETECTORS = (
         800,
         ("fasterrcnn_resnet50_fpn_v2",),
         "Faster R-CNN v2, ResNet-50 FPN",
+        head="frcnn",
     ),
-    ZooSpec(
+    TorchvisionModel(
         "frcnn-mobile",
         "fasterrcnn_mobilenet_v3_large_fpn",
         "FasterRCNN_MobileNet_V3_Large_FPN_Weights",
@@ -56,8 +70,9 @@ DETECTORS = (
         800,
         ("fasterrcnn_mobilenet_v3_large_fpn",),
         "Faster R-CNN, MobileNetV3-Large FPN",
+        head="frcnn",
     ),
-    ZooSpec(
+    TorchvisionModel(
         "frcnn-mobile-320",
         "fasterrcnn_mobilenet_v3_large_320_fpn",
         "FasterRCNN_MobileNet_V3_Large_320_FPN_Weights",
@@ -66,8 +81,9 @@ DETECTORS = (
         320,
         ("fasterrcnn_mobilenet_v3_large_320_fpn",),
         "Faster R-CNN, MobileNetV3-Large FPN at 320 px (fast on CPU)",
+        head="frcnn",
     ),
-    ZooSpec(
+    TorchvisionModel(
         "retinanet",
         "retinanet_resnet50_fpn",
         "RetinaNet_ResNet50_FPN_Weights",
@@ -76,8 +92,9 @@ DETECTORS = (
         800,
         ("retinanet_resnet50_fpn",),
         "RetinaNet, ResNet-50 FPN",
+        head="retinanet",
     ),
-    ZooSpec(
+    TorchvisionModel(
         "retinanet-v2",
         "retinanet_resnet50_fpn_v2",
         "RetinaNet_ResNet50_FPN_V2_Weights",
@@ -86,8 +103,9 @@ DETECTORS = (
         800,
         ("retinanet_resnet50_fpn_v2",),
         "RetinaNet v2, ResNet-50 FPN",
+        head="retinanet",
     ),
-    ZooSpec(
+    TorchvisionModel(
         "ssd",
         "ssd300_vgg16",
         "SSD300_VGG16_Weights",
@@ -96,8 +114,9 @@ DETECTORS = (
         300,
         ("ssd300_vgg16", "ssd300"),
         "SSD300, VGG-16",
+        head="ssd",
     ),
-    ZooSpec(
+    TorchvisionModel(
         "ssdlite",
         "ssdlite320_mobilenet_v3_large",
         "SSDLite320_MobileNet_V3_Large_Weights",
@@ -106,8 +125,9 @@ DETECTORS = (
         320,
         ("ssdlite320_mobilenet_v3_large", "ssdlite320"),
         "SSDlite320, MobileNetV3-Large",
+        head="ssdlite",
     ),
-    ZooSpec(
+    TorchvisionModel(
         "fcos",
         "fcos_resnet50_fpn",
         "FCOS_ResNet50_FPN_Weights",
@@ -116,11 +136,27 @@ DETECTORS = (
         800,
         ("fcos_resnet50_fpn",),
         "FCOS, ResNet-50 FPN",
+        head="fcos",
     ),
 )
 
+# GoogLeNet without weights: no auxiliary heads, torchvision's own init; trained per data set it
+# keeps the input scaling its ImageNet weights use (transform_input).
+_GOOGLENET = {"random_init": (("aux_logits", False), ("init_weights", True)),
+              "classifier_init": (("transform_input", True),)}  # fmt: skip
+
 CLASSIFIERS = tuple(
-    ZooSpec(name, name, enum, "classify", "imagenet", 224, (), desc)
+    TorchvisionModel(
+        name,
+        name,
+        enum,
+        "classify",
+        "imagenet",
+        224,
+        (),
+        desc,
+        **(_GOOGLENET if name == "googlenet" else {}),
+    )  # fmt: skip
     for name, enum, desc in (
         ("resnet18", "ResNet18_Weights", "ResNet-18"),
         ("resnet34", "ResNet34_Weights", "ResNet-34"),
@@ -134,7 +170,7 @@ CLASSIFIERS = tuple(
 )
 
 
-def weights_enum(spec: ZooSpec) -> Any:
+def weights_enum(spec: TorchvisionModel) -> Any:
     """The torchvision weights enum member we call DEFAULT for this spec."""
     import torchvision.models as tvm
     import torchvision.models.detection as tvd
@@ -144,7 +180,7 @@ def weights_enum(spec: ZooSpec) -> Any:
 
 
 def build_zoo_model(
-    spec: ZooSpec, *, weights: Any = None, num_classes: int | None = None, **overrides: Any
+    spec: TorchvisionModel, *, weights: Any = None, num_classes: int | None = None, **overrides: Any
 ) -> Any:
     """Build `spec` through torchvision. `weights` is a weights enum member or None.
 
@@ -160,31 +196,86 @@ def build_zoo_model(
         kwargs.setdefault("weights_backbone", None)
     else:
         fn = getattr(tvm, spec.tv_builder)
-        if spec.name == "googlenet" and weights is None:
-            kwargs.setdefault("aux_logits", False)
-            kwargs.setdefault("init_weights", True)
+        if weights is None:
+            for key, value in spec.random_init:
+                kwargs.setdefault(key, value)
     if num_classes is not None and weights is None:
         kwargs["num_classes"] = num_classes
+        for key, value in spec.classifier_init:  # a classifier for a new data set
+            kwargs.setdefault(key, value)
     return fn(weights=weights, **kwargs)
 
 
-def _register(spec: ZooSpec) -> None:
-    registry.add(
-        registry.Entry(
-            kind="model",
+def zoo_info(spec: TorchvisionModel, weights: str) -> ModelInfo:
+    """The label space of the pretrained weights: COCO's 80 classes in torchvision's 91-entry
+    layout, or ImageNet's 1000 (with ImageNet preprocessing)."""
+    if spec.dataset == "coco":
+        return ModelInfo(
             name=spec.name,
-            builder=partial(build_zoo_model, spec),
-            aliases=spec.aliases,
-            meta={
-                "task": spec.task,
-                "source": "torchvision",
-                "spec": spec,
-                "dataset": spec.dataset,
-                "weights": f"{spec.weights_enum}.DEFAULT",
-                "input_size": spec.input_size,
-                "description": spec.description,
-            },
+            task=spec.task,
+            classes=class_names.coco80(),
+            raw_classes=class_names.coco91(),
+            category_ids=class_names.coco80_category_ids(),
+            input_size=spec.input_size,
+            build={"model": spec.name},
+            weights=weights,
         )
+    names = class_names.imagenet()
+    return ModelInfo(
+        name=spec.name,
+        task=spec.task,
+        classes=names,
+        raw_classes=names,
+        category_ids=list(range(len(names))),
+        input_size=spec.input_size,
+        build={"model": spec.name},
+        preprocess=IMAGENET_PREPROCESS,
+        weights=weights,
+    )
+
+
+IMAGENET_PREPROCESS = {"resize": 256, "crop": 224, "mean": list(IMAGENET_MEAN),
+                       "std": list(IMAGENET_STD)}  # fmt: skip
+
+
+def pretrained(spec: TorchvisionModel) -> tuple[Any, ModelInfo]:
+    """Download (once, then cached) and load the torchvision weights."""
+    from visiontool.io.weights import ensure_downloadable
+
+    enum = weights_enum(spec)
+    ensure_downloadable(enum.url, model=spec.name)
+    module = build_zoo_model(spec, weights=enum)
+    return module, zoo_info(spec, f"torchvision {spec.weights_enum}.DEFAULT")
+
+
+def replace_class_layers(spec: TorchvisionModel, model: Any, num_classes: int) -> list[str]:
+    """Detectors: through their head family's spec; classifiers: a new last Linear."""
+    if spec.head is not None:
+        return registry.get("head", spec.head).replace_class_layers(model, num_classes)
+    from visiontool.models.classifiers import replace_last_linear
+
+    return replace_last_linear(model, num_classes)
+
+
+def _register(spec: TorchvisionModel) -> None:
+    registry.add(
+        "model",
+        ModelSpec(
+            name=spec.name,
+            task=spec.task,
+            build=partial(build_zoo_model, spec, weights=None),
+            pretrained=partial(pretrained, spec),
+            info=partial(zoo_info, spec),
+            replace_class_layers=partial(replace_class_layers, spec),
+            head=spec.head,
+            source="torchvision",
+            dataset=spec.dataset,
+            input_size=spec.input_size,
+            weights=f"{spec.weights_enum}.DEFAULT",
+            preprocess=IMAGENET_PREPROCESS if spec.dataset == "imagenet" else {},
+            description=spec.description,
+            aliases=spec.aliases,
+        ),
     )
 
 

@@ -15,8 +15,10 @@ import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 
+from visiontool.errors import ConfigError
 from visiontool.ops.boxes import (
     DEFAULT_MEANS,
     DEFAULT_STDS,
@@ -33,15 +35,19 @@ IOU_CHUNK = 8192  # anchors per IoU block in assign_anchors
 
 __all__ = [
     "RPNLabels",
+    "anchor_generator_args",
     "anchor_shapes",
     "assign_anchors",
     "grid_anchors",
     "inside_image",
+    "level_groups",
+    "level_sizes",
     "multibox_detection",
     "multibox_prior",
     "multibox_target",
     "offset_inverse",
     "rpn_labels",
+    "sort_by_area",
 ]
 
 
@@ -378,3 +384,108 @@ def _sample(
     labels[pick_pos] = 1
     labels[pick_neg] = 0
     return labels
+
+
+# ---------------------------------------------------------------------------- fitted anchors
+# Fitted anchor shapes (pixel widths and heights, as in anchors.json) spread over the feature
+# levels of a torchvision detector. numpy in, plain Python tuples out.
+
+
+def sort_by_area(wh: Any) -> np.ndarray:
+    """Widths and heights (K, 2) as float64, sorted by area (stable: ties keep their order)."""
+    wh = as_wh(wh)
+    return wh[np.argsort(wh[:, 0] * wh[:, 1], kind="stable")]
+
+
+def as_wh(wh: Any) -> np.ndarray:
+    """`wh` as a float64 (N, 2) array of widths and heights; `ValueError` for another shape."""
+    array = np.asarray(wh, dtype=np.float64)
+    if array.size == 0:
+        return array.reshape(0, 2)
+    if array.ndim != 2 or array.shape[1] != 2:
+        raise ValueError(f"expected (N, 2) widths and heights, got shape {array.shape}")
+    return array
+
+
+def level_groups(wh: Any, num_levels: int) -> list[np.ndarray]:
+    """K anchor shapes (w, h) spread over `num_levels` feature levels by size: L arrays of the
+    same length m, finest level (smallest anchors) first.
+
+    - K a multiple of L: the area-sorted anchors are cut into L consecutive groups of m = K/L.
+    - K > L otherwise: m = ceil(K/L), and level i takes the m consecutive anchors starting at
+      round(i * (K - m) / (L - 1)) (halves round up): windows evenly spaced from the first
+      anchor to the last. Neighbouring windows may share anchors, every anchor is on some
+      level, and each level's window starts further along than the one below.
+      E.g. K=9, L=5: m=2, windows 0-1, 2-3, 4-5, 5-6, 7-8; K=9, L=6: 0-1, 1-2, 3-4, 4-5, 6-7, 7-8.
+    - K < L: one anchor per level. Level i sits at position t = i * (K - 1) / (L - 1) along the
+      area-sorted list, and its shape is interpolated geometrically between the anchors on
+      either side of t (log w and log h linear in t), so sizes grow steadily from the smallest
+      fitted anchor to the largest and the fitted anchors themselves appear at their positions.
+      With K = 1 every level gets that one anchor.
+
+    Equal counts per level because torchvision's RPN, RetinaNet and FCOS heads share one conv
+    across levels, so each level must have the same number of anchors per location.
+    """
+    wh = sort_by_area(wh)
+    k = len(wh)
+    if num_levels < 1 or k < 1:
+        raise ConfigError(f"cannot spread {k} anchors over {num_levels} feature levels")
+    if num_levels == 1:
+        return [wh]
+    if k < num_levels:
+        logs = np.log(wh)
+        groups = []
+        for i in range(num_levels):
+            t = i * (k - 1) / (num_levels - 1)
+            low = min(int(math.floor(t)), k - 1)
+            high = min(low + 1, k - 1)
+            frac = t - low
+            if frac < 1e-9 or low == high:  # on a fitted anchor: keep it exactly
+                groups.append(wh[low][None].copy())
+            else:
+                groups.append(np.exp(logs[low] * (1 - frac) + logs[high] * frac)[None])
+        return groups
+    m = -(-k // num_levels)
+    step = (k - m) / (num_levels - 1)
+    starts = [int(math.floor(i * step + 0.5)) for i in range(num_levels)]
+    return [wh[s : s + m] for s in starts]
+
+
+def anchor_generator_args(
+    wh: Any, num_levels: int, *, scale: float = 1.0
+) -> tuple[tuple[tuple[float, ...], ...], tuple[tuple[float, ...], ...]]:
+    """(sizes, aspect_ratios) for torchvision's `AnchorGenerator` with `num_levels` feature maps,
+    from K fitted anchor shapes: `wh` (K, 2) pixel widths and heights, or an anchors.json dict
+    (its "wh" is used). Works for any K >= 1 and any number of levels.
+
+    The anchors are spread over the levels by `level_groups` (smallest on the finest level,
+    the same number m on every level). Each level gets one size, the geometric mean of its
+    group's sqrt(w*h), and its group's m aspect ratios h/w (torchvision's ratio is
+    height/width): torchvision combines every size with every ratio, so shapes are kept and
+    sizes within a level are pooled. With one anchor per level the fitted shapes come back
+    exactly. `scale` converts pixels at the fit's imgsz to the training image size
+    (train size / imgsz). `AnchorGenerator(sizes, aspect_ratios).num_anchors_per_location()`
+    is m on every level.
+    """
+    groups = level_groups(_spec_wh(wh), num_levels)
+    sizes = tuple((_group_size(g) * scale,) for g in groups)
+    ratios = tuple(tuple(float(h / w) for w, h in g) for g in groups)
+    return sizes, ratios
+
+
+def level_sizes(wh: Any, num_levels: int, *, scale: float = 1.0) -> tuple[float, ...]:
+    """One anchor size per feature level and no ratios: for heads that take a single size per
+    level (anchor-free FCOS's per-level object sizes, SSD-style default boxes). The same
+    spreading as `anchor_generator_args` (`level_groups`), each level's size the geometric mean
+    of its group's sqrt(w*h), times `scale`; non-decreasing from the finest level up."""
+    return tuple(_group_size(g) * scale for g in level_groups(_spec_wh(wh), num_levels))
+
+
+def _spec_wh(wh: Any) -> Any:
+    return wh["wh"] if isinstance(wh, dict) else wh
+
+
+def _group_size(group: np.ndarray) -> float:
+    if len(group) == 1:
+        return float(math.sqrt(group[0, 0] * group[0, 1]))
+    return float(np.exp(0.5 * np.log(group[:, 0] * group[:, 1]).mean()))

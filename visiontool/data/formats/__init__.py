@@ -1,36 +1,54 @@
-"""Registers the data set readers and writers (kinds "reader" and "writer").
+"""Registers the data set formats (registry kind "format"), one `FormatSpec` each.
 
-The registry imports this module on the first lookup of either kind. A reader entry's builder is
-`read(path, split, *, classes=None)`; its meta holds `task`, `probe(path) -> bool` (auto-detect)
-and `splits(path) -> list[str]`. A writer's builder is `write(splits, out, *, transfer)`.
+The registry imports this module on the first lookup of the kind. Probe order for
+auto-detection is registration order: the most specific layouts first.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
 from visiontool import registry
 from visiontool.data.formats import coco, csvlabels, imagefolder, voc, yolo
 
-# Probe order for auto-detection: the most specific layouts first.
-_FORMATS = (
+
+@dataclass(frozen=True)
+class FormatSpec:
+    """One annotation format: how to recognise, list, read and write it.
+
+    `read(path, split, *, classes=None)` returns a data set; `write(splits, out, *, transfer)`
+    writes one; `probe(path)` says whether a path looks like this format; `splits(path)` lists
+    its split names.
+    """
+
+    name: str
+    task: str  # "detect" | "classify"
+    read: Callable[..., Any]
+    write: Callable[..., None]
+    probe: Callable[[Path], bool]
+    splits: Callable[[Path], list[str]]
+    aliases: tuple[str, ...] = ()
+
+
+for _name, _module, _task, _aliases in (
     ("voc", voc, "detect", ("pascal_voc",)),
     ("coco", coco, "detect", ()),
     ("yolo", yolo, "detect", ("ultralytics",)),
     ("imagefolder", imagefolder, "classify", ("folder", "image_folder")),
     ("csv", csvlabels, "classify", ()),
-)
-
-for _name, _module, _task, _aliases in _FORMATS:
+):
     registry.add(
-        registry.Entry(
-            kind="reader",
+        "format",
+        FormatSpec(
             name=_name,
-            builder=_module.read,
+            task=_task,
+            read=_module.read,
+            write=_module.write,
+            probe=_module.probe,
+            splits=_module.splits,
             aliases=_aliases,
-            meta={"task": _task, "probe": _module.probe, "splits": _module.splits},
-        )
-    )
-    registry.add(
-        registry.Entry(
-            kind="writer", name=_name, builder=_module.write, aliases=_aliases, meta={"task": _task}
-        )
+        ),
     )

@@ -14,6 +14,7 @@ from visiontool.data.detection import DetectionDataset
 from visiontool.data.formats.common import match_split, place_file, unique_names
 from visiontool.data.records import ImageRecord, Issues, RawBox, build_record, inside_root
 from visiontool.errors import DataError
+from visiontool.ops.boxes import xywh_to_xyxy, xyxy_to_xywh
 
 
 def probe(path: Path) -> bool:
@@ -197,13 +198,13 @@ def _annotation(
     ):
         issues.error(where, f"bbox must be [x, y, w, h] numbers, got {bbox!r}")
         return None
-    x, y, w, h = (float(v) for v in bbox)
+    x1, y1, x2, y2 = xywh_to_xyxy(tuple(float(v) for v in bbox))
     area = ann.get("area")
     return RawBox(
-        x1=x,
-        y1=y,
-        x2=x + w,
-        y2=y + h,
+        x1=x1,
+        y1=y1,
+        x2=x2,
+        y2=y2,
         label=index_of[ann["category_id"]],
         iscrowd=bool(ann.get("iscrowd", 0)),
         difficult=bool(ann.get("ignore", 0)),
@@ -279,12 +280,12 @@ def to_coco_dict(dataset: Any, *, file_names: list[str] | None = None) -> dict[s
         )
         areas = record.box_area()
         for k in range(len(record.boxes)):
-            x1, y1, x2, y2 = (float(v) for v in record.boxes[k])
+            xywh = xyxy_to_xywh(tuple(float(v) for v in record.boxes[k]))
             ann = {
                 "id": len(annotations) + 1,
                 "image_id": int(record.image_id),
                 "category_id": int(category_ids[int(record.labels[k])]),
-                "bbox": [_r(x1), _r(y1), _r(x2 - x1), _r(y2 - y1)],
+                "bbox": [_r(v) for v in xywh],
                 "area": _r(float(areas[k])),
                 "iscrowd": int(record.iscrowd[k]),
             }

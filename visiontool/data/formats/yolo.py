@@ -20,6 +20,7 @@ from visiontool.data.formats.common import (
     write_names_file,
 )
 from visiontool.data.records import ImageRecord, Issues, RawBox, build_record, inside_root
+from visiontool.ops.boxes import cxcywh_to_xyxy, xyxy_to_cxcywh
 
 SPEC_NAMES = ("data.yaml", "dataset.yaml", "data.yml")
 
@@ -159,8 +160,7 @@ def _parse_line(fields: list[str], where: str, issues: Issues) -> RawBox | None:
         return None
     label = int(values[0])
     if len(values) in (5, 6):
-        cx, cy, w, h = values[1:5]
-        return RawBox(cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2, label=label, where=where)
+        return RawBox(*cxcywh_to_xyxy(tuple(values[1:5])), label=label, where=where)
     coords = values[1:]
     if len(coords) % 2:
         issues.error(where, "segment line needs an even number of coordinates")
@@ -232,8 +232,8 @@ def write(splits: dict[str, DetectionDataset], out: Path, *, transfer: str = "co
 def _label_text(record: ImageRecord) -> str:
     lines = []
     for k in range(len(record.boxes)):
-        x1, y1, x2, y2 = (float(v) for v in record.boxes[k])
-        cx, cy = (x1 + x2) / 2 / record.width, (y1 + y2) / 2 / record.height
-        w, h = (x2 - x1) / record.width, (y2 - y1) / record.height
+        box = xyxy_to_cxcywh(tuple(float(v) for v in record.boxes[k]))
+        scale = (record.width, record.height, record.width, record.height)
+        cx, cy, w, h = (v / s for v, s in zip(box, scale, strict=True))
         lines.append(f"{int(record.labels[k])} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}")
     return "".join(line + "\n" for line in lines)

@@ -30,7 +30,7 @@ class CheckConfig:
     data: Path
     split: str | None = None
     limit: int | None = None  # check only the first N images
-    device: str = "cpu"
+    device: str = "auto"  # auto, cpu, cuda or cuda:N (auto = cuda when available)
 
 
 @dataclass
@@ -79,9 +79,10 @@ def find_anchor_generator(module: Any) -> Any:
 def check_anchors(config: CheckConfig) -> CheckResult:
     """Load the model (no weights needed), open the data set, and measure anchor recall."""
     from visiontool.data.datasets import open_dataset
-    from visiontool.models.loader import load_model
+    from visiontool.models.factory import load_model
+    from visiontool.runtime import resolve_device
 
-    loaded = load_model(config.model, weights="none", device=config.device)
+    loaded = load_model(config.model, weights="none", device=resolve_device(config.device))
     generator = find_anchor_generator(loaded.module)
     if generator is None:
         raise ConfigError(

@@ -11,12 +11,13 @@ improves) then escapes the local optima k-means settles in.
 
 anchors.json (read by `train --anchors`, see docs/anchors.md) stores the fitted shapes as pixel
 (w, h) pairs at `imgsz`, and the same anchors in torchvision's AnchorGenerator form:
-size = sqrt(w*h), aspect ratio = h/w, one feature level per anchor (sorted by area).
+size = sqrt(w*h), aspect ratio = h/w, one feature level per anchor (sorted by area). Its schema
+lives in `visiontool.io.anchors_file`; spreading the anchors over a model's feature levels in
+`visiontool.ops.anchors.anchor_generator_args`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,10 +26,13 @@ from typing import Any
 import numpy as np
 
 from visiontool.errors import ConfigError, DataError
+from visiontool.ops.anchors import as_wh as _as_wh
+from visiontool.ops.anchors import sort_by_area
 from visiontool.ops.boxes import wh_iou
 
 ALGOS = ("kmeans", "evolve")
-SCHEMA_KEYS = ("num", "imgsz", "wh", "sizes", "ratios")
+JSON_NAME = "anchors.json"  # file names inside the run folder
+PICTURE_NAME = "anchors.png"
 
 
 @dataclass
@@ -247,113 +251,51 @@ def box_shapes(
 
 
 def run_fit(
-    data: str | Path, config: FitConfig, *, split: str | None = None, out: str | Path
+    data: str | Path,
+    config: FitConfig,
+    *,
+    split: str | None = None,
+    out: str | Path | None = None,
+    exist_ok: bool = False,
 ) -> FitResult:
-    """`anchors fit`: fit, write anchors.json at `out` and a picture beside it (.png)."""
-    from visiontool.engine.anchors.show import draw_fit
+    """`anchors fit`: fit, then write anchors.json and anchors.png (the anchors over a sample
+    of box shapes) into the run folder: `out`, else runs/anchors/exp, exp2, ... (claimed only
+    once the fit has succeeded). `result.extra` names the folder and both files."""
+    from visiontool.engine.anchors.show import check_out, draw_fit, output_dir
+    from visiontool.io.anchors_file import write_anchors_json
 
     config.validate()
+    check_out(out)
     from visiontool.data.datasets import open_dataset
 
     dataset = open_dataset(data, split=split, task="detect")
     wh, dropped = box_shapes(dataset.records(), config.imgsz, min_size=config.min_size)
     result = fit_anchors(wh, config, dropped=dropped, source=str(data))
-    out = Path(out)
-    picture = (
-        out.with_suffix(".png") if out.suffix != ".png" else out.with_name(out.stem + "_fit.png")
-    )
-    write_anchors_json(out, result)
+    folder = output_dir(out, exist_ok=exist_ok)
+    json_path, picture = folder / JSON_NAME, folder / PICTURE_NAME
+    write_anchors_json(json_path, anchors_json(result))
     draw_fit(result.wh, _subsample(wh, 300, config.seed), config.imgsz, picture)
-    result.extra.update({"json": str(out), "picture": str(picture)})
+    result.extra.update({"out": str(folder), "json": str(json_path), "picture": str(picture)})
     return result
 
 
 def anchors_json(result: FitResult) -> dict[str, Any]:
-    """The anchors.json document (schema in docs/anchors.md)."""
-    wh = sort_by_area(result.wh)
-    return {
-        "num": len(wh),
-        "imgsz": result.config.imgsz,
-        "wh": _round(wh.tolist()),
-        "sizes": [[_round(math.sqrt(w * h))] for w, h in wh],
-        "ratios": [[_round(h / w)] for w, h in wh],
-        "mean_iou": _round(result.stats.mean_iou),
-        "bpr": _round(result.stats.bpr),
-        "bpr_ratio": _round(result.stats.bpr_ratio),
-        "anchors_per_box": _round(result.stats.anchors_per_box),
-        "boxes": result.stats.boxes,
-        "algo": result.config.algo,
-        "iou": result.config.iou,
-        "thr": result.config.thr,
-        "source": result.source,
-    }
+    """The anchors.json document of a fit (schema in docs/anchors.md)."""
+    from visiontool.io.anchors_file import anchors_document
 
-
-def write_anchors_json(path: str | Path, result: FitResult) -> Path:
-    from visiontool.io.atomic import write_json
-
-    return write_json(path, anchors_json(result))
-
-
-def read_anchors_json(path: str | Path) -> dict[str, Any]:
-    """Load and check an anchors.json; `DataError` naming the file and the problem otherwise."""
-    import json
-
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise DataError(f"{path}: file not found") from exc
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable JSON file ({exc})") from exc
-    missing = [key for key in SCHEMA_KEYS if not isinstance(data, dict) or key not in data]
-    if missing:
-        raise DataError(
-            f"{path}: missing {', '.join(missing)}; write it with `visiontool anchors fit`"
-        )
-    wh = np.asarray(data["wh"], dtype=np.float64)
-    if wh.ndim != 2 or wh.shape[1] != 2 or len(wh) != data["num"] or (wh <= 0).any():
-        raise DataError(f"{path}: 'wh' must be {data['num']} positive [w, h] pairs")
-    return data
-
-
-def anchor_generator_args(
-    spec: dict[str, Any], num_levels: int, *, scale: float = 1.0
-) -> tuple[tuple[tuple[float, ...], ...], tuple[tuple[float, ...], ...]]:
-    """(sizes, aspect_ratios) for torchvision's AnchorGenerator with `num_levels` feature maps.
-
-    Anchors sorted by area are split into `num_levels` equal groups, smallest on the finest
-    level. With one anchor per level this reproduces the fitted shapes exactly. With g > 1 per
-    level, torchvision combines every size with every ratio, so each level gets one size (the
-    geometric mean of its group) and the group's g aspect ratios: shapes are kept, sizes within a
-    level are pooled. `scale` converts from the fit's imgsz to the training image size.
-    """
-    wh = sort_by_area(np.asarray(spec["wh"], dtype=np.float64)) * scale
-    if num_levels < 1 or len(wh) % num_levels:
-        raise ConfigError(
-            f"{len(wh)} anchors cannot be spread evenly over {num_levels} feature levels: "
-            f"fit a multiple of {num_levels} with `visiontool anchors fit --num`"
-        )
-    groups = np.split(wh, num_levels)
-    if len(groups[0]) == 1:
-        sizes = tuple((float(math.sqrt(g[0, 0] * g[0, 1])),) for g in groups)
-        return sizes, tuple((float(g[0, 1] / g[0, 0]),) for g in groups)
-    sizes = tuple((float(np.exp(np.log(np.sqrt(g[:, 0] * g[:, 1])).mean())),) for g in groups)
-    return sizes, tuple(tuple(float(r) for r in g[:, 1] / g[:, 0]) for g in groups)
-
-
-def sort_by_area(wh: np.ndarray) -> np.ndarray:
-    wh = _as_wh(wh)
-    return wh[np.argsort(wh[:, 0] * wh[:, 1], kind="stable")]
-
-
-def _as_wh(wh: Any) -> np.ndarray:
-    array = np.asarray(wh, dtype=np.float64)
-    if array.size == 0:
-        return array.reshape(0, 2)
-    if array.ndim != 2 or array.shape[1] != 2:
-        raise ValueError(f"expected (N, 2) widths and heights, got shape {array.shape}")
-    return array
+    return anchors_document(
+        result.wh,
+        imgsz=result.config.imgsz,
+        mean_iou=_round(result.stats.mean_iou),
+        bpr=_round(result.stats.bpr),
+        bpr_ratio=_round(result.stats.bpr_ratio),
+        anchors_per_box=_round(result.stats.anchors_per_box),
+        boxes=result.stats.boxes,
+        algo=result.config.algo,
+        iou=result.config.iou,
+        thr=result.config.thr,
+        source=result.source,
+    )
 
 
 def _subsample(wh: np.ndarray, limit: int, seed: int) -> np.ndarray:

@@ -1,13 +1,14 @@
 """Engines of `visiontool anchors prior|grid|label`: compute anchors, summarise, draw a picture.
 
 Each function takes a config dataclass, returns a result dataclass with `to_dict()`, and writes
-its PNG atomically. Pictures are drawn with Pillow on the given image, or on a blank canvas of
-the given size; small canvases are scaled up so the labels stay readable.
+its PNG atomically into the run folder: `config.out`, else runs/anchors/exp, exp2, ... (see
+`output_dir`), under a fixed name (anchors.png, grid.png, labels.png). Pictures are drawn with
+visiontool.io.draw (OpenCV, the shared palette) on the given image, or on a blank canvas of the
+given size; small canvases are scaled up so the labels stay readable.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from collections.abc import Sequence
@@ -16,25 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from visiontool.errors import ConfigError, DataError
+from visiontool.io.draw import color
 
-PALETTE = (
-    (230, 25, 75),
-    (60, 180, 75),
-    (0, 130, 200),
-    (245, 130, 48),
-    (145, 30, 180),
-    (70, 240, 240),
-    (240, 50, 230),
-    (128, 128, 0),
-    (0, 128, 128),
-    (170, 110, 40),
-)
 MIN_SIDE = 512  # pictures are drawn at least this large (long side)
 MAX_DRAWN = 400  # draw every anchor of a coarse feature map only up to this many
-
-
-def color(index: int) -> tuple[int, int, int]:
-    return PALETTE[index % len(PALETTE)]
+PRIOR_NAME, GRID_NAME, LABEL_NAME = "anchors.png", "grid.png", "labels.png"  # inside the folder
 
 
 # ---------------------------------------------------------------------------- prior
@@ -49,7 +36,8 @@ class PriorConfig:
     fmap: tuple[int, int] | None = None  # (H, W); default: one cell per image pixel
     offset: float = 0.5
     at: tuple[int, int] | None = None  # (y, x) feature-map cell to draw
-    out: Path = Path("anchors.png")
+    out: Path | None = None  # run folder; default runs/anchors/exp, exp2, ...
+    exist_ok: bool = False  # reuse runs/anchors/exp instead of making the next expN
 
 
 @dataclass
@@ -61,7 +49,8 @@ class PriorResult:
     mode: str  # "location" or "all"
     at: tuple[int, int] | None
     anchors: list[dict[str, Any]]  # the drawn location's anchors (or one per shape)
-    out: str
+    out: str  # the run folder
+    picture: str  # the PNG written in it
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,7 +61,7 @@ def prior_view(config: PriorConfig) -> PriorResult:
     from visiontool.ops.anchors import anchor_shapes, multibox_prior
 
     canvas = load_canvas(config.image, config.size)
-    height, width = canvas.height, canvas.width
+    height, width = canvas.shape[:2]
     fh, fw = config.fmap or (height, width)
     shapes = _checked_shapes(config.sizes, config.ratios, anchor_shapes)
     anchors = multibox_prior(fh, fw, config.sizes, config.ratios, config.offset)[0]
@@ -106,10 +95,12 @@ def prior_view(config: PriorConfig) -> PriorResult:
     pixel_boxes = [[v * f for v, f in zip(box, scale, strict=True)] for box in drawn.tolist()]
     labels = [f"s={s:g} r={r:g}" for s, r in shapes] if mode == "location" else None
     colors = [color(i % k) for i in range(len(pixel_boxes))]
-    picture = draw_boxes(canvas, pixel_boxes, colors, labels)
-    for box in pixel_boxes[::k]:
-        picture = mark_point(picture, canvas.size, _centre(box))
-    save_png(picture, config.out)
+    picture, factor = picture_of(canvas)
+    draw_boxes(picture, factor, pixel_boxes, colors)
+    mark_points(picture, factor, [_centre(box) for box in pixel_boxes[::k]])
+    draw_legend(picture, labels or [])
+    folder = output_dir(config.out, exist_ok=config.exist_ok)
+    path = save_png(picture, folder / PRIOR_NAME)
     return PriorResult(
         image_size=(height, width),
         fmap=(fh, fw),
@@ -118,7 +109,8 @@ def prior_view(config: PriorConfig) -> PriorResult:
         mode=mode,
         at=at,
         anchors=rows,
-        out=str(config.out),
+        out=str(folder),
+        picture=str(path),
     )
 
 
@@ -144,7 +136,8 @@ class GridConfig:
     image: Path | None = None
     size: tuple[int, int] | None = None
     border: float = 0.0
-    out: Path = Path("grid.png")
+    out: Path | None = None  # run folder; default runs/anchors/exp, exp2, ...
+    exist_ok: bool = False
 
 
 @dataclass
@@ -155,7 +148,8 @@ class GridResult:
     count: int
     inside: int
     shapes: list[dict[str, Any]]
-    out: str
+    out: str  # the run folder
+    picture: str  # the PNG written in it
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -170,7 +164,7 @@ def grid_view(config: GridConfig) -> GridResult:
     if min(config.scales) <= 0 or min(config.ratios) <= 0:
         raise ConfigError("--scales and --ratios must be positive")
     canvas = load_canvas(config.image, config.size)
-    size = (canvas.height, canvas.width)
+    size = canvas.shape[:2]
     anchors = grid_anchors(size, config.stride, config.scales, config.ratios)
     inside = inside_image(anchors, size, config.border)
     k = len(config.scales) * len(config.ratios)
@@ -192,9 +186,12 @@ def grid_view(config: GridConfig) -> GridResult:
     centre = ((fh // 2) * fw + fw // 2) * k
     drawn = anchors[centre : centre + k].tolist()
     labels = [f"{s['scale']:g}x r={s['ratio']:g} ({s['w']:.0f}x{s['h']:.0f})" for s in shapes]
-    picture = draw_boxes(canvas, drawn, [color(i) for i in range(k)], labels)
-    picture = draw_centres(picture, canvas.size, config.stride, fh, fw)
-    save_png(picture, config.out)
+    picture, factor = picture_of(canvas)
+    draw_centres(picture, factor, config.stride, fh, fw)
+    draw_boxes(picture, factor, drawn, [color(i) for i in range(k)])
+    draw_legend(picture, labels)
+    folder = output_dir(config.out, exist_ok=config.exist_ok)
+    path = save_png(picture, folder / GRID_NAME)
     return GridResult(
         image_size=size,
         fmap=(fh, fw),
@@ -202,7 +199,8 @@ def grid_view(config: GridConfig) -> GridResult:
         count=int(anchors.shape[0]),
         inside=int(inside.sum()),
         shapes=shapes,
-        out=str(config.out),
+        out=str(folder),
+        picture=str(path),
     )
 
 
@@ -221,7 +219,8 @@ class LabelConfig:
     size: tuple[int, int] | None = None
     iou_threshold: float = 0.5
     show_all: bool = False
-    out: Path = Path("labels.png")
+    out: Path | None = None  # run folder; default runs/anchors/exp, exp2, ...
+    exist_ok: bool = False
 
 
 @dataclass
@@ -231,7 +230,8 @@ class LabelResult:
     assigned: int
     per_class: dict[str, int]
     rows: list[dict[str, Any]]  # assigned anchors (all anchors with show_all)
-    out: str
+    out: str  # the run folder
+    picture: str  # the PNG written in it
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -249,7 +249,7 @@ def label_view(config: LabelConfig) -> LabelResult:
     if config.anchors is not None:
         anchors = read_anchor_boxes(config.anchors)
     elif config.sizes and config.ratios:
-        fh, fw = config.fmap or (canvas.height, canvas.width)
+        fh, fw = config.fmap or canvas.shape[:2]
         try:
             anchors = multibox_prior(fh, fw, config.sizes, config.ratios, config.offset)[0]
         except ValueError as exc:
@@ -282,36 +282,53 @@ def label_view(config: LabelConfig) -> LabelResult:
     for row in rows:
         if row["assigned"] >= 0:
             per_class[row["class"]] += 1
-    scale = torch.tensor([canvas.width, canvas.height] * 2, dtype=torch.float32)
+    scale = torch.tensor([canvas.shape[1], canvas.shape[0]] * 2, dtype=torch.float32)
     assigned_ids = torch.nonzero(index >= 0).flatten()
     boxes_px = (anchors[assigned_ids] * scale).tolist()
     gt_classes = gt[index[assigned_ids], 0].long().tolist()
-    picture = draw_boxes(
-        canvas,
-        boxes_px,
-        [color(c) for c in gt_classes],
-        [f"a{int(a)}" for a in assigned_ids],
-        width=1,
-    )
     gt_px = (gt[:, 1:] * scale).tolist()
     gt_cls = gt[:, 0].long().tolist()
-    picture = draw_boxes(
+    picture, factor = picture_of(canvas)
+    draw_boxes(  # ground truth (thick) first, so its tags keep their place
         picture,
-        gt_px,
-        [color(c) for c in gt_cls],
-        [f"{classes[c]} (gt {i})" for i, c in enumerate(gt_cls)],
-        width=3,
-        base_size=canvas.size,
+        factor,
+        gt_px + boxes_px,
+        [color(c) for c in gt_cls + gt_classes],
+        [f"{classes[c]} (gt {i})" for i, c in enumerate(gt_cls)]
+        + [f"a{int(a)}" for a in assigned_ids],
+        thickness=[3] * len(gt_px) + [1] * len(boxes_px),
     )
-    save_png(picture, config.out)
+    folder = output_dir(config.out, exist_ok=config.exist_ok)
+    path = save_png(picture, folder / LABEL_NAME)
     return LabelResult(
         classes=classes,
         count=int(anchors.shape[0]),
         assigned=int((index >= 0).sum()),
         per_class=per_class,
         rows=rows,
-        out=str(config.out),
+        out=str(folder),
+        picture=str(path),
     )
+
+
+def output_dir(out: Path | str | None, *, exist_ok: bool = False) -> Path:
+    """The folder an `anchors` command writes into: `out` as given, else the next free
+    runs/anchors/exp{,2,3...} (with `exist_ok`, runs/anchors/exp reused). Called once the
+    results are computed, so a failed run claims no folder. `out` names a folder: an existing
+    file, or a name ending in .png/.json (the old file-valued --out), is a usage error."""
+    from visiontool.io.paths import run_dir
+
+    check_out(out)
+    return run_dir(None if out is None else Path(out), "anchors", exist_ok=exist_ok)
+
+
+def check_out(out: Path | str | None) -> None:
+    """`ConfigError` when `out` is an existing file or ends in .png/.json: --out is a folder."""
+    if out is not None and (Path(out).is_file() or Path(out).suffix.lower() in (".png", ".json")):
+        raise ConfigError(
+            f"--out {out}: --out names a folder (files are written inside it under fixed "
+            "names); give a folder such as runs/anchors/mine"
+        )
 
 
 def read_gt(path: Path) -> tuple[list[str], Any]:
@@ -391,11 +408,15 @@ def _read_json(path: Path) -> Any:
 
 
 # ---------------------------------------------------------------------------- drawing
+# Pictures are drawn with visiontool.io.draw (OpenCV, the shared palette): anchor shape i, or
+# class i, has `color(i)`, the colour detect gives class i.
+
+MARK_OUTER, MARK_INNER = (0, 0, 0), (255, 255, 255)  # a ring that shows on any background
 
 
 def load_canvas(image: Path | None, size: tuple[int, int] | None) -> Any:
-    """The picture to draw on: the image (RGB) or a blank canvas of size (H, W)."""
-    from PIL import Image
+    """The picture to draw on (BGR array): the image, or a blank canvas of size (H, W)."""
+    from visiontool.io.draw import blank, to_bgr_array
 
     if image is not None:
         from visiontool.errors import ImageError
@@ -405,111 +426,97 @@ def load_canvas(image: Path | None, size: tuple[int, int] | None) -> Any:
             pixels = read_image(image)
         except ImageError as exc:
             raise DataError(f"{image}: {exc}") from exc
-        return Image.fromarray(pixels.permute(1, 2, 0).numpy())
+        return to_bgr_array(pixels)
     if size is None:
         raise ConfigError("give --image IMG or --size HxW")
     height, width = size
     if height < 1 or width < 1 or height * width > 100_000_000:
         raise ConfigError(f"--size {height}x{width} is not a usable image size")
-    return Image.new("RGB", (width, height), (235, 235, 235))
+    return blank(height, width)
 
 
-def _upscaled(canvas: Any) -> tuple[Any, float]:
-    from PIL import Image
+def picture_of(canvas: Any) -> tuple[Any, float]:
+    """A copy of the canvas to draw on, scaled up to MIN_SIDE when smaller, and the factor
+    from canvas pixels to picture pixels."""
+    from visiontool.io.draw import upscaled
 
-    factor = max(1.0, MIN_SIDE / max(canvas.size))
-    if factor == 1.0:
-        return canvas.copy(), 1.0
-    size = (round(canvas.width * factor), round(canvas.height * factor))
-    return canvas.resize(size, Image.NEAREST), factor
+    return upscaled(canvas, MIN_SIDE)
 
 
 def draw_boxes(
-    canvas: Any,
+    picture: Any,
+    factor: float,
     boxes: Sequence[Sequence[float]],
     colors: Sequence[tuple[int, int, int]],
     labels: Sequence[str] | None = None,
     *,
-    width: int = 2,
-    base_size: tuple[int, int] | None = None,
+    thickness: int | Sequence[int] | None = None,
 ) -> Any:
-    """Boxes in the canvas's pixel coordinates (or `base_size`'s, when the canvas was scaled)."""
-    from PIL import ImageDraw
+    """Boxes given in canvas pixels, drawn in place on the (scaled) picture with label tags
+    (see `visiontool.io.draw.draw_boxes`: tags are placed in list order)."""
+    from visiontool.io import draw
 
-    if base_size is None:
-        picture, factor = _upscaled(canvas)
-    else:
-        picture, factor = canvas.copy(), canvas.width / base_size[0]
-    draw = ImageDraw.Draw(picture)
-    font = _font()
-    for i, box in enumerate(boxes):
-        x1, y1, x2, y2 = (v * factor for v in box)
-        draw.rectangle([x1, y1, x2, y2], outline=colors[i], width=width)
-        if labels:
-            tx = min(max(x1 + 2, 0), picture.width - 8)
-            ty = min(max(y1 + 2, 0), picture.height - 12)
-            draw.text((tx, ty), labels[i], fill=colors[i], font=font)
-    return picture
+    scaled = [[v * factor for v in box] for box in boxes]
+    return draw.draw_boxes(picture, scaled, colors, labels, thickness=thickness)
 
 
-def mark_point(picture: Any, base_size: tuple[int, int], xy: tuple[float, float]) -> Any:
-    from PIL import ImageDraw
+def draw_legend(picture: Any, labels: Sequence[str]) -> Any:
+    """Label i in `color(i)`, stacked in the top-left corner: the key to boxes that share a
+    centre, whose own corner tags would pile on each other."""
+    from visiontool.io.draw import draw_tags
 
-    factor = picture.width / base_size[0]
-    x, y = xy[0] * factor, xy[1] * factor
-    ImageDraw.Draw(picture).ellipse([x - 4, y - 4, x + 4, y + 4], fill=(0, 0, 0))
-    return picture
+    return draw_tags(picture, [(label, i) for i, label in enumerate(labels)])
 
 
-def draw_centres(picture: Any, base_size: tuple[int, int], stride: int, fh: int, fw: int) -> Any:
+def mark_points(picture: Any, factor: float, points: Sequence[Sequence[float]]) -> Any:
+    """Ring markers at canvas-pixel points (anchor centres)."""
+    from visiontool.io.draw import draw_points
+
+    scaled = [(x * factor, y * factor) for x, y in points]
+    draw_points(picture, scaled, MARK_OUTER, radius=5)
+    return draw_points(picture, scaled, MARK_INNER, radius=3)
+
+
+def draw_centres(picture: Any, factor: float, stride: int, fh: int, fw: int) -> Any:
     """Dots at the anchor centres of a stride grid (skipped when there are too many to see)."""
-    from PIL import ImageDraw
+    import numpy as np
 
-    factor = picture.width / base_size[0]
+    from visiontool.io.draw import FAINT, draw_points
+
     if fh * fw > 10_000 or stride * factor < 4:
         return picture
-    draw = ImageDraw.Draw(picture)
-    for y in range(fh):
-        for x in range(fw):
-            cx, cy = (stride / 2 + x * stride) * factor, (stride / 2 + y * stride) * factor
-            draw.point([(cx, cy)], fill=(90, 90, 90))
-    return picture
+    ys, xs = np.meshgrid(np.arange(fh), np.arange(fw), indexing="ij")
+    centres = np.stack([xs.ravel(), ys.ravel()], axis=1) * stride + stride / 2
+    return draw_points(picture, centres * factor, FAINT)
 
 
 def draw_fit(anchors_wh: Any, boxes_wh: Any, imgsz: int, path: Path) -> Path:
-    """Fitted anchors (coloured, labelled w x h) over a sample of box shapes (grey), all
+    """Fitted anchors (coloured, with a w x h legend) over a sample of box shapes (faint), all
     centred on an imgsz x imgsz canvas, so one sees which shapes each anchor stands for."""
-    from PIL import Image, ImageDraw
+    from visiontool.io.draw import FAINT, blank
+    from visiontool.io.draw import draw_boxes as draw_plain
 
     side = max(MIN_SIDE, int(imgsz))
     factor = side / imgsz
-    picture = Image.new("RGB", (side, side), (250, 250, 250))
-    draw = ImageDraw.Draw(picture)
+    picture = blank(side, side)
     c = side / 2
-    for w, h in boxes_wh:
-        w, h = w * factor / 2, h * factor / 2
-        draw.rectangle([c - w, c - h, c + w, c + h], outline=(200, 200, 200), width=1)
-    font = _font()
-    for i, (w, h) in enumerate(anchors_wh):
+
+    def centred(w: float, h: float) -> list[float]:
         hw, hh = w * factor / 2, h * factor / 2
-        draw.rectangle([c - hw, c - hh, c + hw, c + hh], outline=color(i), width=2)
-        draw.text((c - hw + 2, c - hh + 2), f"{w:.0f}x{h:.0f}", fill=color(i), font=font)
+        return [c - hw, c - hh, c + hw, c + hh]
+
+    samples = [centred(w, h) for w, h in boxes_wh]
+    draw_plain(picture, samples, [FAINT] * len(samples), thickness=1)
+    anchors = [centred(w, h) for w, h in anchors_wh]
+    draw_plain(picture, anchors, [color(i) for i in range(len(anchors))], thickness=2)
+    draw_legend(picture, [f"{w:.0f}x{h:.0f}" for w, h in anchors_wh])
     save_png(picture, path)
     return path
 
 
-def _font() -> Any:
-    from PIL import ImageFont
-
-    try:
-        return ImageFont.load_default(size=12)
-    except TypeError:  # Pillow < 10.1
-        return ImageFont.load_default()
-
-
 def save_png(picture: Any, path: Path) -> Path:
+    """Write the picture as a PNG, atomically."""
     from visiontool.io.atomic import write_bytes
+    from visiontool.io.draw import encode_image
 
-    buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")
-    return write_bytes(path, buffer.getvalue())
+    return write_bytes(path, encode_image(picture, ".png", png_compression=6))

@@ -20,6 +20,7 @@ import numpy as np
 from visiontool.engine.predict.inflight import map_in_order
 from visiontool.errors import ConfigError, DataError
 from visiontool.io.predictions import Detections, no_gc
+from visiontool.ops.boxes import xywh_to_xyxy
 
 EVAL_CONF = 0.001
 EVAL_MAX_DET = 100
@@ -93,7 +94,7 @@ def ground_truth_from_coco(
         category_ids=category_ids,
         images=images + list(extra_names),
         image=np.asarray([a["image_id"] for a in anns], dtype=np.int64),
-        boxes=np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1),
+        boxes=xywh_to_xyxy(xywh),
         labels=np.asarray([index[a["category_id"]] for a in anns], dtype=np.int64),
         crowd=np.asarray([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool),
         difficult=np.asarray(
@@ -154,7 +155,7 @@ class ModelRun:
 
 def _loaded_predictor(run: ModelRun, task: str) -> tuple[Any, Any]:
     from visiontool.engine.predict.predictor import Predictor
-    from visiontool.models.loader import load_model
+    from visiontool.models.factory import load_model
     from visiontool.runtime import resolve_device
 
     loaded = load_model(run.model, run.weights, device=resolve_device(run.device))

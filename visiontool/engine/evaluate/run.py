@@ -28,23 +28,42 @@ BACKGROUND = "background"
 
 @dataclass
 class EvalConfig:
+    """Everything `visiontool eval` takes; see docs/api.md for the table."""
+
     data: Path
+    """Data set folder, data spec, or a bare COCO annotations json (the ground truth)."""
     pred: Path | None = None
+    """Predictions to score: a predictions.jsonl or a COCO results json (or give `model`)."""
     model: str | None = None
+    """Registry model to run over the data set instead of reading `pred`."""
     weights: str | None = None
+    """With `model`: checkpoint path, `DEFAULT` or `none`; None means `DEFAULT`."""
     split: str | None = "val"
-    out: Path | None = None  # where metrics.json and plots go; None writes nothing
-    iou_thresholds: list[float] | None = None  # COCO's 0.50:0.05:0.95 when None
-    conf: float = 0.25  # confusion matrix: predictions below are dropped
-    iou: float = 0.45  # confusion matrix: IoU that makes a match
+    """Which split of the data set."""
+    out: Path | None = None
+    """Where metrics.json and plots go; None writes nothing (the CLI defaults to runs/eval/exp*)."""
+    iou_thresholds: list[float] | None = None
+    """COCO IoU thresholds; None: COCO's 0.50:0.05:0.95."""
+    conf: float = 0.25
+    """Confusion matrix: predictions scoring below are dropped."""
+    iou: float = 0.45
+    """Confusion matrix: the IoU that makes a match."""
     fail_under: dict[str, float] = field(default_factory=dict)
+    """Gates, metric -> minimum (e.g. {"map50": 0.5}); missed ones are listed in the report."""
     lenient: bool = False
+    """Skip bad prediction lines with a warning instead of raising (exit 2)."""
     plots: bool = True
+    """Write PNG plots (PR curves, confusion matrix)."""
     device: str = "auto"
+    """With `model`: `auto`, `cpu`, `cuda` or `cuda:N`."""
     batch: int = 8
+    """With `model`: images per batch."""
     workers: int | None = None
+    """With `model`: decode workers; None: spare cores."""
     half: bool = False
+    """With `model`: half precision on GPU."""
     imgsz: int | None = None
+    """With `model`: override the model's input size."""
 
 
 @dataclass
@@ -203,8 +222,8 @@ def _write_detection(
     files = [str(write_json(out / "metrics.json", metrics))]
     if not config.plots:
         return files
+    from visiontool.engine.evaluate.plots import plot_confusion, plot_pr_curves
     from visiontool.metrics.confusion import detection_confusion
-    from visiontool.metrics.plots import plot_confusion, plot_pr_curves
 
     curves, ap50 = _pr_curves(gt, metrics, extras)
     files.append(str(plot_pr_curves(curves, out / "pr_curve.png", ap=ap50)))
@@ -287,7 +306,7 @@ def _run_classification(config: EvalConfig, dataset: Any, log: Log) -> EvalRepor
         out = Path(config.out)
         report.files = [str(write_json(out / "metrics.json", metrics))]
         if config.plots:
-            from visiontool.metrics.plots import plot_confusion
+            from visiontool.engine.evaluate.plots import plot_confusion
 
             path = plot_confusion(
                 result.confusion, list(dataset.classes), out / "confusion_matrix.png"

@@ -1,59 +1,85 @@
-"""A detection (or classification) run: sources -> decode -> batch -> model -> writers.
+"""A detection (or classification) run that writes files: `visiontool detect` and
+`visiontool.detect`.
 
-`run_detect` is what `visiontool detect` calls and what Python users call. Decoding happens in
-DataLoader workers (or a thread on small machines), inference in up to `inflight` model
-threads, and drawing/encoding/writing in a background thread, so the model never waits on
-disk; results still come out in input order. Failed images are reported and skipped.
+`run_detect` drains the prediction stream (`pipeline.stream_results`: decode -> batch ->
+model, results in input order) into the writers (`sinks.ResultSink`, a background thread that
+draws, encodes and writes, so the model never waits on disk), and records what happened in
+`summary.json`. Failed images are reported and skipped (`--strict`: the run stops at the
+first); Ctrl-C keeps what was written and marks the summary `stopped_early`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import platform
-import queue
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 from visiontool import __version__
-from visiontool.engine.predict.inflight import DEFAULT_INFLIGHT, map_in_order
-from visiontool.engine.predict.stream import DecodedItem
-from visiontool.errors import ConfigError, UnknownName
+from visiontool.engine.predict.inflight import DEFAULT_INFLIGHT
+from visiontool.engine.predict.pipeline import check_options, make_predictor, stream_results
+from visiontool.engine.predict.sinks import ResultCallback, ResultSink
 from visiontool.io.images import DEFAULT_MAX_PIXELS
-from visiontool.results import ClassScore, Detection, ImageResult
-from visiontool.runtime import default_workers
+from visiontool.results import ImageResult
+
+__all__ = ["DetectConfig", "DetectSummary", "ResultCallback", "run_detect"]
 
 
 @dataclass
 class DetectConfig:
+    """Everything `visiontool detect` takes; see docs/api.md for the table."""
+
     sources: list[str]
-    out: Path | None = None  # default: the next free runs/detect/exp{,2,...}
+    """Image files, folders, globs, `.txt` lists of paths, or `-` (paths on stdin)."""
+    out: Path | None = None
+    """Output folder; None: the next free `runs/detect/exp`, `exp2`, ..."""
     exist_ok: bool = False
+    """Write into `out` even if it already exists."""
     model: str | None = None
+    """Registry model name (see `visiontool models`); may be None with a checkpoint."""
     weights: str | None = "DEFAULT"
+    """`DEFAULT` (pretrained), `none` (random init) or a checkpoint path."""
     device: str = "auto"
+    """`auto`, `cpu`, `cuda` or `cuda:N` (auto: cuda if available)."""
     conf: float = 0.25
+    """Score threshold: detections scoring below it are dropped."""
     iou: float | None = None
+    """NMS IoU threshold; None keeps the model's default."""
     max_det: int = 300
+    """Most detections kept per image."""
     classes: list[str] | None = None
+    """Keep only these class names or ids (each item may be comma-separated)."""
     imgsz: int | None = None
+    """Override the model's input size (short side, or the fixed square)."""
     batch: int = 1
+    """Images per forward pass (only images of one shape are batched together)."""
     workers: int | None = None
-    inflight: int | None = None  # batches in the model at once (default 2)
+    """Decode processes; None: cores - 1 (at most 4), 0 on 2 cores or fewer (one thread)."""
+    inflight: int | None = None
+    """Batches in the model at once, one thread each; None: 2."""
     half: bool = False
+    """fp16/bf16 autocast on GPU (ignored on CPU)."""
     recursive: bool = False
+    """Descend into sub-folders of folder sources."""
     max_pixels: int | None = DEFAULT_MAX_PIXELS
+    """Reject (as a failed image) images with more pixels; None: no limit."""
     topk: int = 5
+    """Classes reported per image (classifiers)."""
     save_img: bool = True
+    """Write annotated images."""
     save_txt: bool = False
+    """Write YOLO `labels/<name>.txt` files."""
     save_conf: bool = False
+    """Add scores to the `save_txt` lines."""
     save_coco: bool = False
+    """Write `coco_results.json`."""
     strict: bool = False
-    seed: int = 0  # makes --weights none reproducible
+    """Stop at the first unreadable image (it is still reported)."""
+    seed: int = 0
+    """Seeds torch before the model is built: makes `weights="none"` reproducible."""
 
 
 @dataclass
@@ -73,6 +99,18 @@ class DetectSummary:
     stage_ms: dict[str, float] = field(default_factory=dict)  # totals per stage
     total_s: float = 0.0
     stopped_early: bool = False
+
+    def count(self, result: ImageResult) -> None:
+        """Add one written result (its stage times but inference, counted per batch)."""
+        self.images += 1
+        for stage, ms in result.speed.items():
+            if stage != "inference":
+                self.stage_ms[stage] = self.stage_ms.get(stage, 0.0) + ms
+        if result.error is not None:
+            self.failed += 1
+            self.failures.append({"image": result.image, "error": result.error})
+        else:
+            self.detections += len(result.detections or [])
 
     def to_dict(self) -> dict[str, Any]:
         import torch
@@ -108,58 +146,65 @@ class DetectSummary:
         }
 
 
-ResultCallback = Callable[[ImageResult], None]
-
-
 def run_detect(
     config: DetectConfig,
     *,
     on_result: ResultCallback | None = None,
     on_log: Callable[[str], None] | None = None,
 ) -> DetectSummary:
-    """Run the whole pipeline; return the summary. Raises VisiontoolError on setup errors."""
-    import torch
-
-    from visiontool.engine.predict.predictor import Predictor
+    """Run the whole pipeline and write its files; return the summary. Raises
+    VisiontoolError on setup errors. `on_result` runs (on the writer thread) after each
+    result is written."""
     from visiontool.io.atomic import write_json
     from visiontool.io.sources import first_item, plan_sources
-    from visiontool.models.loader import load_model
-    from visiontool.runtime import resolve_device
 
-    _validate(config)
-    log = on_log or (lambda message: None)
+    check_options(
+        conf=config.conf, batch=config.batch, inflight=config.inflight,
+        max_det=config.max_det, imgsz=config.imgsz,
+    )  # fmt: skip
     plan = plan_sources(config.sources, recursive=config.recursive)
     first_item(plan)
-    device = resolve_device(config.device)
-    torch.manual_seed(config.seed)
-    loaded = load_model(config.model, config.weights, device=device)
-    class_ids = resolve_classes(config.classes, loaded.info.classes)
-    if loaded.info.weights.startswith("none"):
-        log("running with random weights (--weights none): predictions are meaningless")
-    if config.half and device.type != "cuda":
-        log("--half ignored on CPU (autocast is GPU-only here)")
-    predictor = Predictor(
-        loaded,
-        conf=config.conf,
-        iou=config.iou,
-        max_det=config.max_det,
-        classes=class_ids,
-        imgsz=config.imgsz,
-        half=config.half,
-    )
+    predictor = make_predictor(
+        model=config.model, weights=config.weights, device=config.device, conf=config.conf,
+        iou=config.iou, max_det=config.max_det, classes=config.classes, imgsz=config.imgsz,
+        half=config.half, seed=config.seed, on_log=on_log,
+    )  # fmt: skip
+    info = predictor.loaded.info
     out = _output_dir(config)
     summary = DetectSummary(
-        model=loaded.info.name,
-        weights=loaded.info.weights,
-        device=str(device),
-        task=loaded.info.task,
+        model=info.name,
+        weights=info.weights,
+        device=str(predictor.device),
+        task=info.task,
         out=str(out),
         inflight=config.inflight or DEFAULT_INFLIGHT,
     )
-    sink = ResultSink(config, out, loaded.info.category_ids, summary, on_result)
+
+    def written(result: ImageResult) -> None:
+        summary.count(result)
+        if on_result is not None:
+            on_result(result)
+
+    sink = ResultSink(
+        out, category_ids=info.category_ids, save_img=config.save_img,
+        save_txt=config.save_txt, save_conf=config.save_conf, save_coco=config.save_coco,
+        depth=max(8, 2 * config.batch), on_written=written,
+    )  # fmt: skip
+    results = stream_results(
+        plan, predictor, batch=config.batch, workers=config.workers, inflight=summary.inflight,
+        topk=config.topk, max_pixels=config.max_pixels, keep_images=config.save_img,
+    )  # fmt: skip
     started = time.perf_counter()
     try:
-        _loop(config, plan, predictor, sink, summary, pin=device.type == "cuda")
+        with contextlib.closing(results):
+            for result, image in results:
+                if "inference" in result.speed:
+                    inference = summary.stage_ms.get("inference", 0.0)
+                    summary.stage_ms["inference"] = inference + result.speed["inference"]
+                sink.put(result, image)
+                if result.error is not None and config.strict:
+                    summary.stopped_early = True
+                    break
     except KeyboardInterrupt:  # what was done is still written, and marked incomplete
         summary.stopped_early = True
         raise
@@ -176,215 +221,3 @@ def _output_dir(config: DetectConfig) -> Path:
     out = run_dir(config.out, "detect", exist_ok=config.exist_ok)
     out.mkdir(parents=True, exist_ok=True)
     return out
-
-
-def _validate(config: DetectConfig) -> None:
-    if not 0.0 <= config.conf <= 1.0:
-        raise ConfigError(f"--conf must be in [0, 1], got {config.conf}")
-    if config.batch < 1:
-        raise ConfigError(f"--batch must be >= 1, got {config.batch}")
-    if config.inflight is not None and config.inflight < 1:
-        raise ConfigError(f"--inflight must be >= 1, got {config.inflight}")
-    if config.max_det < 1:
-        raise ConfigError(f"--max-det must be >= 1, got {config.max_det}")
-    if config.imgsz is not None and config.imgsz < 32:
-        raise ConfigError(f"--imgsz must be >= 32, got {config.imgsz}")
-
-
-def resolve_classes(selected: list[str] | None, classes: list[str]) -> list[int] | None:
-    """--classes accepts names or ids, comma-separated or repeated."""
-    if not selected:
-        return None
-    ids = []
-    for token in (t.strip() for item in selected for t in item.split(",")):
-        if not token:
-            continue
-        if token.isdigit():
-            if int(token) >= len(classes):
-                raise ConfigError(f"--classes: id {token} out of range (model has {len(classes)})")
-            ids.append(int(token))
-        elif token in classes:
-            ids.append(classes.index(token))
-        else:
-            raise UnknownName("class", token, classes)
-    return ids
-
-
-def _loop(
-    config: DetectConfig,
-    plan: Any,
-    predictor: Any,
-    sink: ResultSink,
-    summary: DetectSummary,
-    *,
-    pin: bool,
-) -> None:
-    """Decode -> batch -> model (several batches at once) -> sink, in input order. A failed
-    image travels alone and is reported in its place."""
-    from visiontool.engine.predict.stream import decoded_stream
-
-    workers = default_workers() if config.workers is None else config.workers
-    items = decoded_stream(plan, workers=workers, max_pixels=config.max_pixels, pin_memory=pin)
-    results = map_in_order(
-        partial(_predict, predictor),
-        _batches(items, config.batch),
-        summary.inflight,
-        skip=lambda batch: batch[0].error is not None,
-    )
-    with contextlib.closing(results):
-        for batch, outcome in results:
-            if outcome is None:
-                sink.put(_failed(batch[0]), None)
-                if config.strict:
-                    summary.stopped_early = True
-                    return
-                continue
-            predictions, batch_ms = outcome
-            summary.stage_ms["inference"] = summary.stage_ms.get("inference", 0.0) + batch_ms
-            for item, prediction in zip(batch, predictions, strict=True):
-                result = to_result(item, prediction, predictor.loaded.info, topk=config.topk)
-                result.speed["inference"] = batch_ms / len(batch)
-                sink.put(result, item.image if config.save_img else None)
-
-
-def _predict(predictor: Any, batch: list[DecodedItem]) -> tuple[list[Any], float]:
-    """Runs in a model thread: the batch's predictions and its model time in ms."""
-    start = time.perf_counter()
-    predictions = predictor.predict([item.image for item in batch])
-    return predictions, (time.perf_counter() - start) * 1000
-
-
-def _batches(items: Iterator[DecodedItem], size: int) -> Iterator[list[DecodedItem]]:
-    """Group consecutive decoded images of one shape; a failed item travels alone.
-
-    Batching only equal shapes keeps results identical for any --batch: torchvision pads a
-    batch to its largest image, and padding would change what the backbone sees.
-    """
-    pending: list[DecodedItem] = []
-    for item in items:
-        if item.error is not None:
-            if pending:
-                yield pending
-                pending = []
-            yield [item]
-            continue
-        if pending and (len(pending) >= size or pending[0].image.shape != item.image.shape):
-            yield pending
-            pending = []
-        pending.append(item)
-    if pending:
-        yield pending
-
-
-def _failed(item: DecodedItem) -> ImageResult:
-    return ImageResult(
-        image=item.path, rel=item.rel, error=item.error, speed={"decode": item.decode_ms}
-    )
-
-
-def to_result(item: DecodedItem, prediction: Any, info: Any, *, topk: int) -> ImageResult:
-    """Turn a model prediction into an `ImageResult` with labels."""
-    height, width = int(item.image.shape[1]), int(item.image.shape[2])
-    result = ImageResult(
-        image=item.path, rel=item.rel, width=width, height=height, speed={"decode": item.decode_ms}
-    )
-    if prediction.probs is not None:
-        k = min(topk, prediction.probs.numel())
-        scores, ids = prediction.probs.topk(k)
-        result.classes = [
-            ClassScore(int(i), info.classes[int(i)], float(s))
-            for s, i in zip(scores.tolist(), ids.tolist(), strict=True)
-        ]
-        return result
-    boxes = prediction.boxes.tolist()
-    result.detections = [
-        Detection(tuple(box), float(score), int(cid), info.classes[int(cid)])
-        for box, score, cid in zip(
-            boxes, prediction.scores.tolist(), prediction.class_ids.tolist(), strict=True
-        )
-    ]
-    return result
-
-
-class ResultSink:
-    """Background thread that draws, encodes and writes results in input order."""
-
-    def __init__(
-        self,
-        config: DetectConfig,
-        out: Path,
-        category_ids: list[int],
-        summary: DetectSummary,
-        on_result: ResultCallback | None,
-    ) -> None:
-        from visiontool.io.writers import (
-            CocoResultsWriter,
-            ImageWriter,
-            JsonlWriter,
-            YoloTxtWriter,
-        )
-
-        self.summary = summary
-        self.on_result = on_result
-        self.jsonl = JsonlWriter(out / "predictions.jsonl")
-        self.images = ImageWriter(out) if config.save_img else None
-        self.coco = (
-            CocoResultsWriter(out / "coco_results.json", category_ids) if config.save_coco else None
-        )
-        self.txt = (
-            YoloTxtWriter(out / "labels", save_conf=config.save_conf) if config.save_txt else None
-        )
-        self.queue: queue.Queue[tuple[ImageResult, Any] | None] = queue.Queue(
-            maxsize=max(8, 2 * config.batch)
-        )
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._work, name="visiontool-writer", daemon=True)
-        self.thread.start()
-
-    def put(self, result: ImageResult, image: Any) -> None:
-        if self.error is not None:
-            raise self.error
-        self.queue.put((result, image))
-
-    def _work(self) -> None:
-        while (job := self.queue.get()) is not None:
-            if self.error is not None:
-                continue
-            try:
-                self._write(*job)
-            except BaseException as exc:  # surfaced on the main thread by put()/close()
-                self.error = exc
-
-    def _write(self, result: ImageResult, image: Any) -> None:
-        start = time.perf_counter()
-        if self.images is not None and image is not None:
-            self.images.write(result, image)
-        for writer in (self.coco, self.txt):
-            if writer is not None:
-                writer.write(result)
-        result.speed["write"] = (time.perf_counter() - start) * 1000
-        self.jsonl.write(result)
-        self._count(result)
-        if self.on_result is not None:
-            self.on_result(result)
-
-    def _count(self, result: ImageResult) -> None:
-        summary = self.summary
-        summary.images += 1
-        for stage, ms in result.speed.items():
-            if stage != "inference":
-                summary.stage_ms[stage] = summary.stage_ms.get(stage, 0.0) + ms
-        if result.error is not None:
-            summary.failed += 1
-            summary.failures.append({"image": result.image, "error": result.error})
-        else:
-            summary.detections += len(result.detections or [])
-
-    def close(self) -> None:
-        self.queue.put(None)
-        self.thread.join()
-        for writer in (self.jsonl, self.coco, self.txt):
-            if writer is not None:
-                writer.close()
-        if self.error is not None:
-            raise self.error

@@ -1,22 +1,28 @@
-"""Decode input images in DataLoader workers, in input order, one item at a time.
+"""Decode inputs in input order, one item at a time: the first stage of every prediction.
 
-Each worker walks the same `SourcePlan` and decodes every N-th path (N = workers), so the
-DataLoader's round-robin fetch yields items in input order with no list of paths in memory.
-A file that fails to decode becomes an item with an error, never an exception.
+Two kinds of input. A `SourcePlan` (files, folders, globs, lists) can be walked many times, so
+with `workers > 0` each DataLoader worker walks it and decodes every N-th path (N = workers),
+and the DataLoader's round-robin fetch yields items in input order with no list of paths in
+memory. Any other iterable (a generator of paths, decoded images from a camera) is walked once,
+in a background thread, a few items ahead of the model. Either way a file that fails to decode
+becomes an item with an error, never an exception.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from visiontool.errors import ImageError
-from visiontool.io.images import read_image
-from visiontool.io.sources import SourcePlan
+from visiontool.io.images import read_image, to_rgb
+from visiontool.io.sources import SourceItem, SourcePlan
 
 
 @dataclass
@@ -45,6 +51,63 @@ def decode_item(index: int, path: str, rel: str, max_pixels: int | None) -> Deco
     return DecodedItem(index, path, rel, image, error, (time.perf_counter() - start) * 1000)
 
 
+def decode_input(index: int, entry: Any, max_pixels: int | None) -> DecodedItem:
+    """Decode one entry of a one-pass input: a `SourceItem`, a file path, or an image already
+    in memory (named `<image N>` in results)."""
+    if isinstance(entry, SourceItem):
+        return decode_item(index, entry.path, entry.rel, max_pixels)
+    if isinstance(entry, (str, Path)):
+        return decode_item(index, str(entry), Path(entry).name, max_pixels)
+    start = time.perf_counter()
+    name = f"<image {index}>"
+    try:
+        image, error = as_image_tensor(entry), None
+    except ImageError as exc:
+        image, error = None, str(exc)
+    return DecodedItem(index, name, name, image, error, (time.perf_counter() - start) * 1000)
+
+
+def as_image_tensor(data: Any) -> Any:
+    """An in-memory RGB image as the uint8 (3, H, W) tensor decoders give: a PIL image (any
+    mode), a uint8 numpy array (H, W, 3) or (H, W), or a uint8 torch tensor (3, H, W).
+
+    Arrays become a (3, H, W) view of their (H, W, 3) memory, with no copy when they are
+    contiguous, the layout `read_image` returns."""
+    import numpy as np
+    import torch
+
+    if hasattr(data, "mode") and hasattr(data, "size") and hasattr(data, "convert"):  # PIL
+        data = np.asarray(to_rgb(data), dtype=np.uint8)
+    if isinstance(data, np.ndarray):
+        if (
+            data.dtype != np.uint8
+            or data.ndim not in (2, 3)
+            or data.ndim == 3
+            and data.shape[2] != 3
+        ):
+            raise ImageError(
+                f"expected a uint8 RGB array of shape (H, W, 3) or (H, W), "
+                f"got {data.dtype} {tuple(data.shape)}"
+            )
+        if data.ndim == 2:
+            data = np.repeat(data[:, :, None], 3, axis=2)
+        if not data.flags.writeable:
+            data = data.copy()
+        data = torch.from_numpy(np.ascontiguousarray(data)).permute(2, 0, 1)
+    if not isinstance(data, torch.Tensor):
+        raise ImageError(
+            f"not an image: {type(data).__name__} (pass a path, a PIL image, "
+            "a numpy (H, W, 3) uint8 array or a torch (3, H, W) uint8 tensor)"
+        )
+    if data.dtype != torch.uint8 or data.ndim != 3 or data.shape[0] != 3:
+        raise ImageError(
+            f"expected a uint8 tensor of shape (3, H, W), got {data.dtype} {tuple(data.shape)}"
+        )
+    if data.shape[1] == 0 or data.shape[2] == 0:
+        raise ImageError(f"image has no pixels ({data.shape[2]}x{data.shape[1]})")
+    return data
+
+
 class ImageStream(IterableDataset):
     """Every worker walks the plan and decodes its share (index % workers == worker id)."""
 
@@ -60,21 +123,31 @@ class ImageStream(IterableDataset):
                 yield decode_item(index, item.path, item.rel, self.max_pixels)
 
 
-def _threaded(plan: SourcePlan, max_pixels: int | None, depth: int = 4) -> Iterator[DecodedItem]:
-    """Decode in one background thread of this process (the decoders release the GIL), a few
-    images ahead: overlap without worker processes, which on 2 cores cost more than they give."""
-    import queue
-    import threading
+@dataclass
+class _Raised:
+    """An exception from the decode thread (a failing input iterator), re-raised by the
+    consumer."""
 
-    items: queue.Queue[DecodedItem | None] = queue.Queue(maxsize=depth)
+    error: BaseException
+
+
+def _threaded(
+    inputs: Iterable[Any], max_pixels: int | None, depth: int = 4
+) -> Iterator[DecodedItem]:
+    """Decode in one background thread of this process (the decoders release the GIL), a few
+    images ahead: overlap without worker processes, which on 2 cores cost more than they give.
+    Closing the generator stops the thread before it returns."""
+    items: queue.Queue[DecodedItem | _Raised | None] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
     def produce() -> None:
         try:
-            for index, item in enumerate(plan):
+            for index, entry in enumerate(inputs):
                 if stop.is_set():
                     return
-                items.put(decode_item(index, item.path, item.rel, max_pixels))
+                items.put(decode_input(index, entry, max_pixels))
+        except BaseException as exc:  # the caller's iterator failed: tell the consumer
+            items.put(_Raised(exc))
         finally:
             items.put(None)
 
@@ -82,6 +155,8 @@ def _threaded(plan: SourcePlan, max_pixels: int | None, depth: int = 4) -> Itera
     thread.start()
     try:
         while (item := items.get()) is not None:
+            if isinstance(item, _Raised):
+                raise item.error
             yield item
     finally:
         stop.set()
@@ -97,14 +172,19 @@ def _identity(item: Any) -> Any:
 
 
 def decoded_stream(
-    plan: SourcePlan, *, workers: int, max_pixels: int | None, pin_memory: bool = False
+    inputs: SourcePlan | Iterable[Any],
+    *,
+    workers: int,
+    max_pixels: int | None,
+    pin_memory: bool = False,
 ) -> Iterator[DecodedItem]:
-    """Yield decoded items in input order, decoding in `workers` background processes."""
-    if workers <= 0:
-        yield from _threaded(plan, max_pixels)
+    """Yield decoded items in input order: a plan in `workers` background processes (0: one
+    thread), any other iterable once, in one thread."""
+    if workers <= 0 or not isinstance(inputs, SourcePlan):
+        yield from _threaded(inputs, max_pixels)
         return
     loader = DataLoader(
-        ImageStream(plan, max_pixels),
+        ImageStream(inputs, max_pixels),
         batch_size=None,
         num_workers=workers,
         collate_fn=_identity,
@@ -112,4 +192,10 @@ def decoded_stream(
         prefetch_factor=4,
         persistent_workers=False,
     )
-    yield from loader
+    iterator = iter(loader)
+    try:
+        yield from iterator
+    finally:  # closed early: stop the worker processes now, not when garbage is collected
+        shutdown = getattr(iterator, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()

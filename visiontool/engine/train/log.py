@@ -34,15 +34,12 @@ def _fmt(value: Any) -> Any:
 
 
 def plot_results(csv_path: Path, out: Path) -> Path | None:
-    """losses.png and metrics.png from results.csv (matplotlib, Agg backend)."""
+    """losses.png and metrics.png from results.csv (through `visiontool.io.plotting`)."""
+    from visiontool.io.plotting import figure, integer_ticks
+
     rows = read_results(csv_path)
     if not rows:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     epochs = [int(r["epoch"]) for r in rows]
     groups = {
         "losses.png": [c for c in rows[-1] if "loss" in c],
@@ -51,15 +48,12 @@ def plot_results(csv_path: Path, out: Path) -> Path | None:
     for name, columns in groups.items():
         if not columns:
             continue
-        fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-        for column in columns:
-            xs = [e for e, r in zip(epochs, rows, strict=True) if r.get(column) not in ("", None)]
-            ys = [float(r[column]) for r in rows if r.get(column) not in ("", None)]
-            ax.plot(xs, ys, marker="o", label=column)
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(out / name)
-        plt.close(fig)
+        with figure(out / name, size=(7, 4)) as (_, ax):
+            for column in columns:
+                kept = [(e, r) for e, r in zip(epochs, rows, strict=True) if r.get(column)]
+                ax.plot([e for e, _ in kept], [float(r[column]) for _, r in kept], marker="o",
+                        label=column)  # fmt: skip
+            ax.set_xlabel("epoch")
+            integer_ticks(ax.xaxis)
+            ax.legend()
     return out

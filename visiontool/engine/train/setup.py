@@ -6,182 +6,191 @@ Kept apart from the training loop so the loop reads as a loop.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 from visiontool import registry
 from visiontool.errors import ConfigError, DataError
+from visiontool.io.weights import weights_kind
 from visiontool.models.info import ModelInfo, detector_classes
-from visiontool.models.loader import IMAGENET_MEAN, IMAGENET_STD, weights_kind
+from visiontool.models.specs import HeadSpec, ModelSpec
 
-HEADS = ("frcnn", "retinanet", "fcos", "ssd", "ssdlite")
-DEFAULT_BACKBONE = {
-    "frcnn": "mobilenet_v3_large",
-    "retinanet": "resnet18",
-    "fcos": "resnet18",
-    "ssd": "vgg16",
-    "ssdlite": "mobilenet_v3_large",
-}
-DEFAULT_AUGMENT = {"frcnn": "frcnn", "retinanet": "frcnn", "fcos": "frcnn", "ssd": "ssd",
-                   "ssdlite": "ssd"}  # fmt: skip
-DEFAULT_IMGSZ = {"frcnn": 512, "retinanet": 512, "fcos": 512, "ssd": 300, "ssdlite": 320}
+DEFAULT_HEAD = "frcnn"  # `train` with neither --model nor --head
+DEFAULT_CLASSIFIER = "resnet18"
+# options that shape a composed detector (backbone x head); a registry model ignores them
+COMPOSE_OPTIONS = ("backbone", "fpn", "trainable_layers", "returned_layers", "backbone_weights")
 
 
-def read_anchors_file(path: str | Path) -> tuple[Any, Any]:
-    """(sizes, ratios) from an anchors.json written by `visiontool anchors fit`."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"--anchors {path}: cannot read anchors JSON ({exc})") from exc
-    if not isinstance(data, dict) or "sizes" not in data:
-        raise ConfigError(f"--anchors {path}: expected keys 'sizes' and 'ratios'")
-    return data["sizes"], data.get("ratios")
+def resolve_model_choice(cfg: Any) -> tuple[str | None, str | None]:
+    """(model, head) a run trains: `--head` composes a detector from parts; `--model` names a
+    registry model (the same name means the same model in every command). Neither: the
+    default head for detection, resnet18 for classification."""
+    if cfg.head and cfg.model:
+        raise ConfigError("pass --model NAME (a registry model) or --head NAME (compose), not both")
+    if cfg.task == "classify":
+        if cfg.head:
+            raise ConfigError("--head is for detection; classifiers are named with --model")
+        return cfg.model or DEFAULT_CLASSIFIER, None
+    if cfg.model:
+        return cfg.model, None
+    return None, cfg.head or DEFAULT_HEAD
+
+
+def anchor_fit(cfg: Any, imgsz: int) -> dict[str, Any] | None:
+    """An `anchors fit` file as the head builders take it: the K fitted shapes and the scale
+    from the fit's image size to the training size; the head spreads them over its levels."""
+    if not cfg.anchors:
+        return None
+    from visiontool.io.anchors_file import read_anchors_json
+
+    data = read_anchors_json(cfg.anchors)
+    return {"wh": [list(map(float, wh)) for wh in data["wh"]],
+            "scale": imgsz / float(data["imgsz"])}  # fmt: skip
 
 
 def build_detector_for_training(cfg: Any, dataset: Any) -> tuple[Any, ModelInfo, list[str]]:
-    """A torchvision detector for the data set's classes (+ background), pretrained where
-    asked, and the names of the parameters that start untrained (they learn at
-    --head-lr-mult). The model keeps the data set's COCO category ids for --save-coco."""
-    from visiontool.models import build
-
+    """A detector for the data set's classes (+ background), pretrained where asked, and the
+    names of the parameters that start untrained (they learn at --head-lr-mult). The model
+    keeps the data set's COCO category ids for --save-coco."""
     classes = list(dataset.classes)
     num_classes = len(classes) + 1
-    raw, _ = detector_classes(classes)
-    category_ids = list(dataset.category_ids)
-    wkind = weights_kind(cfg.weights)
-    sizes, ratios = cfg.anchor_sizes, cfg.anchor_ratios
-    if cfg.anchors:
-        sizes, ratios = read_anchors_file(cfg.anchors)
-    if cfg.model not in HEADS and not _is_zoo(cfg.model, "detect"):
-        raise ConfigError(
-            f"--model {cfg.model!r} is not a detection head ({', '.join(HEADS)}) "
-            "or a torchvision detector from `visiontool models`"
-        )
-    if _is_zoo(cfg.model, "detect") and (wkind == "default" or cfg.model not in HEADS):
-        if cfg.backbone:
-            raise ConfigError(
-                f"--backbone does not apply to the pretrained detector {cfg.model!r}; "
-                f"use --model {_zoo_head(cfg.model)} --backbone {cfg.backbone} instead"
-            )
-        module, build_kwargs, new = _zoo_detector(cfg, num_classes, pretrained=wkind == "default")
-        input_size = registry.get("model", cfg.model).meta["input_size"]
+    model_name, head_name = resolve_model_choice(cfg)
+    if head_name is not None:
+        module, input_size = _composed_detector(cfg, head_name, num_classes)
     else:
-        imgsz = cfg.imgsz or DEFAULT_IMGSZ[cfg.model]
-        options = {
-            "head": cfg.model,
-            "backbone": cfg.backbone or DEFAULT_BACKBONE[cfg.model],
-            "num_classes": num_classes,
-            "fpn": cfg.fpn,
-            "imgsz": imgsz,
-            "anchor_sizes": sizes,
-            "anchor_ratios": ratios,
-            "fpn_channels": cfg.fpn_channels,
-            "box_head": cfg.box_head,
-            "returned_layers": cfg.returned_layers,
-        }
-        try:
-            module = build.build_detector(
-                **options,
-                trainable_layers=cfg.trainable_layers,
-                backbone_weights=cfg.backbone_weights,
-            )
-        except ConfigError as exc:
-            if cfg.anchors and "feature maps" in str(exc):
-                raise ConfigError(
-                    f"--anchors {cfg.anchors}: {exc}; fit one anchor per level with "
-                    "`visiontool anchors fit --num <levels>` or pick --returned-layers to match"
-                ) from exc
-            raise
-        build_kwargs = dict(module.build_kwargs)
-        input_size = imgsz
-        new = build.head_param_names(module) if build_kwargs["frozen_bn"] else []
+        module, input_size = _registry_detector(cfg, model_name, num_classes)
+    new = list(module.fresh_parameters)
     info = ModelInfo(
-        name=cfg.name or f"{cfg.model}-{len(classes)}cls",
+        name=cfg.name or f"{model_name or head_name}-{len(classes)}cls",
         task="detect",
-        classes=list(classes),
-        raw_classes=raw,
-        category_ids=list(category_ids),
+        classes=classes,
+        raw_classes=detector_classes(classes)[0],
+        category_ids=list(dataset.category_ids),
         input_size=int(input_size),
-        build=build_kwargs,
+        build=dict(module.model_info.build),
         weights="trained",
     )
-    if wkind == "path":
-        new = _load_for_finetune(module, cfg.weights)
-    if cfg.freeze:
-        build.freeze_backbone_stages(module, cfg.freeze)
-    return module, info, new
+    return _finish(cfg, module, info, new)
 
 
-def _zoo_detector(cfg: Any, num_classes: int, *, pretrained: bool) -> tuple[Any, dict, list[str]]:
-    from visiontool.models import build
-    from visiontool.models.loader import load_model
+def _composed_detector(cfg: Any, head_name: str, num_classes: int) -> tuple[Any, int]:
+    from visiontool.models.factory import create_model
+    from visiontool.models.finetune import head_param_names
 
-    entry = registry.get("model", cfg.model)
-    new: list[str] = []
-    if pretrained:
-        module = load_model(entry.name, "DEFAULT").module
-        new = build.replace_class_layers(module, num_classes)
-    else:
-        module = entry.builder(weights=None, num_classes=num_classes)
-    if cfg.imgsz:
-        from visiontool.engine.predict.predictor import set_detector_input_size
+    head: HeadSpec = registry.get("head", head_name)
+    if weights_kind(cfg.weights) == "default":
+        raise ConfigError(
+            "--weights DEFAULT needs a pretrained registry model: use --model NAME (see "
+            "`visiontool models --task detect`), or --backbone-weights DEFAULT with "
+            f"--head {head.name}"
+        )
+    imgsz = cfg.imgsz or head.default_imgsz
+    module = create_model(
+        "detector",
+        num_classes=num_classes,
+        head=head.name,
+        backbone=cfg.backbone or head.default_backbone,
+        fpn=cfg.fpn,
+        imgsz=imgsz,
+        anchor_sizes=cfg.anchor_sizes,
+        anchor_ratios=cfg.anchor_ratios,
+        anchor_fit=anchor_fit(cfg, imgsz),
+        fpn_channels=cfg.fpn_channels,
+        box_head=cfg.box_head,
+        returned_layers=cfg.returned_layers,
+        trainable_layers=cfg.trainable_layers,
+        backbone_weights=cfg.backbone_weights,
+    )
+    # only the trunk is pretrained (ImageNet): everything else is new
+    module.fresh_parameters = tuple(
+        head_param_names(module) if module.build_kwargs["frozen_bn"] else ()
+    )
+    return module, imgsz
 
-        set_detector_input_size(module, cfg.imgsz)
-    return module, {"model": entry.name, "num_classes": num_classes}, new
+
+def _registry_detector(cfg: Any, name: str, num_classes: int) -> tuple[Any, int]:
+    from visiontool.models.factory import create_model, head_of
+
+    spec: ModelSpec = registry.get("model", name)
+    if spec.task != "detect":
+        raise ConfigError(
+            f"--model {name!r} is a {spec.task} model; --task detect needs a detector"
+        )
+    given = [f"--{o.replace('_', '-')}" for o in COMPOSE_OPTIONS if getattr(cfg, o, None)]
+    if given:
+        hint = f" --head {spec.head}" if spec.head else " --head NAME"
+        raise ConfigError(
+            f"{', '.join(given)} compose a detector from parts and do not apply to the registry "
+            f"model {spec.name!r}: use{hint} {' '.join(given)} ... instead"
+        )
+    weights = cfg.weights if weights_kind(cfg.weights) == "default" else None
+    module = create_model(spec.name, weights=weights, num_classes=num_classes)
+    head = head_of(module.model_info)
+    if cfg.imgsz and head is not None:
+        head.set_input_size(module, cfg.imgsz)
+    module.model_info = ModelInfo.from_dict(
+        {**module.model_info.to_dict(), "build": {"model": spec.name, "num_classes": num_classes}}
+    )
+    return module, spec.input_size or cfg.imgsz or 0
 
 
 def build_classifier_for_training(cfg: Any, dataset: Any) -> tuple[Any, ModelInfo, list[str]]:
-    from visiontool.models import build
+    from visiontool.models.factory import create_model
 
     classes = list(dataset.classes)
-    if not registry.exists("model", cfg.model):
-        registry.get("model", cfg.model)  # raises UnknownName with suggestions
-    entry = registry.get("model", cfg.model)
-    if entry.meta.get("task") != "classify":
-        raise ConfigError(f"--model {cfg.model!r} is not a classifier (see `visiontool models`)")
-    wkind = weights_kind(cfg.weights)
-    is_lenet = entry.name == "lenet"
-    module = build.build_classifier(
-        name=entry.name,
-        num_classes=len(classes),
-        weights="DEFAULT" if wkind == "default" else None,
+    name, _ = resolve_model_choice(cfg)
+    spec: ModelSpec = registry.get("model", name)
+    if spec.task != "classify":
+        raise ConfigError(f"--model {name!r} is not a classifier (see `visiontool models`)")
+    pretrained = weights_kind(cfg.weights) == "default"
+    module = create_model(
+        spec.name, weights="DEFAULT" if pretrained else None, num_classes=len(classes)
     )
-    imgsz = cfg.imgsz or int(entry.meta.get("input_size", 224))
-    if is_lenet:
-        preprocess = {"resize": imgsz, "crop": imgsz, "grayscale": True, "mean": [0.5],
-                      "std": [0.5]}  # fmt: skip
+    new = list(module.fresh_parameters)
+    imgsz = cfg.imgsz or int(spec.input_size or 224)
+    channels = _in_channels(module)
+    if spec.info is None:  # trained per data set (LeNet): rebuilt by its own name
+        build = {"model": spec.name, "num_classes": len(classes), "in_channels": channels}
     else:
-        preprocess = {"resize": int(round(imgsz * 256 / 224)), "crop": imgsz,
-                      "mean": IMAGENET_MEAN, "std": IMAGENET_STD}  # fmt: skip
+        build = {"model": "classifier", "name": spec.name, "num_classes": len(classes),
+                 "in_channels": channels}  # fmt: skip
     info = ModelInfo(
-        name=cfg.name or f"{entry.name}-{len(classes)}cls",
+        name=cfg.name or f"{spec.name}-{len(classes)}cls",
         task="classify",
-        classes=list(classes),
-        raw_classes=list(classes),
+        classes=classes,
+        raw_classes=classes,
         category_ids=list(range(len(classes))),
         input_size=imgsz,
-        build=dict(
-            getattr(module, "build_kwargs", None)
-            or {"model": entry.name, "num_classes": len(classes)}
-        ),
-        preprocess=preprocess,
+        build=build,
+        preprocess=_scaled_preprocess(spec.preprocess, imgsz),
         weights="trained",
     )
-    new = _last_linear_params(module) if wkind == "default" else []
-    if wkind == "path":
+    return _finish(cfg, module, info, new)
+
+
+def _scaled_preprocess(preprocess: dict[str, Any], imgsz: int) -> dict[str, Any]:
+    """The model's preprocessing at another input size: crop `imgsz`, resize in proportion."""
+    base = dict(preprocess) or {"resize": 256, "crop": 224}
+    ratio = base.get("resize", imgsz) / base.get("crop", imgsz)
+    return {**base, "resize": int(round(imgsz * ratio)), "crop": imgsz}
+
+
+def _in_channels(module: Any) -> int:
+    from visiontool.models.classifiers import first_conv
+
+    return int(first_conv(module)[2].in_channels)
+
+
+def _finish(
+    cfg: Any, module: Any, info: ModelInfo, new: list[str]
+) -> tuple[Any, ModelInfo, list[str]]:
+    """--weights PATH (start from a checkpoint) and --freeze, common to every task."""
+    from visiontool.models.finetune import freeze_backbone_stages
+
+    if weights_kind(cfg.weights) == "path":
         new = _load_for_finetune(module, cfg.weights)
     if cfg.freeze:
-        build.freeze_backbone_stages(module, cfg.freeze)
+        freeze_backbone_stages(module, cfg.freeze)
     return module, info, new
-
-
-def _last_linear_params(module: Any) -> list[str]:
-    """The class layer build_classifier replaced for the new classes."""
-    from torch import nn
-
-    name = [n for n, m in module.named_modules() if isinstance(m, nn.Linear)][-1]
-    return [f"{name}.weight", f"{name}.bias"]
 
 
 def _load_for_finetune(module: Any, path: str) -> list[str]:
@@ -199,17 +208,6 @@ def _load_for_finetune(module: Any, path: str) -> list[str]:
         )
     module.load_state_dict(fitting, strict=False)
     return [name for name, _ in module.named_parameters() if name not in fitting]
-
-
-def _is_zoo(name: str, task: str) -> bool:
-    if not registry.exists("model", name):
-        return False
-    entry = registry.get("model", name)
-    return entry.meta.get("source") == "torchvision" and entry.meta.get("task") == task
-
-
-def _zoo_head(name: str) -> str:
-    return next((h for h in HEADS if name.startswith(h)), "frcnn")
 
 
 def open_training_data(cfg: Any) -> tuple[Any, Any | None]:
@@ -237,7 +235,7 @@ def attach_transforms(cfg: Any, train: Any, val: Any | None, info: ModelInfo) ->
         preset = cfg.augment or "classify"
         size = info.input_size
     else:
-        preset = cfg.augment or DEFAULT_AUGMENT.get(cfg.model, "frcnn")
+        preset = cfg.augment or _default_augment(info)
         size = None if preset == "frcnn" else info.input_size
     train.transforms = build_transforms(preset, train=True, imgsz=size)
     if val is not None:
@@ -245,3 +243,10 @@ def attach_transforms(cfg: Any, train: Any, val: Any | None, info: ModelInfo) ->
         # use (detectors resize internally, classifiers get its resize/crop/normalise).
         val.transforms = None
     return preset
+
+
+def _default_augment(info: ModelInfo) -> str:
+    from visiontool.models.factory import head_of
+
+    head = head_of(info)
+    return head.default_augment if head is not None else "frcnn"

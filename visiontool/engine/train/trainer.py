@@ -31,7 +31,8 @@ class TrainingDiverged(VisiontoolError):
 class TrainConfig:
     data: str
     task: str = "detect"
-    model: str = "frcnn"
+    model: str | None = None  # a registry model (`visiontool models`); None: see `head`
+    head: str | None = None  # compose a detector: this head over `backbone` (default frcnn)
     backbone: str | None = None
     fpn: bool | None = None
     trainable_layers: int | None = None
@@ -170,7 +171,7 @@ class Trainer:
 
         from visiontool.engine.train import setup
         from visiontool.engine.train.optim import build_optimizer, build_scheduler, ema_model
-        from visiontool.models.build import param_groups
+        from visiontool.models.finetune import param_groups
         from visiontool.runtime import autocast_dtype
 
         cfg = self.cfg
@@ -548,6 +549,12 @@ def _merge_resume_config(cfg: TrainConfig, checkpoint: dict[str, Any]) -> TrainC
     saved["out"] = None
     saved["device"] = cfg.device
     saved["workers"] = cfg.workers
+    if "head" not in saved:  # written before --head existed: --model named the head then
+        from visiontool import registry
+
+        model = saved.get("model")
+        if saved.get("task", "detect") == "detect" and model and registry.exists("head", model):
+            saved["head"], saved["model"] = model, None
     known = TrainConfig.__dataclass_fields__
     return TrainConfig(**{k: v for k, v in saved.items() if k in known})
 

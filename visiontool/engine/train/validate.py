@@ -28,7 +28,7 @@ def _shard_loader(dataset: Any, *, batch: int, workers: int, dist: DistInfo) -> 
 def _predictor(module: Any, info: ModelInfo, device: Any) -> Any:
     from visiontool.engine.evaluate.inputs import EVAL_CONF, EVAL_MAX_DET
     from visiontool.engine.predict.predictor import Predictor
-    from visiontool.models.loader import LoadedModel
+    from visiontool.models.factory import LoadedModel
 
     loaded = LoadedModel(module=module, info=info, device=device)
     # the module is still being trained: no folding, no change of memory layout

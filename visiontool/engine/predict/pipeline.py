@@ -1,0 +1,269 @@
+"""The prediction pipeline as a generator: inputs -> decode -> batch -> model -> `ImageResult`.
+
+`stream_results` is the one pipeline: `visiontool.predict` hands its results to the caller and
+`visiontool detect` drains it into its writers (`sinks.ResultSink`). Decoding runs ahead in a
+background thread or DataLoader workers, up to `inflight` batches run in model threads, and
+results come out in input order, one at a time, as they are made: memory stays flat on any
+number of images. A failed image is a result with `.error` set, in its place. Closing the
+generator (or breaking out of a loop and dropping it) stops decoding and the model threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from visiontool.engine.predict.inflight import DEFAULT_INFLIGHT, map_in_order
+from visiontool.engine.predict.stream import DecodedItem
+from visiontool.errors import ConfigError, UnknownName
+from visiontool.io.images import DEFAULT_MAX_PIXELS
+from visiontool.results import ClassScore, Detection, ImageResult
+from visiontool.runtime import default_workers
+
+Log = Callable[[str], None]
+
+
+def predict(
+    sources: Any,
+    *,
+    model: Any = None,
+    weights: str | None = "DEFAULT",
+    conf: float = 0.25,
+    iou: float | None = None,
+    max_det: int = 300,
+    classes: list[str] | None = None,
+    imgsz: int | None = None,
+    batch: int = 1,
+    device: str = "auto",
+    half: bool = False,
+    topk: int = 5,
+    workers: int | None = None,
+    inflight: int | None = None,
+    recursive: bool = False,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    seed: int = 0,
+    on_log: Log | None = None,
+) -> Iterator[ImageResult]:
+    """Predict `sources` and yield one `ImageResult` per input, in input order, as they are
+    made. Writes nothing to disk.
+
+    `sources` is a path, folder, glob or `.txt` list, or a list of these (as `detect` takes
+    them), or any other iterable, consumed lazily, of image paths and decoded images (PIL
+    images, uint8 numpy (H, W, 3) arrays, uint8 torch (3, H, W) tensors). `model` is a registry
+    name or a model from `load_model` (reused as is; `weights` and `device` then do not
+    apply). The other options are `detect`'s. Setup errors (unknown model, bad option, missing
+    path) raise here; an unreadable image is yielded with `.error` set. Close the returned
+    generator (or use `contextlib.closing`) to stop early.
+    """
+    check_options(conf=conf, batch=batch, inflight=inflight, max_det=max_det, imgsz=imgsz)
+    inputs = _as_inputs(sources, recursive=recursive)
+    predictor = make_predictor(
+        model=model, weights=weights, device=device, conf=conf, iou=iou, max_det=max_det,
+        classes=classes, imgsz=imgsz, half=half, seed=seed, on_log=on_log,
+    )  # fmt: skip
+    stream = stream_results(
+        inputs, predictor, batch=batch, workers=workers, inflight=inflight, topk=topk,
+        max_pixels=max_pixels,
+    )  # fmt: skip
+    return _results_only(stream)
+
+
+def _as_inputs(sources: Any, *, recursive: bool) -> Any:
+    """Source specs (a path or a list of paths) become a checked, re-walkable `SourcePlan`
+    (folders, globs and lists expanded, as in `detect`); any other iterable is walked once."""
+    from visiontool.io.sources import plan_sources
+
+    specs = [sources] if isinstance(sources, (str, Path)) else sources
+    if (
+        isinstance(specs, (list, tuple))
+        and specs
+        and all(isinstance(s, (str, Path)) for s in specs)
+    ):
+        return plan_sources([str(s) for s in specs], recursive=recursive)
+    return sources
+
+
+def _results_only(stream: Iterator[tuple[ImageResult, Any]]) -> Iterator[ImageResult]:
+    with contextlib.closing(stream):
+        for result, _ in stream:
+            yield result
+
+
+def check_options(
+    *, conf: float, batch: int, inflight: int | None, max_det: int, imgsz: int | None
+) -> None:
+    """Range checks shared by `predict` and `detect` (ConfigError, exit 2)."""
+    if not 0.0 <= conf <= 1.0:
+        raise ConfigError(f"--conf must be in [0, 1], got {conf}")
+    if batch < 1:
+        raise ConfigError(f"--batch must be >= 1, got {batch}")
+    if inflight is not None and inflight < 1:
+        raise ConfigError(f"--inflight must be >= 1, got {inflight}")
+    if max_det < 1:
+        raise ConfigError(f"--max-det must be >= 1, got {max_det}")
+    if imgsz is not None and imgsz < 32:
+        raise ConfigError(f"--imgsz must be >= 32, got {imgsz}")
+
+
+def make_predictor(
+    *,
+    model: Any,
+    weights: str | None,
+    device: str,
+    conf: float,
+    iou: float | None,
+    max_det: int,
+    classes: list[str] | None,
+    imgsz: int | None,
+    half: bool,
+    seed: int,
+    on_log: Log | None = None,
+) -> Any:
+    """Load `model` (a name, or a `LoadedModel` to reuse) and wrap it in a `Predictor`."""
+    import torch
+
+    from visiontool.engine.predict.predictor import Predictor
+    from visiontool.models.factory import LoadedModel, load_model
+    from visiontool.runtime import resolve_device
+
+    log = on_log or (lambda message: None)
+    if isinstance(model, LoadedModel):
+        loaded = model
+    else:
+        device_ = resolve_device(device)
+        torch.manual_seed(seed)
+        loaded = load_model(model, weights, device=device_)
+    class_ids = resolve_classes(classes, loaded.info.classes)
+    if loaded.info.weights.startswith("none"):
+        log("running with random weights (--weights none): predictions are meaningless")
+    if half and loaded.device.type != "cuda":
+        log("--half ignored on CPU (autocast is GPU-only here)")
+    return Predictor(
+        loaded,
+        conf=conf,
+        iou=iou,
+        max_det=max_det,
+        classes=class_ids,
+        imgsz=imgsz,
+        half=half,
+    )
+
+
+def resolve_classes(selected: list[str] | None, classes: list[str]) -> list[int] | None:
+    """--classes accepts names or ids, comma-separated or repeated."""
+    if not selected:
+        return None
+    ids = []
+    for token in (t.strip() for item in selected for t in item.split(",")):
+        if not token:
+            continue
+        if token.isdigit():
+            if int(token) >= len(classes):
+                raise ConfigError(f"--classes: id {token} out of range (model has {len(classes)})")
+            ids.append(int(token))
+        elif token in classes:
+            ids.append(classes.index(token))
+        else:
+            raise UnknownName("class", token, classes)
+    return ids
+
+
+def stream_results(
+    inputs: Iterable[Any],
+    predictor: Any,
+    *,
+    batch: int = 1,
+    workers: int | None = None,
+    inflight: int | None = None,
+    topk: int = 5,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    keep_images: bool = False,
+) -> Iterator[tuple[ImageResult, Any]]:
+    """Yield `(result, image)` per input, in input order; `image` is the decoded uint8
+    (3, H, W) tensor when `keep_images` (for drawing) and the result is not a failure, else
+    None. A failed image travels alone, uncomputed, and is yielded in its place."""
+    from visiontool.engine.predict.stream import decoded_stream
+
+    workers = default_workers() if workers is None else workers
+    pin = getattr(predictor.device, "type", "cpu") == "cuda"
+    items = decoded_stream(inputs, workers=workers, max_pixels=max_pixels, pin_memory=pin)
+    outcomes = map_in_order(
+        partial(_predict, predictor),
+        _batches(items, batch),
+        inflight or DEFAULT_INFLIGHT,
+        skip=lambda group: group[0].error is not None,
+    )
+    info = predictor.loaded.info
+    with contextlib.closing(items), contextlib.closing(outcomes):
+        for group, outcome in outcomes:
+            if outcome is None:
+                yield _failed(group[0]), None
+                continue
+            predictions, batch_ms = outcome
+            for item, prediction in zip(group, predictions, strict=True):
+                result = to_result(item, prediction, info, topk=topk)
+                result.speed["inference"] = batch_ms / len(group)
+                yield result, item.image if keep_images else None
+
+
+def _predict(predictor: Any, batch: list[DecodedItem]) -> tuple[list[Any], float]:
+    """Runs in a model thread: the batch's predictions and its model time in ms."""
+    start = time.perf_counter()
+    predictions = predictor.predict([item.image for item in batch])
+    return predictions, (time.perf_counter() - start) * 1000
+
+
+def _batches(items: Iterator[DecodedItem], size: int) -> Iterator[list[DecodedItem]]:
+    """Group consecutive decoded images of one shape; a failed item travels alone.
+
+    Batching only equal shapes keeps results identical for any --batch: torchvision pads a
+    batch to its largest image, and padding would change what the backbone sees.
+    """
+    pending: list[DecodedItem] = []
+    for item in items:
+        if item.error is not None:
+            if pending:
+                yield pending
+                pending = []
+            yield [item]
+            continue
+        if pending and (len(pending) >= size or pending[0].image.shape != item.image.shape):
+            yield pending
+            pending = []
+        pending.append(item)
+    if pending:
+        yield pending
+
+
+def _failed(item: DecodedItem) -> ImageResult:
+    return ImageResult(
+        image=item.path, rel=item.rel, error=item.error, speed={"decode": item.decode_ms}
+    )
+
+
+def to_result(item: DecodedItem, prediction: Any, info: Any, *, topk: int) -> ImageResult:
+    """Turn a model prediction into an `ImageResult` with labels."""
+    height, width = int(item.image.shape[1]), int(item.image.shape[2])
+    result = ImageResult(
+        image=item.path, rel=item.rel, width=width, height=height, speed={"decode": item.decode_ms}
+    )
+    if prediction.probs is not None:
+        k = min(topk, prediction.probs.numel())
+        scores, ids = prediction.probs.topk(k)
+        result.classes = [
+            ClassScore(int(i), info.classes[int(i)], float(s))
+            for s, i in zip(scores.tolist(), ids.tolist(), strict=True)
+        ]
+        return result
+    boxes = prediction.boxes.tolist()
+    result.detections = [
+        Detection(tuple(box), float(score), int(cid), info.classes[int(cid)])
+        for box, score, cid in zip(
+            boxes, prediction.scores.tolist(), prediction.class_ids.tolist(), strict=True
+        )
+    ]
+    return result

@@ -1,0 +1,96 @@
+"""Where `detect`'s results go: files written by a background thread, in input order.
+
+`ResultSink` owns the writers (predictions.jsonl, annotated images, COCO results, YOLO labels)
+and one thread that draws, encodes and writes, so the model never waits on disk. It never
+touches the model: it takes finished `ImageResult`s (and the decoded image to draw on).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from visiontool.results import ImageResult
+
+ResultCallback = Callable[[ImageResult], None]
+
+
+class ResultSink:
+    """Background thread that draws, encodes and writes results in the order they are put.
+
+    After a result is written, `on_written(result)` runs on the writer thread. An error in
+    the thread is raised on the caller's thread by the next `put` or by `close`.
+    """
+
+    def __init__(
+        self,
+        out: Path,
+        *,
+        category_ids: list[int],
+        save_img: bool = True,
+        save_txt: bool = False,
+        save_conf: bool = False,
+        save_coco: bool = False,
+        depth: int = 8,
+        on_written: ResultCallback | None = None,
+    ) -> None:
+        from visiontool.io.writers import (
+            CocoResultsWriter,
+            ImageWriter,
+            JsonlWriter,
+            YoloTxtWriter,
+        )
+
+        self.on_written = on_written
+        self.jsonl = JsonlWriter(out / "predictions.jsonl")
+        self.images = ImageWriter(out) if save_img else None
+        self.coco = (
+            CocoResultsWriter(out / "coco_results.json", category_ids) if save_coco else None
+        )
+        self.txt = YoloTxtWriter(out / "labels", save_conf=save_conf) if save_txt else None
+        self.queue: queue.Queue[tuple[ImageResult, Any] | None] = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._work, name="visiontool-writer", daemon=True)
+        self.thread.start()
+
+    def put(self, result: ImageResult, image: Any) -> None:
+        """Queue `result` for writing (blocks while the queue is full); `image` is the decoded
+        uint8 (3, H, W) tensor to draw on, or None."""
+        if self.error is not None:
+            raise self.error
+        self.queue.put((result, image))
+
+    def _work(self) -> None:
+        while (job := self.queue.get()) is not None:
+            if self.error is not None:
+                continue
+            try:
+                self._write(*job)
+            except BaseException as exc:  # surfaced on the main thread by put()/close()
+                self.error = exc
+
+    def _write(self, result: ImageResult, image: Any) -> None:
+        start = time.perf_counter()
+        if self.images is not None and image is not None:
+            self.images.write(result, image)
+        for writer in (self.coco, self.txt):
+            if writer is not None:
+                writer.write(result)
+        result.speed["write"] = (time.perf_counter() - start) * 1000
+        self.jsonl.write(result)
+        if self.on_written is not None:
+            self.on_written(result)
+
+    def close(self) -> None:
+        """Write what is queued, stop the thread, close the files; raise a writer error."""
+        self.queue.put(None)
+        self.thread.join()
+        for writer in (self.jsonl, self.coco, self.txt):
+            if writer is not None:
+                writer.close()
+        if self.error is not None:
+            raise self.error

@@ -1,0 +1,68 @@
+"""The one plotting setup: every chart visiontool writes (eval PR curves and confusion matrix,
+train losses and metrics, `data stats` histograms) is made by `figure()` here.
+
+Figures are built on matplotlib's Agg canvas directly (`Figure` + `FigureCanvasAgg`), never
+through pyplot: nothing global changes, so no `matplotlib.use("Agg")` is needed to run without a
+display, and a user calling `visiontool.evaluate()` from a notebook keeps their own backend.
+The shared style is applied with `rc_context` for the figure's lifetime only, and the PNG is
+saved atomically (temp file + rename). matplotlib is imported on first use, not with this
+module, so `--help` stays light.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+DPI = 100
+STYLE: dict[str, Any] = {
+    "figure.dpi": DPI,
+    "savefig.dpi": DPI,
+    "figure.facecolor": "white",
+    "savefig.facecolor": "white",
+    "font.size": 10,
+    "axes.titlesize": "medium",
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "legend.fontsize": "small",
+    "legend.framealpha": 0.8,
+    "image.cmap": "Blues",
+}
+
+
+@contextmanager
+def figure(
+    path: str | Path, *, size: tuple[float, float] = (7, 4), nrows: int = 1, ncols: int = 1
+) -> Iterator[tuple[Any, Any]]:
+    """`with figure(path, size=(w, h)) as (fig, ax):` draw on `ax` (an array of axes when
+    nrows/ncols > 1); on leaving the block the figure is laid out and written to `path` as a
+    PNG, atomically. Nothing is written when the block raises."""
+    from matplotlib import rc_context
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    with rc_context(STYLE):
+        fig = Figure(figsize=size, dpi=DPI)
+        FigureCanvasAgg(fig)
+        axes = fig.subplots(nrows, ncols)
+        yield fig, axes
+        save_figure(fig, path)
+
+
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """Lay out `fig` and write it to `path` as a PNG, atomically."""
+    from visiontool.io.atomic import atomic_write
+
+    fig.tight_layout()
+    return atomic_write(path, lambda handle: fig.savefig(handle, format="png"))
+
+
+def integer_ticks(axis: Any) -> None:
+    """Whole-number ticks only on `axis` (e.g. `ax.xaxis` for epochs)."""
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))

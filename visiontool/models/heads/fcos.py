@@ -1,0 +1,68 @@
+"""FCOS head (anchor-free, one-stage) over an FPN backbone with P6/P7."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from visiontool import registry
+from visiontool.models.heads import torchvision_parts as tv
+from visiontool.models.heads.anchors import Levels, is_pyramid
+from visiontool.models.specs import HeadSpec
+
+
+def default_sizes(strides: Sequence[int]) -> Levels:
+    """One 'anchor' per location, its size the level's stride (what FCOS's centre sampling and
+    size ranges use)."""
+    pyramid = is_pyramid(strides)
+    return tuple((float(s if pyramid else 8 * 2**i),) for i, s in enumerate(strides))
+
+
+def build(
+    *,
+    backbone: Any,
+    num_classes: int,
+    anchor_sizes: Any = None,
+    anchor_ratios: Any = None,
+    min_size: int = 800,
+    max_size: int = 1333,
+    image_mean: Sequence[float] | None = None,
+    image_std: Sequence[float] | None = None,
+    anchor_fit: dict[str, Any] | None = None,
+    **_: Any,
+) -> Any:
+    from torchvision.models.detection import FCOS
+
+    anchors, _maps = tv.grid_generator(
+        backbone,
+        "fcos",
+        anchor_sizes,
+        anchor_ratios,
+        default_sizes,
+        anchor_free=True,
+        anchor_fit=anchor_fit,
+    )
+    return FCOS(backbone, num_classes=num_classes, anchor_generator=anchors,
+                **tv.transform_args(min_size, max_size, image_mean, image_std))  # fmt: skip
+
+
+SPEC = registry.add(
+    "head",
+    HeadSpec(
+        name="fcos",
+        build=build,
+        replace_class_layers=tv.new_dense_logits,
+        configure=tv.configure_one_stage,
+        set_input_size=tv.set_input_size,
+        preresize=tv.preresize,
+        image_anchors=tv.image_anchors,
+        fpn=True,
+        layers="dense",
+        extra_blocks="p6p7",
+        default_backbone="resnet18",
+        default_imgsz=512,
+        default_augment="frcnn",
+        anchor_free=True,
+        description="FCOS (anchor-free, one-stage)",
+    ),
+)

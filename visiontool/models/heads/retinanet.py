@@ -1,0 +1,67 @@
+"""RetinaNet head (one-stage, focal loss) over an FPN backbone with P6/P7."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from visiontool import registry
+from visiontool.models.heads import torchvision_parts as tv
+from visiontool.models.heads.anchors import Levels, is_pyramid
+from visiontool.models.specs import HeadSpec
+
+
+def default_sizes(strides: Sequence[int]) -> Levels:
+    """torchvision's: 4 x stride per level (32..512 on P3-P7), times 2^0, 2^(1/3), 2^(2/3)."""
+    pyramid = is_pyramid(strides)
+    bases = [4 * s if pyramid else 32 * 2**i for i, s in enumerate(strides)]
+    return tuple(tuple(float(int(b * 2 ** (k / 3))) for k in range(3)) for b in bases)
+
+
+def build(
+    *,
+    backbone: Any,
+    num_classes: int,
+    anchor_sizes: Any = None,
+    anchor_ratios: Any = None,
+    min_size: int = 800,
+    max_size: int = 1333,
+    image_mean: Sequence[float] | None = None,
+    image_std: Sequence[float] | None = None,
+    anchor_fit: dict[str, Any] | None = None,
+    **_: Any,
+) -> Any:
+    from torchvision.models.detection import RetinaNet
+
+    anchors, _maps = tv.grid_generator(
+        backbone,
+        "retinanet",
+        anchor_sizes,
+        anchor_ratios,
+        default_sizes,
+        anchor_free=False,
+        anchor_fit=anchor_fit,
+    )
+    return RetinaNet(backbone, num_classes=num_classes, anchor_generator=anchors,
+                     **tv.transform_args(min_size, max_size, image_mean, image_std))  # fmt: skip
+
+
+SPEC = registry.add(
+    "head",
+    HeadSpec(
+        name="retinanet",
+        build=build,
+        replace_class_layers=tv.new_dense_logits,
+        configure=tv.configure_one_stage,
+        set_input_size=tv.set_input_size,
+        preresize=tv.preresize,
+        image_anchors=tv.image_anchors,
+        fpn=True,
+        layers="dense",
+        extra_blocks="p6p7",
+        default_backbone="resnet18",
+        default_imgsz=512,
+        default_augment="frcnn",
+        description="RetinaNet (one-stage, focal loss)",
+    ),
+)
