@@ -338,7 +338,7 @@ def test_check_frcnn_mobile_recall_buckets(dataset):
     doc = load_json(
         invoke("check", "--model", "frcnn-mobile-320", "--data", str(dataset), "--json")
     )
-    assert doc["generator"] == "AnchorGenerator"
+    assert doc["generator"] == "frcnn anchors"
     assert [b["name"] for b in doc["buckets"]] == ["small", "medium", "large"]
     assert sum(b["boxes"] for b in doc["buckets"]) == doc["boxes"] == doc["overall"]["boxes"] > 0
     for bucket in [*doc["buckets"], doc["overall"]]:
@@ -354,7 +354,7 @@ def test_check_frcnn_mobile_recall_buckets(dataset):
 
 def test_check_ssdlite_and_non_detector(dataset):
     doc = load_json(invoke("check", "--model", "ssdlite", "--data", str(dataset), "--json"))
-    assert doc["generator"] == "DefaultBoxGenerator" and doc["boxes"] > 0
+    assert doc["generator"] == "ssdlite anchors" and doc["boxes"] > 0
     assert doc["input_sizes"][0]["anchors"] == 3234
     result = invoke("check", "--model", "resnet18", "--data", str(dataset))
     assert result.exit_code == 2 and "no anchor generator" in result.output
@@ -362,27 +362,23 @@ def test_check_ssdlite_and_non_detector(dataset):
 
 def test_check_records_hand_case():
     """One box that equals an anchor exactly: recall 1 at both IoUs; a thin one: recall 0."""
+    from functools import partial
     from types import SimpleNamespace
 
     import torch
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
     from visiontool.engine.anchors.check import check_records
+    from visiontool.models.heads.torchvision_parts import image_anchors
 
-    class Transform:
-        def __call__(self, images):
-            from torchvision.models.detection.image_list import ImageList
-
-            return ImageList(torch.stack(images), [tuple(images[0].shape[-2:])]), None
-
-    class Toy(torch.nn.Module):
+    class Toy(torch.nn.Module):  # the parts of a torchvision detector anchors depend on
         def __init__(self):
             super().__init__()
             self.backbone = torch.nn.Conv2d(3, 1, 16, stride=16)
-            self.transform = Transform()
+            self.transform = GeneralizedRCNNTransform(64, 64, [0.0] * 3, [1.0] * 3)
+            self.anchor_generator = AnchorGenerator(((16,),), ((1.0,),))
 
-    from torchvision.models.detection.anchor_utils import AnchorGenerator
-
-    generator = AnchorGenerator(((16,),), ((1.0,),))
     # 64x64 image -> 4x4 cells of stride 16; torchvision centres anchors on cell corners:
     # 16x16 anchors at [16k - 8, 16j - 8, 16k + 8, 16j + 8]
     record = SimpleNamespace(
@@ -392,7 +388,7 @@ def test_check_records_hand_case():
         iscrowd=np.zeros(2, bool),
         box_area=lambda: np.array([256.0, 128.0], np.float32),
     )
-    result = check_records(Toy(), generator, [record])
+    result = check_records(partial(image_anchors, Toy()), [record])
     assert result.overall.boxes == 2
     assert result.overall.recall_50 == 0.5 and result.overall.recall_70 == 0.5
     small = result.buckets[0]

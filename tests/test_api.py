@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import inspect
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -18,7 +19,8 @@ from PIL import Image
 import visiontool
 from tests.conftest import noise_image, save
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
 MODEL = "shapes-frcnn"
 
 
@@ -67,6 +69,13 @@ def test_predict_takes_detect_defaults():
     shared = set(defaults) & set(params) - {"sources"}
     assert len(shared) >= 15
     assert {name: params[name].default for name in shared} == {n: defaults[n] for n in shared}
+
+
+@pytest.mark.parametrize("config", ["DetectConfig", "TrainConfig", "EvalConfig"])
+def test_every_config_field_has_a_row_in_the_api_docs(config):
+    section = (ROOT / "docs" / "api.md").read_text().split(f"### {config}\n", 1)[1]
+    documented = re.findall(r"^\| `(\w+)` \|", section.split("\n## ", 1)[0], re.MULTILINE)
+    assert documented == [f.name for f in dataclasses.fields(getattr(visiontool, config))]
 
 
 def test_predict_gives_what_detect_writes(tmp_path):

@@ -459,3 +459,23 @@ def test_registry_lists_lenet_but_hides_rebuild_entries():
     assert registry.get("model", "detector").task == "detect"
     assert set(BACKBONES) <= set(registry.names("backbone"))
     assert set(LOSS_KEYS) == set(registry.names("head"))
+
+
+@pytest.mark.parametrize("head", list(LOSS_KEYS))
+def test_a_default_anchors_fit_file_feeds_every_head(head):
+    """`anchors fit` writes K=9 shapes by default; every head spreads them over its own number
+    of levels (3 to 6 here) with the same anchor count per level, and trains a step."""
+    wh = [[10, 12], [14, 30], [24, 20], [30, 60], [50, 44], [64, 120], [100, 90], [140, 200],
+          [220, 180]]  # fmt: skip
+    fit = {"wh": wh, "scale": 0.5}
+    model = tiny_detector(head, "mobilenet_v3_small", anchor_fit=fit)
+    assert model.build_kwargs["anchor_fit"] == fit
+    generator = getattr(getattr(model, "rpn", None), "anchor_generator", None)
+    generator = generator or model.anchor_generator
+    counts = set(generator.num_anchors_per_location())
+    assert len(counts) == 1
+    if hasattr(generator, "sizes"):  # grid generators: sizes grow from the finest level up
+        firsts = [level[0] for level in generator.sizes]
+        assert firsts == sorted(firsts) and firsts[0] < firsts[-1]
+    losses = train_step(model)
+    assert set(losses) == LOSS_KEYS[head]

@@ -1,8 +1,8 @@
 """`visiontool anchors check`: how well a detector's own anchors cover a data set's boxes.
 
-For each distinct image size in the data set we run the model's transform on a blank image (to
-learn the resized input size), its backbone on the meta device (shapes only, no arithmetic) to
-learn the feature-map sizes, then its own torchvision anchor generator. Each ground-truth box,
+For each distinct image size in the data set the model's head spec lays its anchors over that
+size (`HeadSpec.image_anchors`: for torchvision heads, the transform on a blank image, the
+backbone on the meta device, then the model's own anchor generator). Each ground-truth box,
 scaled into the model's input coordinates, is matched to its best anchor; recall at IoU 0.5 and
 0.7 is reported per COCO size bucket (by box area in the original image: small < 32^2,
 medium < 96^2, large otherwise), with a plain hint for buckets that are badly covered.
@@ -10,14 +10,16 @@ medium < 96^2, large otherwise), with a plain hint for buckets that are badly co
 
 from __future__ import annotations
 
-import copy
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from visiontool import registry
 from visiontool.errors import ConfigError
 
 BUCKETS = (("small", 0.0, 32.0**2), ("medium", 32.0**2, 96.0**2), ("large", 96.0**2, math.inf))
@@ -66,16 +68,6 @@ class CheckResult:
         return out
 
 
-def find_anchor_generator(module: Any) -> Any:
-    """The model's own anchor generator: rpn.anchor_generator (Faster R-CNN) or
-    anchor_generator (RetinaNet, SSD, FCOS)."""
-    rpn = getattr(module, "rpn", None)
-    generator = getattr(rpn, "anchor_generator", None) or getattr(module, "anchor_generator", None)
-    if generator is None or getattr(module, "transform", None) is None:
-        return None
-    return generator
-
-
 def check_anchors(config: CheckConfig) -> CheckResult:
     """Load the model (no weights needed), open the data set, and measure anchor recall."""
     from visiontool.data.datasets import open_dataset
@@ -83,31 +75,40 @@ def check_anchors(config: CheckConfig) -> CheckResult:
     from visiontool.runtime import resolve_device
 
     loaded = load_model(config.model, weights="none", device=resolve_device(config.device))
-    generator = find_anchor_generator(loaded.module)
-    if generator is None:
+    head = loaded.head
+    if head is None or head.image_anchors is None:
+        with_anchors = [h.name for h in registry.specs("head") if h.image_anchors is not None]
         raise ConfigError(
-            f"model {config.model!r} has no anchor generator to check (anchor-based detectors: "
-            "frcnn*, retinanet*, ssd*, fcos)"
+            f"model {config.model!r} has no anchor generator to check (detectors whose head "
+            f"has anchors: {', '.join(with_anchors)}; see `visiontool models --heads`)"
         )
     dataset = open_dataset(config.data, split=config.split, task="detect")
     records = dataset.records()
     if config.limit is not None:
         records = records[: max(config.limit, 0)]
     return check_records(
-        loaded.module, generator, records, model=config.model, data=str(config.data)
-    )
+        partial(head.image_anchors, loaded.module), records, model=config.model,
+        data=str(config.data), generator=f"{head.name} anchors",
+    )  # fmt: skip
 
 
 def check_records(
-    module: Any, generator: Any, records: list[Any], *, model: str = "", data: str = ""
+    image_anchors: Callable[[tuple[int, int]], tuple[Any, tuple[int, int]]],
+    records: list[Any],
+    *,
+    model: str = "",
+    data: str = "",
+    generator: str = "",
 ) -> CheckResult:
-    """Best-anchor IoU of every non-crowd box of `records`, summarised per size bucket."""
+    """Best-anchor IoU of every non-crowd box of `records`, summarised per size bucket.
+    `image_anchors((H, W))` gives the model's anchors for an image of that size, in its input
+    coordinates, and that input size (a `HeadSpec.image_anchors` bound to the model)."""
     geometry: dict[tuple[int, int], tuple[Any, tuple[int, int]]] = {}
     best_parts, area_parts, missed = [], [], []
     for record in records:
         key = (int(record.height), int(record.width))
         if key not in geometry:
-            geometry[key] = model_anchors(module, generator, key)
+            geometry[key] = image_anchors(key)
         anchors, (in_h, in_w) = geometry[key]
         boxes = np.asarray(record.boxes, dtype=np.float32).reshape(-1, 4)
         areas = np.asarray(record.box_area(), dtype=np.float32).reshape(-1)
@@ -125,7 +126,7 @@ def check_records(
     best = np.concatenate(best_parts) if best_parts else np.zeros(0, np.float32)
     areas = np.concatenate(area_parts) if area_parts else np.zeros(0, np.float32)
     missed_boxes = np.concatenate(missed) if missed else np.zeros((0, 4), np.float32)
-    shapes = cell_shapes(generator, geometry)
+    shapes = cell_shapes(geometry)
     buckets = []
     for name, low, high in BUCKETS:
         inside = (areas >= low) & (areas < high)
@@ -138,7 +139,7 @@ def check_records(
         data=data,
         images=len(records),
         boxes=int(len(best)),
-        generator=type(generator).__name__,
+        generator=generator,
         input_sizes=[
             {"image": list(k), "input": list(v[1]), "anchors": int(v[0].shape[0])}
             for k, v in sorted(geometry.items())
@@ -147,30 +148,6 @@ def check_records(
         overall=summarise("all", best),
         hints=[b.hint for b in buckets if b.hint],
     )
-
-
-def model_anchors(
-    module: Any, generator: Any, size: tuple[int, int]
-) -> tuple[Any, tuple[int, int]]:
-    """The generator's anchors (A, 4) for an image of `size` (H, W), in the model's input
-    coordinates, and that input size."""
-    import torch
-    from torchvision.models.detection.image_list import ImageList
-
-    device = next(module.parameters()).device
-    with torch.no_grad():
-        image_list, _ = module.transform([torch.zeros(3, *size, device=device)])
-        meta_backbone = copy.deepcopy(module.backbone).to("meta")
-        features = meta_backbone(image_list.tensors.to("meta"))
-    feats = list(features.values()) if isinstance(features, dict) else [features]
-    shapes = [tuple(f.shape[-2:]) for f in feats]
-    blank = ImageList(torch.empty(1, 1, *image_list.tensors.shape[-2:]), image_list.image_sizes)
-    maps = [torch.empty(1, 1, h, w) for h, w in shapes]
-    try:
-        anchors = generator(blank, maps)[0]
-    except (RuntimeError, ValueError, AttributeError, TypeError) as exc:
-        raise ConfigError(f"cannot generate this model's anchors ({exc})") from exc
-    return anchors.float().cpu(), tuple(image_list.image_sizes[0])
 
 
 def best_iou(anchors: Any, boxes: np.ndarray) -> np.ndarray:
@@ -199,7 +176,7 @@ def summarise(name: str, best: np.ndarray) -> BucketRecall:
     )
 
 
-def cell_shapes(generator: Any, geometry: dict[tuple[int, int], Any]) -> np.ndarray:
+def cell_shapes(geometry: dict[tuple[int, int], Any]) -> np.ndarray:
     """Distinct anchor (w, h) shapes in model-input pixels, read off the generated anchors."""
     parts = []
     for anchors, _ in geometry.values():

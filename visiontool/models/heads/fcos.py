@@ -18,32 +18,11 @@ def default_sizes(strides: Sequence[int]) -> Levels:
     return tuple((float(s if pyramid else 8 * 2**i),) for i, s in enumerate(strides))
 
 
-def build(
-    *,
-    backbone: Any,
-    num_classes: int,
-    anchor_sizes: Any = None,
-    anchor_ratios: Any = None,
-    min_size: int = 800,
-    max_size: int = 1333,
-    image_mean: Sequence[float] | None = None,
-    image_std: Sequence[float] | None = None,
-    anchor_fit: dict[str, Any] | None = None,
-    **_: Any,
-) -> Any:
-    from torchvision.models.detection import FCOS
-
-    anchors, _maps = tv.grid_generator(
-        backbone,
-        "fcos",
-        anchor_sizes,
-        anchor_ratios,
-        default_sizes,
-        anchor_free=True,
-        anchor_fit=anchor_fit,
+def build(**options: Any) -> Any:
+    """`FCOS` over the backbone (see `torchvision_parts.dense_detector` for the options)."""
+    return tv.dense_detector(
+        "FCOS", head="fcos", default_sizes=default_sizes, anchor_free=True, **options
     )
-    return FCOS(backbone, num_classes=num_classes, anchor_generator=anchors,
-                **tv.transform_args(min_size, max_size, image_mean, image_std))  # fmt: skip
 
 
 SPEC = registry.add(

@@ -18,32 +18,11 @@ def default_sizes(strides: Sequence[int]) -> Levels:
     return tuple(tuple(float(int(b * 2 ** (k / 3))) for k in range(3)) for b in bases)
 
 
-def build(
-    *,
-    backbone: Any,
-    num_classes: int,
-    anchor_sizes: Any = None,
-    anchor_ratios: Any = None,
-    min_size: int = 800,
-    max_size: int = 1333,
-    image_mean: Sequence[float] | None = None,
-    image_std: Sequence[float] | None = None,
-    anchor_fit: dict[str, Any] | None = None,
-    **_: Any,
-) -> Any:
-    from torchvision.models.detection import RetinaNet
-
-    anchors, _maps = tv.grid_generator(
-        backbone,
-        "retinanet",
-        anchor_sizes,
-        anchor_ratios,
-        default_sizes,
-        anchor_free=False,
-        anchor_fit=anchor_fit,
+def build(**options: Any) -> Any:
+    """`RetinaNet` over the backbone (see `torchvision_parts.dense_detector` for the options)."""
+    return tv.dense_detector(
+        "RetinaNet", head="retinanet", default_sizes=default_sizes, anchor_free=False, **options
     )
-    return RetinaNet(backbone, num_classes=num_classes, anchor_generator=anchors,
-                     **tv.transform_args(min_size, max_size, image_mean, image_std))  # fmt: skip
 
 
 SPEC = registry.add(

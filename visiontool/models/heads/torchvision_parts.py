@@ -162,6 +162,37 @@ def grid_generator(
     return AnchorGenerator(sizes=size_groups, aspect_ratios=ratio_groups), maps
 
 
+def dense_detector(
+    detector: str,
+    *,
+    head: str,
+    default_sizes: Any,
+    anchor_free: bool,
+    backbone: Any,
+    num_classes: int,
+    anchor_sizes: Any = None,
+    anchor_ratios: Any = None,
+    anchor_fit: dict[str, Any] | None = None,
+    min_size: int = 800,
+    max_size: int = 1333,
+    image_mean: Sequence[float] | None = None,
+    image_std: Sequence[float] | None = None,
+    **_: Any,
+) -> Any:
+    """A dense one-stage torchvision detector (`detector`: "RetinaNet" or "FCOS") over an FPN
+    backbone: both take the backbone, the class count, an anchor generator and the transform
+    arguments, and differ only in their loss and anchor scheme."""
+    import torchvision.models.detection as tvd
+
+    anchors, _maps = grid_generator(
+        backbone, head, anchor_sizes, anchor_ratios, default_sizes, anchor_free, anchor_fit
+    )
+    return getattr(tvd, detector)(
+        backbone, num_classes=num_classes, anchor_generator=anchors,
+        **transform_args(min_size, max_size, image_mean, image_std),
+    )  # fmt: skip
+
+
 # --- class layers ----------------------------------------------------------------------------
 
 
