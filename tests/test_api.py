@@ -182,6 +182,8 @@ def test_decoded_images_give_the_results_of_their_file(shapes, tmp_path):
     boxes = [[d.to_dict() for d in r.detections] for r in results]
     assert boxes[1:4] == [boxes[0]] * 3
     assert (results[4].width, results[4].height) == (256, 256)  # grayscale: 3 equal channels
+    (single,) = visiontool.predict(tensor, model=shapes, workers=0)  # one image, not its rows
+    assert [d.to_dict() for d in single.detections] == boxes[0]
 
 
 def test_setup_errors_raise_at_the_call(tmp_path):

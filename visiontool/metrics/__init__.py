@@ -1,5 +1,5 @@
 """Metrics: pure functions from arrays to numbers (COCO 12 stats, VOC AP50, classification).
 
 No I/O here and no torch: these run on numpy arrays, so scoring a predictions file stays fast
-and light. Plots live in `plots.py` and import matplotlib only when called.
+and light. Report plots are drawn by `engine/evaluate/plots.py` through `io/plotting.py`.
 """

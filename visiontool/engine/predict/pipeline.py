@@ -74,9 +74,12 @@ def predict(
 
 def _as_inputs(sources: Any, *, recursive: bool) -> Any:
     """Source specs (a path or a list of paths) become a checked, re-walkable `SourcePlan`
-    (folders, globs and lists expanded, as in `detect`); any other iterable is walked once."""
+    (folders, globs and lists expanded, as in `detect`); one decoded image (an array, tensor
+    or PIL image) is a list of one; any other iterable is walked once."""
     from visiontool.io.sources import plan_sources
 
+    if hasattr(sources, "shape") or hasattr(sources, "getpixel"):  # one array or PIL image
+        return [sources]
     specs = [sources] if isinstance(sources, (str, Path)) else sources
     if (
         isinstance(specs, (list, tuple))
