@@ -82,4 +82,4 @@ def test_cli_synth_json(tmp_path: Path) -> None:
     assert summary["format"] == "yolo" and summary["images"] == 4
     assert (tmp_path / "data.yaml").is_file() and not (tmp_path / ".staging").exists()
     bad = runner.invoke(app, ["data", "synth", "--out", str(tmp_path / "x"), "--format", "png"])
-    assert bad.exit_code == 2 and "unknown writer" in bad.output
+    assert bad.exit_code == 2 and "unknown format 'png'" in bad.output
