@@ -250,3 +250,15 @@ def test_trained_detector_keeps_the_data_sets_coco_category_ids(cli, shapes, tmp
     assert result.exit_code == 0, result.output
     rows = json.loads((pred / "coco_results.json").read_text())
     assert rows and {row["category_id"] for row in rows} <= set(range(11, 17))
+
+
+def test_resuming_a_run_started_before_head_existed_keeps_its_head():
+    """`last.pt` files written when `--model frcnn` named a head resume as `--head frcnn`."""
+    from visiontool.engine.train.trainer import _merge_resume_config
+
+    old = {"train_args": {"data": "d", "task": "detect", "model": "frcnn", "backbone": "resnet18"}}
+    merged = _merge_resume_config(TrainConfig(data="d", resume="last.pt"), old)
+    assert (merged.model, merged.head, merged.backbone) == (None, "frcnn", "resnet18")
+    new = {"train_args": {"data": "d", "task": "detect", "model": "frcnn", "head": None}}
+    merged = _merge_resume_config(TrainConfig(data="d", resume="last.pt"), new)
+    assert (merged.model, merged.head) == ("frcnn", None)

@@ -124,6 +124,11 @@ def _from_spec(
                 f"{', '.join(sorted(arch))} cannot change the pretrained model {spec.name!r}"
             )
         return spec.pretrained()
+    if spec.hidden and not arch:
+        raise ConfigError(
+            f"{spec.name!r} only rebuilds architectures recorded in checkpoints: pass "
+            "--weights CHECKPOINT, or a model from `visiontool models`"
+        )
     if num_classes is not None:
         arch = {**arch, "num_classes": num_classes}
     module = spec.build(**arch)

@@ -97,13 +97,17 @@ def _pretrained(entry: dict[str, Any]) -> tuple[Any, ModelInfo]:
     return load_checkpoint(verified_checkpoint(entry))
 
 
-def _architecture(entry: dict[str, Any], **_: Any) -> Any:
-    """The shipped model's architecture, freshly initialised (`--weights none`)."""
+def _architecture(entry: dict[str, Any], *, num_classes: int | None = None) -> Any:
+    """The shipped model's architecture, freshly initialised (`--weights none`); with
+    `num_classes` (counting the background for detectors) its class layers fit that many."""
     from visiontool.io.checkpoint import read_checkpoint
     from visiontool.models.factory import rebuild
 
-    recorded = read_checkpoint(verified_checkpoint(entry))
-    return rebuild(ModelInfo.from_dict(recorded["model_info"]))
+    recorded = ModelInfo.from_dict(read_checkpoint(verified_checkpoint(entry))["model_info"])
+    module = rebuild(recorded)
+    if num_classes is not None and num_classes != len(recorded.raw_classes):
+        registry.get("model", entry["name"]).replace_class_layers(module, num_classes)
+    return module
 
 
 def _register(entry: dict[str, Any]) -> None:
