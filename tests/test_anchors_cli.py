@@ -214,7 +214,7 @@ def test_label_with_anchor_file_table_json_and_picture(tmp_path):
     assert_picture(out / "labels.png", (512, 512))
     doc = load_json(
         invoke("label", "--gt", str(gt), "--anchors", str(anchors), "--all", "--json",
-               "--out", str(out))
+               "--out", str(out), "--exist-ok")  # an existing --out needs --exist-ok
     )  # fmt: skip
     rows = doc["rows"]
     assert [r["label"] for r in rows] == [0, 1, 2, 0, 2]

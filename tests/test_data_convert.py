@@ -90,7 +90,8 @@ def test_convert_with_link_and_classification(tmp_path: Path) -> None:
     convert_dataset(tmp_path / "folder", to="csv", out=tmp_path / "csv", link=True)
     assert (tmp_path / "csv" / "train.csv").is_file()
     linked = next((tmp_path / "csv" / "images" / "train").iterdir())
-    assert linked.is_symlink()
+    # --link makes hard links: no extra space, and the new set holds no link out of itself
+    assert not linked.is_symlink() and linked.stat().st_nlink == 2
     back = open_dataset(tmp_path / "csv", split="val")
     assert back.classes == open_dataset(tmp_path / "folder", split="val").classes
     assert len(back) == 6  # one val image per class
@@ -106,4 +107,5 @@ def test_convert_refuses_task_mismatch_and_nonempty_out(tmp_path: Path) -> None:
     result = runner.invoke(
         app, ["data", "convert", str(tmp_path / "folder"), "--to", "csv", "--out", str(tmp_path)]
     )
-    assert result.exit_code == 2 and "not empty" in result.output
+    # --out holds the source: refused as "contains" (before "not empty"), nothing written
+    assert result.exit_code == 2 and "contains" in result.output

@@ -43,7 +43,9 @@ def test_folder_writes_every_output_with_schema(cli, images, tmp_path):
     rows = read_jsonl(out / "predictions.jsonl")
     assert [Path(r["image"]).name for r in rows] == ["img0.jpg", "img1.jpg", "img2.jpg"]
     for row in rows:
-        assert set(row) == {"image", "width", "height", "detections", "time_ms", "error"}
+        assert set(row) == {"image", "width", "height", "detections", "time_ms", "error", "saved"}
+        name = Path(row["image"]).stem
+        assert row["saved"] == [Path(row["image"]).name, f"labels/{name}.txt"]
         assert (row["width"], row["height"]) == (160, 120) and row["error"] is None
         assert 0 < len(row["detections"]) <= 5
         for det in row["detections"]:
@@ -366,9 +368,9 @@ def test_writing_overlaps_the_model(images, tmp_path, monkeypatch):
 
     real_write = ImageWriter.write
 
-    def slow_write(self, result, image):
+    def slow_write(self, result, image, base=None):
         time.sleep(0.05)
-        return real_write(self, result, image)
+        return real_write(self, result, image, base)
 
     monkeypatch.setattr(Predictor, "predict", slow_model)
     monkeypatch.setattr(ImageWriter, "write", slow_write)

@@ -72,3 +72,91 @@ def default_workers() -> int:
     thread of the main process."""
     cores = os.cpu_count() or 1
     return 0 if cores <= 2 else min(4, cores - 1)
+
+
+# --- resources -------------------------------------------------------------------------------
+
+MEMORY_ENV = "VISIONTOOL_MAX_MEMORY"
+MEMORY_FRACTION = 0.5  # of physical RAM, when VISIONTOOL_MAX_MEMORY is not set
+FALLBACK_MEMORY = 8 * 2**30  # where physical RAM cannot be read
+
+
+def memory_budget() -> int:
+    """Bytes one allocation asked for by an option may take: `VISIONTOOL_MAX_MEMORY` (bytes,
+    or with a K/M/G/T suffix, e.g. `32G`), else half the machine's physical RAM."""
+    text = os.environ.get(MEMORY_ENV, "").strip()
+    if text:
+        return _parse_bytes(text)
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):
+        total = 0
+    return int(total * MEMORY_FRACTION) if total > 0 else FALLBACK_MEMORY
+
+
+def _parse_bytes(text: str) -> int:
+    units = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    number, unit = text.upper().rstrip("B"), ""
+    if number and number[-1] in units:
+        number, unit = number[:-1], number[-1]
+    try:
+        value = float(number) * units[unit]
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise ConfigError(f"{MEMORY_ENV}={text!r} is not a size; use bytes or e.g. 512M, 32G")
+    return int(value)
+
+
+def format_bytes(size: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if abs(size) < 1024 or unit == "PB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} PB"  # pragma: no cover
+
+
+def check_budget(bytes_needed: float, what: str) -> None:
+    """Refuse (ConfigError, exit 2) an allocation an option asks for that is over the memory
+    budget (`memory_budget`), before making it: `what` names the option and its value."""
+    limit = memory_budget()
+    if not bytes_needed <= limit:  # also catches nan
+        raise ConfigError(
+            f"{what} needs about {format_bytes(bytes_needed)} of memory, over the "
+            f"{format_bytes(limit)} limit; use a smaller value (or raise {MEMORY_ENV})"
+        )
+
+
+def check_finite(value: float, option: str, *, positive: bool = False) -> float:
+    """A numeric option value that is a finite number (and > 0 with `positive`), else
+    ConfigError (exit 2) naming the option."""
+    import math
+
+    if not math.isfinite(value) or (positive and value <= 0):
+        want = "a finite number > 0" if positive else "a finite number"
+        raise ConfigError(f"{option} must be {want}, got {value}")
+    return value
+
+
+def os_error_text(exc: OSError, path: object = None, action: str = "") -> str:
+    """One line for an OS error: what failed, on which path, what to do. ENOSPC, EROFS,
+    EACCES, EDQUOT, ENAMETOOLONG ... each get their advice."""
+    import errno
+
+    where = path if path is not None else (exc.filename or "")
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    advice = {
+        errno.ENOSPC: "free some space or write elsewhere (--out)",
+        errno.EDQUOT: "free some space within your quota or write elsewhere (--out)",
+        errno.EROFS: "the file system is read-only; write elsewhere (--out)",
+        errno.EACCES: "check the permissions or write elsewhere (--out)",
+        errno.EPERM: "check the permissions or write elsewhere (--out)",
+        errno.ENAMETOOLONG: "use a shorter path or name",
+        errno.ENOTDIR: "a part of the path is a file, not a folder; choose another path",
+        errno.EISDIR: "the path is a folder; give a file",
+        errno.EEXIST: "the path exists; choose another",
+        errno.ENOENT: "check the path",
+        errno.EMFILE: "too many open files; raise the limit (ulimit -n)",
+    }.get(exc.errno or -1, "check the path and the disk")
+    head = f"{action} {where}".strip() if action else f"{where}".strip()
+    return f"{head + ': ' if head else ''}{reason}; {advice}"

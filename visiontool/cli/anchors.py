@@ -8,6 +8,7 @@ comma-separated list (`--ratios 0.5,1,2`). prior, grid, label and fit write into
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -62,8 +63,8 @@ def number_list(text: str | None, name: str) -> list[float]:
         values = [float(v) for v in text.replace(",", " ").split()]
     except ValueError:
         raise typer.BadParameter(f"{name} must be numbers like 0.5 1 2, got {text!r}") from None
-    if any(v <= 0 for v in values):
-        raise typer.BadParameter(f"{name} must be positive, got {text!r}")
+    if not all(math.isfinite(v) and v > 0 for v in values):  # nan, inf, 0, negative
+        raise typer.BadParameter(f"{name} must be positive finite numbers, got {text!r}")
     return values
 
 

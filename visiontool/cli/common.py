@@ -17,7 +17,12 @@ DeviceOpt = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N.")
 JsonOpt = typer.Option(False, "--json", help="Machine-readable output on stdout; logs on stderr.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="Print only errors and the final summary.")
 SeedOpt = typer.Option(0, "--seed", help="Random seed.")
-ExistOkOpt = typer.Option(False, "--exist-ok", help="Reuse --out (or runs/<cmd>/exp) as is.")
+ExistOkOpt = typer.Option(
+    False,
+    "--exist-ok",
+    help="Write into an existing --out (or runs/<cmd>/exp): this command's earlier files there "
+    "are replaced, other files kept.",
+)
 
 
 def out_option(command: str) -> Any:

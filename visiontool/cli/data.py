@@ -10,7 +10,14 @@ from pathlib import Path
 
 import typer
 
-from visiontool.cli.common import Console, JsonOpt, QuietOpt, SeedOpt, resolve_out
+from visiontool.cli.common import (
+    Console,
+    ExistOkOpt,
+    JsonOpt,
+    QuietOpt,
+    SeedOpt,
+    resolve_out,
+)
 
 app = typer.Typer(
     help="Check, convert, generate, preview and summarise data sets "
@@ -91,11 +98,12 @@ def synth(
     out: Path = typer.Option(None, "--out", help="Output folder (default runs/data/synth/exp)."),
     n: int = typer.Option(200, "--n", help="Number of images."),
     imgsz: int = typer.Option(None, "--imgsz", help="Image size (default 256; 28 for digits)."),
-    format: str = typer.Option("coco", "--format", help="coco, voc or yolo (detection)."),
+    format: str = typer.Option(None, "--format", help="detect only: coco (default), voc or yolo."),
     task: str = typer.Option("detect", "--task", help="detect, or classify (ImageFolder)."),
-    kind: str = typer.Option("shapes", "--kind", help="classify only: shapes or digits."),
+    kind: str = typer.Option(None, "--kind", help="classify only: shapes (default) or digits."),
     val_fraction: float = typer.Option(0.2, "--val-fraction", help="Share of images for val."),
     seed: int = SeedOpt,
+    exist_ok: bool = ExistOkOpt,
     json_out: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -103,16 +111,25 @@ def synth(
     from visiontool.data.synth import synth_classification, synth_detection
     from visiontool.errors import ConfigError
 
+    if task not in ("detect", "classify"):
+        raise ConfigError(f"--task must be 'detect' or 'classify', got {task!r}")
+    if task == "detect" and kind is not None:
+        raise ConfigError("--kind applies to --task classify only (detection draws shapes)")
+    if task == "classify" and format is not None:
+        raise ConfigError("--format applies to --task detect only (classify writes ImageFolder)")
+    kind = kind or "shapes"
     out = resolve_out(out, "data/synth")
     if task == "detect":
         summary = synth_detection(
-            out, n=n, imgsz=imgsz or 256, fmt=format, seed=seed, val_fraction=val_fraction
-        )
+            out, n=n, imgsz=imgsz or 256, fmt=format or "coco", seed=seed,
+            val_fraction=val_fraction, exist_ok=exist_ok,
+        )  # fmt: skip
     elif task == "classify":
         size = imgsz or (28 if kind == "digits" else 64)
         summary = synth_classification(
-            out, n=n, imgsz=size, seed=seed, kind=kind, val_fraction=val_fraction
-        )
+            out, n=n, imgsz=size, seed=seed, kind=kind, val_fraction=val_fraction,
+            exist_ok=exist_ok,
+        )  # fmt: skip
     else:
         raise ConfigError(f"--task must be 'detect' or 'classify', got {task!r}")
     console = Console(json_mode=json_out, quiet=quiet)

@@ -53,6 +53,12 @@ def detect(
     save_txt: bool = typer.Option(False, "--save-txt", help="YOLO labels/<name>.txt files."),
     save_conf: bool = typer.Option(False, "--save-conf", help="Add scores to --save-txt lines."),
     save_coco: bool = typer.Option(False, "--save-coco", help="coco_results.json."),
+    data: Path = typer.Option(
+        None,
+        "--data",
+        help="With --save-coco: the data set the images come from; coco_results.json uses its "
+        "image ids (for `eval --pred`).",
+    ),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first unreadable image."),
     seed: int = SeedOpt,
     device: str = DeviceOpt,
@@ -89,6 +95,7 @@ def detect(
         save_txt=save_txt,
         save_conf=save_conf,
         save_coco=save_coco,
+        data=data,
         strict=strict,
         seed=seed,
     )

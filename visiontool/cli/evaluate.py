@@ -143,22 +143,30 @@ def parse_thresholds(text: str) -> list[float]:
                 raise ValueError
             return [round(start + i * step, 10) for i in range(count)]
         return [float(p) for p in text.split(",") if p.strip()]
-    except ValueError:
+    except (ValueError, ZeroDivisionError, OverflowError):
         raise typer.BadParameter(
             f"expected '0.5,0.75' or '0.5:0.95:0.05', got {text!r}", param_hint="--iou-thresholds"
         ) from None
 
 
 def parse_gates(items: list[str]) -> dict[str, float]:
-    gates = {}
+    """KEY=VALUE items -> {key: value}; the values are range-checked by the engine."""
+    gates: dict[str, float] = {}
     for item in items:
         key, sep, value = item.partition("=")
+        key = key.strip()
         try:
-            if not sep or not key.strip():
+            if not sep or not key:
                 raise ValueError
-            gates[key.strip()] = float(value)
+            number = float(value)
         except ValueError:
             raise typer.BadParameter(
                 f"expected KEY=VALUE like map50=0.5, got {item!r}", param_hint="--fail-under"
             ) from None
+        if key in gates:
+            raise typer.BadParameter(
+                f"{key} is gated twice ({key}={gates[key]:g} and {item!r}); keep one",
+                param_hint="--fail-under",
+            )
+        gates[key] = number
     return gates

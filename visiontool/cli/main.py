@@ -7,9 +7,12 @@ weights errors. `--debug` shows the traceback instead.
 
 from __future__ import annotations
 
+import errno
 import gc
 import os
+import signal
 import sys
+import threading
 from typing import Any
 
 import typer
@@ -17,6 +20,11 @@ from typer.core import TyperGroup
 
 from visiontool import __version__
 from visiontool.cli import anchors, benchmark, data, detect, evaluate, models, train
+
+try:  # typer >= 0.20 vendors click
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover - older typer on click
+    from click import exceptions as click_exceptions  # type: ignore[no-redef]
 
 DEBUG_ENV = "VISIONTOOL_DEBUG"
 
@@ -34,9 +42,63 @@ class _Group(TyperGroup):
                 raise
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
-            typer.echo("interrupted", err=True)
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (turned into one by `run`)
+            terminated = _TERMINATED.is_set()
+            typer.echo("terminated (SIGTERM)" if terminated else "interrupted", err=True)
+            raise typer.Exit(143 if terminated else 130) from None
+        except (OSError, MemoryError, RecursionError) as exc:
+            # The safety net: engine sites map what they expect to a VisiontoolError; anything
+            # else from the OS or the interpreter still ends as one line, never a traceback.
+            if _debug(ctx) or (isinstance(exc, OSError) and exc.errno == errno.EPIPE):
+                raise
+            typer.echo(f"error: {_resource_line(exc)}", err=True)
+            raise typer.Exit(2) from None
+
+    def main(  # type: ignore[override]
+        self,
+        args: Any = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        """Parser errors (unknown option, bad value, missing option) as one line on stderr,
+        exit 2, in place of click's boxed panel; `--help` output is unchanged."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click_exceptions.NoArgsIsHelpError as exc:  # help is already printed
+            sys.exit(exc.exit_code)
+        except click_exceptions.UsageError as exc:
+            typer.echo(f"error: {usage_line(exc)}", err=True)
+            sys.exit(exc.exit_code)
+        except click_exceptions.ClickException as exc:
+            typer.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            typer.echo("aborted", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def usage_line(exc: Any) -> str:
+    """`<message> (see 'visiontool <cmd> --help')`: click's message on one line, with the
+    help hint of the command it belongs to."""
+    message = " ".join(exc.format_message().split()).rstrip(".")
+    ctx = getattr(exc, "ctx", None)
+    command = ctx.command_path if ctx is not None else "visiontool"
+    return f"{message} (see '{command} --help')"
+
+
+def _resource_line(exc: BaseException) -> str:
+    from visiontool.runtime import os_error_text
+
+    if isinstance(exc, OSError):
+        return os_error_text(exc)
+    if isinstance(exc, MemoryError):
+        return "out of memory; use a smaller --imgsz, --batch or input, or --device cuda"
+    return "input nested too deeply to read (recursion limit); check the file for damage"
 
 
 def _debug(ctx: Any) -> bool:
@@ -81,8 +143,22 @@ app.add_typer(data.app, name="data")
 app.add_typer(anchors.app, name="anchors")
 
 
+_TERMINATED = threading.Event()
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM is handled as Ctrl-C: the run's KeyboardInterrupt paths finalise it (summary
+    with stopped_early, no temp files), and the process exits 143. A second SIGTERM while it
+    finalises ends the process at once."""
+    _TERMINATED.set()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    raise KeyboardInterrupt
+
+
 def run(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         app(args=argv if argv is not None else sys.argv[1:], prog_name="visiontool")
     finally:

@@ -6,6 +6,7 @@ import typer
 
 from visiontool.cli.common import Console, JsonOpt
 
+TASKS = ("detect", "classify")
 HELP = "List the models the registry can build, with task, weights, classes and input size."
 
 
@@ -18,6 +19,10 @@ def models(
 ) -> None:
     from visiontool.models.catalog import list_models
 
+    if task is not None and task not in TASKS:
+        from visiontool.errors import ConfigError
+
+        raise ConfigError(f"--task must be one of {', '.join(TASKS)}, got {task!r}")
     if heads:
         _parts(json_out)
         return

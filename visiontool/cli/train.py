@@ -31,7 +31,10 @@ def _floats(values: list[str] | None, what: str) -> list[float] | None:
 
 
 def train(
-    data: str = typer.Option(..., "--data", help="Data set folder, annotation file or spec."),
+    ctx: typer.Context,
+    data: str = typer.Option(
+        None, "--data", help="Data set folder, annotation file or spec (not with --resume)."
+    ),
     task: str = typer.Option("detect", "--task", help="detect or classify."),
     model: str = typer.Option(
         None, "--model", "-m", help="Registry model (`visiontool models`): detector or classifier."
@@ -78,7 +81,12 @@ def train(
     val_every: int = typer.Option(1, "--val-every", help="Validate every N epochs."),
     metric: str = typer.Option(None, "--metric", help="best.pt metric (map50 / top1)."),
     patience: int = typer.Option(None, "--patience", help="Early stopping, in validations."),
-    resume: Path = typer.Option(None, "--resume", help="Continue from a last.pt."),
+    resume: Path = typer.Option(
+        None,
+        "--resume",
+        help="Continue RUN/weights/last.pt with its recorded options (only --device, --workers, "
+        "--epochs to train longer, --log-every may be given).",
+    ),
     sync_bn: bool = typer.Option(False, "--sync-bn", help="SyncBatchNorm under DDP."),
     name: str = typer.Option(None, "--name", help="Model name stored in the checkpoint."),
     log_every: int = typer.Option(20, "--log-every", help="Steps between log lines."),
@@ -106,7 +114,7 @@ def train(
         augment=augment, workers=workers, seed=seed, deterministic=deterministic,
         val_every=val_every, metric=metric, patience=patience, out=out, exist_ok=exist_ok,
         resume=str(resume) if resume else None, device=device, sync_bn=sync_bn,
-        log_every=log_every, name=name,
+        log_every=log_every, name=name, given=_given(ctx),
     )  # fmt: skip
     view = _TrainView(console, log_every=log_every)
     try:
@@ -121,8 +129,20 @@ def train(
     if json_out:
         console.emit_json(summary.to_dict())
     best = f"{summary.best_metric} {summary.best_value:.4f} (epoch {summary.best_epoch})" if (
-        summary.best_value is not None) else "no validation split"  # fmt: skip
+        summary.best_value is not None) else "no validation score (no validation split, or " \
+        "nothing in it to score)"  # fmt: skip
     console.final(f"best {best}; results saved to {summary.out}")
+
+
+def _given(ctx: typer.Context) -> frozenset[str]:
+    """The options typed on the command line (or set through the environment): with --resume
+    these must agree with the recorded run; defaults never conflict."""
+    names = set()
+    for param in ctx.command.params:
+        source = ctx.get_parameter_source(param.name) if param.name else None
+        if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT"):
+            names.add(str(param.name))
+    return frozenset(names)
 
 
 class _TrainView:

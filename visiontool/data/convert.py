@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from visiontool.errors import ConfigError, DataError
+from visiontool.io.paths import check_out_dir, prepare_out
 
 DETECTION_FORMATS = ("coco", "voc", "yolo")
 CLASSIFICATION_FORMATS = ("imagefolder", "csv")
@@ -35,18 +36,24 @@ def convert_dataset(
             f"--to must be one of {', '.join(DETECTION_FORMATS + CLASSIFICATION_FORMATS)}, "
             f"got {to!r}"
         )
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ConfigError(f"--out {out} is not empty; choose a new folder")
+    reads = {"recursive_inputs" if Path(src).is_dir() else "inputs": [src]}
+    check_out_dir(out, "data convert", exist_ok=overwrite, **reads)  # before reading src
     splits = open_splits(src, format=format)
     task = next(iter(splits.values())).task
     wanted = "detect" if to in DETECTION_FORMATS else "classify"
     if task != wanted:
         kind = "detection" if task == "detect" else "classification"
         raise DataError(f"{src} is a {kind} data set; it cannot be written as {to}")
-    if Path(src).resolve() == out.resolve():
-        raise ConfigError("--out must differ from the source folder")
+    first = next(iter(splits.items()))
+    for name, dataset in splits.items():
+        if dataset.classes != first[1].classes:
+            raise DataError(
+                f"{src}: split {name!r} has different class names from split {first[0]!r}; "
+                "give every split the same classes"
+            )
     writer = registry.get("format", to).write
-    writer(splits, out, transfer="link" if link else "copy")
+    with prepare_out(out, "data convert", exist_ok=overwrite, **reads):
+        writer(splits, out, transfer="link" if link else "copy")
     return {
         "source": str(src),
         "out": str(out),

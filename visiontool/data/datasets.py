@@ -90,6 +90,9 @@ def _existing(path: Path) -> Path:
 
 
 def _open(path: Path, *, split: str | None, format: str | None) -> Any:
+    from visiontool.data.records import clear_path_cache
+
+    clear_path_cache()  # folder links are resolved afresh on every read
     path = _existing(path)
     spec = _spec_file(path, format)
     if spec is not None:
@@ -134,17 +137,28 @@ def _is_coco(path: Path) -> bool:
 
 
 def load_spec(path: Path) -> dict[str, Any]:
-    """Parse a data spec, with the file and line of a syntax error."""
+    """Parse a data spec, with the file and line of a syntax error.
+
+    Bounded: the file is read only up to the size cap, YAML aliases (`*name`, the "billion
+    laughs" blow-up) and python tags are refused, and nesting too deep is an error.
+    """
     import yaml
 
+    from visiontool.data.records import read_text_capped
+
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text_capped(path)
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read data spec ({exc})") from exc
     try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            data = yaml.load(text, Loader=_spec_loader())  # noqa: S506 - a SafeLoader
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from exc
+    except RecursionError:
+        raise DataError(f"{path}: invalid data spec: nested too deeply") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
@@ -152,6 +166,23 @@ def load_spec(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict) or not any(data.get(k) for k in ("train", "val", "test")):
         raise DataError(f"{path}: a data spec needs 'train' and/or 'val' entries")
     return data
+
+
+def _spec_loader() -> Any:
+    """A `yaml.SafeLoader` that refuses aliases: a data spec never needs one, and nested
+    aliases make a few hundred bytes expand to gigabytes."""
+    import yaml
+
+    class SpecLoader(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise yaml.composer.ComposerError(
+                    None, None, f"aliases (*{event.anchor}) are not allowed", event.start_mark
+                )
+            return super().compose_node(parent, index)
+
+    return SpecLoader
 
 
 def spec_names(data: dict[str, Any], path: Path) -> list[str] | None:
@@ -165,10 +196,18 @@ def spec_names(data: dict[str, Any], path: Path) -> list[str] | None:
             raise DataError(f"{path}: 'names' keys must be class numbers") from exc
         if [k for k, _ in ordered] != list(range(len(ordered))):
             raise DataError(f"{path}: 'names' must number classes 0..{len(ordered) - 1}")
-        return [v for _, v in ordered]
-    if isinstance(names, list):
-        return [str(n) for n in names]
-    raise DataError(f"{path}: 'names' must be a list or a mapping")
+        result = [v for _, v in ordered]
+    elif isinstance(names, list):
+        result = [str(n) for n in names]
+    else:
+        raise DataError(f"{path}: 'names' must be a list or a mapping")
+    from visiontool.data.records import name_problem
+
+    for k, name in enumerate(result):
+        problem = name_problem(name)
+        if problem:
+            raise DataError(f"{path}: 'names' entry {k} ({name!r}) {problem}; fix the name")
+    return result
 
 
 def _open_spec(spec: Path, *, split: str | None, format: str | None) -> Any:
@@ -178,11 +217,17 @@ def _open_spec(spec: Path, *, split: str | None, format: str | None) -> Any:
 
     name = match_split(split, available, spec)
     root = _spec_root(spec, data)
-    entry_path = root / str(data[name])
-    if not entry_path.exists():
-        raise DataError(f"{spec}: split {name!r} points to {entry_path}, which does not exist")
+    entries = _spec_entries(spec, data, name, root)
     format = format or data.get("format")
     classes = spec_names(data, spec)
+    if len(entries) > 1:
+        if format not in (None, "yolo"):
+            raise DataError(f"{spec}: split {name!r} lists several entries; only YOLO allows that")
+        from visiontool.data.formats import yolo
+
+        dataset = yolo.read_entries(entries, root=root, classes=classes, split=name)
+        return dataset
+    entry_path = entries[0]
     reader = _reader_for_entry(entry_path, format)
     if reader.name == "yolo":
         from visiontool.data.formats import yolo
@@ -194,6 +239,32 @@ def _open_spec(spec: Path, *, split: str | None, format: str | None) -> Any:
         dataset = reader.read(entry_path, None, classes=classes)
     dataset.split = name
     return dataset
+
+
+def _spec_entries(spec: Path, data: dict[str, Any], name: str, root: Path) -> list[Path]:
+    """The path(s) of split `name`: each must exist and lie inside the data set root."""
+    from visiontool.data.records import outside_reason
+
+    value = data[name]
+    values = value if isinstance(value, list) else [value]
+    entries = []
+    for k, item in enumerate(values):
+        label = f"{name!r}" if not isinstance(value, list) else f"{name!r} entry {k}"
+        if not isinstance(item, (str, int, float)) or isinstance(item, bool) or not str(item):
+            raise DataError(f"{spec}: split {label} must be a path, got {item!r}")
+        entry = root / str(item)
+        problem = outside_reason(entry, root)
+        if problem:
+            raise DataError(
+                f"{spec}: split {label} ({item!r}) {problem}; "
+                "set 'path:' to the data set folder and list splits inside it"
+            )
+        if not entry.exists():
+            raise DataError(f"{spec}: split {label} points to {entry}, which does not exist")
+        entries.append(entry)
+    if not entries:
+        raise DataError(f"{spec}: split {name!r} is an empty list")
+    return entries
 
 
 def _spec_root(spec: Path, data: dict[str, Any]) -> Path:

@@ -7,6 +7,9 @@ raising on the first bad line, so `visiontool data check` can list every problem
 
 from __future__ import annotations
 
+import functools
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -163,11 +166,124 @@ def relative_where(path: Path, root: Path, line: int | None = None) -> str:
     return f"{text}:{line}" if line is not None else text
 
 
-def inside_root(path: Path, root: Path) -> bool:
-    """True when `path` stays inside `root` once `..` are folded: annotation paths may not escape
-    the data set. Lexical on purpose: images linked in with `convert --link` are symlinks."""
-    import os
+def outside_reason(path: Path, root: Path) -> str | None:
+    """Why `path` (from an annotation entry) is not inside the data set `root`, else None.
 
-    norm_path = os.path.normpath(os.path.abspath(path))
+    The one rule for every path a data set file names: once symlinks and `..` are resolved
+    (as the OS would), the path lies inside the resolved `root`. A link to a file or folder
+    outside the data set counts as outside; absolute paths are fine when they lie inside.
+    """
+    text = str(path)
+    if "\x00" in text:
+        return "contains a NUL byte"
+    if _under(_real(text), _real_dir(os.path.abspath(root))):
+        return None
     norm_root = os.path.normpath(os.path.abspath(root))
-    return norm_path == norm_root or norm_path.startswith(norm_root.rstrip(os.sep) + os.sep)
+    if not _under(os.path.normpath(os.path.abspath(text)), norm_root):
+        return f"escapes the data set folder {root}"
+    return f"leads outside the data set folder {root} through a symlink"
+
+
+def inside_root(path: Path, root: Path) -> bool:
+    """True when `path` stays inside `root` (see `outside_reason`)."""
+    return outside_reason(path, root) is None
+
+
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _real(path: str) -> str:
+    """`os.path.realpath`, with the parent folder's answer cached: 100k images in a few
+    folders cost one lstat each."""
+    if ".." in path and ".." in Path(path).parts:  # the OS follows a link before `..`: do the same
+        return os.path.realpath(path)
+    parent, name = os.path.split(os.path.abspath(path))
+    real_parent = _real_dir(parent)
+    if not name:
+        return real_parent
+    joined = os.path.join(real_parent, name)
+    if name in (".", "..") or os.path.islink(joined):
+        return os.path.realpath(joined)
+    return joined
+
+
+@functools.lru_cache(maxsize=4096)
+def _real_dir(path: str) -> str:
+    return os.path.realpath(path)
+
+
+def clear_path_cache() -> None:
+    """Forget cached folder resolutions (a long-lived process that relinks folders)."""
+    _real_dir.cache_clear()
+
+
+_BAD_NAME_CHARS = ("/", "\\", "\x00")
+
+
+def name_problem(name: str, *, folder: bool = False) -> str | None:
+    """Why a class name cannot be used as written, else None. Every class name must be
+    non-empty and free of line breaks and control characters (class lists are written one per
+    line, so a blank one would shift every class after it); with `folder`, it must
+    also be a single safe folder name (ImageFolder layout): not
+    `.` or `..`, no `/`, `\\` or NUL, no Windows drive (`C:`)."""
+    if not name.strip():
+        return "is empty"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "contains a line break or control character"
+    if folder:
+        if name in (".", ".."):
+            return "is not a folder name"
+        if any(c in name for c in _BAD_NAME_CHARS):
+            return "contains a path separator"
+        if len(name) >= 2 and name[1] == ":" and name[0].isalpha():
+            return "starts with a drive letter"
+    return None
+
+
+MAX_FILE_ENV = "VISIONTOOL_MAX_FILE_MB"
+DEFAULT_MAX_FILE_MB = 1024
+
+
+def max_file_bytes() -> int:
+    """The size cap on an annotation file read whole (`VISIONTOOL_MAX_FILE_MB`, default 1024)."""
+    value = os.environ.get(MAX_FILE_ENV, "")
+    try:
+        mb = float(value) if value.strip() else DEFAULT_MAX_FILE_MB
+    except ValueError:
+        mb = DEFAULT_MAX_FILE_MB
+    if not mb > 0:
+        mb = DEFAULT_MAX_FILE_MB
+    return int(mb * 1024 * 1024)
+
+
+class FileTooLarge(OSError):
+    """An annotation file over the size cap, or not a regular file."""
+
+
+def read_bytes_capped(path: Path) -> bytes:
+    """The bytes of a regular file of at most `max_file_bytes()`; raises `FileTooLarge` (an
+    OSError, so callers report it like any unreadable file) for larger files, FIFOs, devices."""
+    cap = max_file_bytes()
+    info = os.stat(path)
+    if not stat.S_ISREG(info.st_mode):
+        raise FileTooLarge(f"not a regular file: {path}")
+    if info.st_size > cap:
+        raise FileTooLarge(_too_large(info.st_size, cap))
+    with open(path, "rb") as handle:
+        data = handle.read(cap + 1)
+    if len(data) > cap:
+        raise FileTooLarge(_too_large(len(data), cap))
+    return data
+
+
+def read_text_capped(path: Path, encoding: str = "utf-8") -> str:
+    """`read_bytes_capped` decoded; UnicodeDecodeError as for `Path.read_text`."""
+    return read_bytes_capped(path).decode(encoding)
+
+
+def _too_large(size: int, cap: int) -> str:
+    return (
+        f"file is {size / 2**20:.0f} MB, over the {cap / 2**20:.0f} MB cap; "
+        f"raise it with {MAX_FILE_ENV}=<MB>"
+    )

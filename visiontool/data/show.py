@@ -23,15 +23,28 @@ def render_grid(
     import torch
 
     from visiontool.data.transforms import build_transforms
+    from visiontool.errors import ConfigError
     from visiontool.io.draw import save_image
+    from visiontool.runtime import check_budget, os_error_text
 
+    out = Path(out)
+    if out.is_dir():
+        raise ConfigError(
+            f"--out {out} is a folder; give the grid's file name, e.g. {out}/grid.png"
+        )
+    if n < 1:
+        raise ConfigError(f"--n must be at least 1, got {n}")
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     count = min(n, len(dataset))
+    check_budget(2 * 3 * (TILE + PAD) ** 2 * count, f"--n {n} ({count} tiles)")
     indices = torch.randperm(len(dataset), generator=generator)[:count].tolist()
     dataset.transforms = build_transforms(augment, train=augment != "none", imgsz=None)
     tiles = [_tile(dataset, i) for i in indices]
-    return save_image(_grid(tiles, max(1, math.ceil(math.sqrt(count)))), Path(out))
+    try:
+        return save_image(_grid(tiles, max(1, math.ceil(math.sqrt(count)))), out)
+    except OSError as exc:
+        raise ConfigError(os_error_text(exc, out, "cannot write")) from exc
 
 
 def _tile(dataset: Any, index: int) -> Any:

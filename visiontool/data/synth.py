@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 
 from visiontool.errors import ConfigError
+from visiontool.io.paths import prepare_out
+from visiontool.runtime import check_budget
 
 SHAPES = ["circle", "square", "triangle", "star", "cross", "ring"]
 DIGITS = [str(d) for d in range(10)]
@@ -38,19 +40,39 @@ def synth_detection(
     seed: int = 0,
     val_fraction: float = 0.2,
     max_objects: int = 6,
+    exist_ok: bool = False,
 ) -> dict[str, Any]:
-    """Write `n` shape images with boxes in `fmt` (coco, voc or yolo) with train/val splits."""
-    from PIL import Image
+    """Write `n` shape images with boxes in `fmt` (coco, voc or yolo) with train/val splits.
+    `out` must be new or empty; with `exist_ok` an earlier synth set there is replaced (see
+    `SYNTH_OWNED`)."""
 
     from visiontool import registry
-    from visiontool.data.detection import DetectionDataset
-    from visiontool.data.records import ImageRecord
 
     _check(n, imgsz, val_fraction)
     writer = registry.get("format", fmt)
     if writer.task != "detect":
         raise ConfigError(f"--format must be coco, voc or yolo for detection, got {fmt!r}")
-    out = Path(out)
+    with prepare_out(Path(out), "data/synth", exist_ok=exist_ok, owned=SYNTH_OWNED) as claimed:
+        return _synth_detection(
+            claimed.path, writer, n, imgsz, fmt, seed, val_fraction, max_objects
+        )
+
+
+def _synth_detection(
+    out: Path,
+    writer: Any,
+    n: int,
+    imgsz: int,
+    fmt: str,
+    seed: int,
+    val_fraction: float,
+    max_objects: int,
+) -> dict[str, Any]:
+    from PIL import Image
+
+    from visiontool.data.detection import DetectionDataset
+    from visiontool.data.records import ImageRecord
+
     stage = _stage(out)
     n_val = _n_val(n, val_fraction)
     records: dict[str, list[ImageRecord]] = {"train": [], "val": []}
@@ -100,18 +122,23 @@ def synth_classification(
     seed: int = 0,
     kind: str = "shapes",
     val_fraction: float = 0.2,
+    exist_ok: bool = False,
 ) -> dict[str, Any]:
-    """Write an ImageFolder set `out/{train,val}/<class>/*.png`, balanced over classes."""
-    from PIL import Image
-
+    """Write an ImageFolder set `out/{train,val}/<class>/*.png`, balanced over classes.
+    `out` must be new or empty; with `exist_ok` an earlier synth set there is replaced."""
     _check(n, imgsz, val_fraction)
     if kind not in ("shapes", "digits"):
         raise ConfigError(f"--kind must be 'shapes' or 'digits', got {kind!r}")
+    with prepare_out(Path(out), "data/synth", exist_ok=exist_ok, owned=SYNTH_OWNED) as claimed:
+        return _synth_classification(claimed.path, n, imgsz, seed, kind, val_fraction)
+
+
+def _synth_classification(
+    out: Path, n: int, imgsz: int, seed: int, kind: str, val_fraction: float
+) -> dict[str, Any]:
+    from PIL import Image
+
     classes = SHAPES if kind == "shapes" else DIGITS
-    out = Path(out)
-    for split in ("train", "val"):
-        if (out / split).exists():
-            shutil.rmtree(out / split)
     counts = {"train": 0, "val": 0}
     k = len(classes)
     for i in range(n):
@@ -143,6 +170,8 @@ def _check(n: int, imgsz: int, val_fraction: float) -> None:
         raise ConfigError(f"--n must be at least 1, got {n}")
     if imgsz < 16:
         raise ConfigError(f"--imgsz must be at least 16, got {imgsz}")
+    # render_scene holds a few (imgsz, imgsz) planes at once: float masks, int64 grids
+    check_budget(64 * imgsz * imgsz, f"--imgsz {imgsz}")
     if not 0.0 <= val_fraction < 1.0:
         raise ConfigError(f"val fraction must be in [0, 1), got {val_fraction}")
 
@@ -152,6 +181,26 @@ def _n_val(n: int, val_fraction: float) -> int:
     if val_fraction <= 0 or n < 2:
         return 0
     return min(n - 1, max(1, round(n * val_fraction)))
+
+
+SYNTH_OWNED = (
+    ".staging/*",
+    "images/*/synth_*.jpg",
+    "images/synth_*.jpg",
+    "annotations/instances_*.json",
+    "JPEGImages/synth_*.jpg",
+    "Annotations/synth_*.xml",
+    "ImageSets/Main/*.txt",
+    "labels/*/synth_*.txt",
+    "labels/synth_*.txt",
+    "data.yaml",
+    "classes.txt",
+    "train/*/[0-9][0-9][0-9][0-9][0-9][0-9].png",
+    "val/*/[0-9][0-9][0-9][0-9][0-9][0-9].png",
+)
+"""What `data synth --exist-ok` removes from a reused --out: the images and annotation files
+an earlier synth run wrote there, in any of its layouts (coco, voc, yolo, imagefolder);
+other files are kept."""
 
 
 def _stage(out: Path) -> Path:

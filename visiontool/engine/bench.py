@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from visiontool.errors import ConfigError, ModelLoadError
+
 
 @dataclass
 class BenchConfig:
@@ -124,14 +126,46 @@ def naive_loop(images: Path, out: Path, model: str, weights: str, conf: float) -
             to_pil_image(drawn).save(out / path.name, quality=90)
 
 
-def _timed(cmd: list[str]) -> float:
+def _timed(cmd: list[str], what: str) -> float:
+    """Seconds `cmd` ran; a failure is the child's own error line, with its exit code (3 for
+    a model that cannot be loaded), never a CalledProcessError."""
     start = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        lines = [line.strip() for line in (done.stderr or "").splitlines() if line.strip()]
+        errors = [line.removeprefix("error: ") for line in lines if line.startswith("error:")]
+        reason = (errors or lines or [f"exit status {done.returncode}"])[-1][:300]
+        error = ModelLoadError if done.returncode == 3 else ConfigError
+        raise error(f"benchmark: the {what} run failed: {reason}")
     return time.perf_counter() - start
+
+
+def check_config(config: BenchConfig) -> None:
+    """Every option checked, and the model loaded once, before any image is made: a typo in
+    --model is an UnknownName (exit 2), missing weights a ModelLoadError (exit 3)."""
+    import math
+
+    from visiontool.models.factory import load_model
+    from visiontool.runtime import check_budget
+
+    for option, value, least in (("--n", config.n, 1), ("--repeat", config.repeat, 1),
+                                 ("--batch", config.batch, 1), ("--width", config.width, 16),
+                                 ("--height", config.height, 16)):  # fmt: skip
+        if value < least:
+            raise ConfigError(f"{option} must be at least {least}, got {value}")
+    if not (math.isfinite(config.conf) and 0.0 <= config.conf <= 1.0):
+        raise ConfigError(f"--conf must be in [0, 1], got {config.conf}")
+    # one photo in memory at a time while making them, a few in flight while detecting
+    check_budget(
+        3 * 4 * 8 * config.width * config.height * config.batch,
+        f"--width {config.width} --height {config.height}",
+    )
+    load_model(config.model, config.weights)
 
 
 def run_benchmark(config: BenchConfig) -> BenchResult:
     """Time both pipelines as whole processes, interleaved so machine drift hits both alike."""
+    check_config(config)
     with tempfile.TemporaryDirectory() as tmp:
         images = Path(tmp) / "images"
         make_photos(images, config.n, config.width, config.height)
@@ -146,8 +180,8 @@ def run_benchmark(config: BenchConfig) -> BenchResult:
                 ours_cmd += [flag, str(value)]
         naive_s, ours_s = [], []
         for _ in range(config.repeat):
-            naive_s.append(_timed(naive_cmd))
-            ours_s.append(_timed(ours_cmd))
+            naive_s.append(_timed(naive_cmd, "naive loop"))
+            ours_s.append(_timed(ours_cmd, "visiontool detect"))
     return BenchResult(config=config, naive_s=naive_s, ours_s=ours_s)
 
 

@@ -82,7 +82,13 @@ def extract_state_dict(obj: Any, path: str | Path) -> dict[str, Any]:
     import torch
 
     if is_visiontool_checkpoint(obj):
-        return obj["state_dict"]
+        inner = obj.get("state_dict")
+        if not isinstance(inner, dict) or not inner or not _all_tensors(inner, torch):
+            raise ModelLoadError(
+                f"{path}: its 'state_dict' is missing or not a mapping of names to tensors; "
+                "the checkpoint was edited or is damaged: retrain or re-export it"
+            )
+        return inner
     if isinstance(obj, dict):
         for key in ("model", "state_dict", "model_state_dict"):
             inner = obj.get(key)

@@ -9,7 +9,10 @@ is a short reason fit for a results file.
 
 from __future__ import annotations
 
+import errno
 import io
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -47,14 +50,45 @@ def decode_image_bytes(data: bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXE
 
 
 def _read_bytes(path: Path) -> bytes:
+    """The file's bytes; only regular files are read. The file is opened non-blocking and
+    checked before reading, so a FIFO, socket or device (`/dev/zero`) is refused at once
+    rather than hanging or reading forever."""
     try:
-        return path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError as exc:
         raise ImageError("file not found") from exc
     except IsADirectoryError as exc:
         raise ImageError("is a directory") from exc
     except OSError as exc:
+        if exc.errno == errno.ENXIO:  # a socket, or a FIFO opened without a writer
+            raise ImageError("not a regular file (socket or FIFO); skipped") from exc
         raise ImageError(f"cannot read file ({exc.strerror or exc})") from exc
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise ImageError("is a directory")
+        if not stat.S_ISREG(mode):
+            raise ImageError(f"not a regular file ({special_file_kind(mode)}); skipped")
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            return handle.read()
+    except OSError as exc:
+        raise ImageError(f"cannot read file ({exc.strerror or exc})") from exc
+    finally:
+        os.close(fd)
+
+
+def special_file_kind(mode: int) -> str:
+    """What a non-regular file is, in words, from its `st_mode`."""
+    for test, kind in (
+        (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISDIR, "directory"),
+    ):
+        if test(mode):
+            return kind
+    return "special file"
 
 
 def _check_size(width: int, height: int, max_pixels: int | None) -> None:

@@ -45,6 +45,8 @@ class RawPredictions:
     class_ids: np.ndarray  # (N,) jsonl class_id (-1 where absent) or coco category_id
     where: np.ndarray  # (N,) line number (jsonl) or 1-based entry number (coco)
     failed_images: int = 0  # jsonl records whose "error" was set
+    file_names: list[str | None] = field(default_factory=list)  # coco: per row, else empty
+    keyed_by_name: bool = False  # coco records are file names (ids disagreed), not image ids
 
     @property
     def unit(self) -> str:
@@ -61,6 +63,7 @@ class Detections:
     scores: np.ndarray  # (N,)
     labels: np.ndarray  # (N,) int64
     warnings: list[str] = field(default_factory=list)
+    matching: str = "by image id"  # how rows found their images: "by image id" / "by file name"
 
     def __len__(self) -> int:
         return int(self.labels.size)
@@ -86,12 +89,29 @@ class ImageIndex:
 
     def __init__(self, images: Sequence[tuple[int, str]]) -> None:
         self._index: dict[str, int | None] = {}
+        self._shared: dict[str, set[int]] = {}  # ambiguous key -> the images it names
         for image_id, name in images:
             parts = _parts(name)
             for i in range(len(parts)):
                 key = "/".join(parts[i:])
                 previous = self._index.get(key, image_id)
+                if previous != image_id or key in self._shared:
+                    shared = self._shared.setdefault(key, set())
+                    shared.add(image_id)
+                    if previous is not None:
+                        shared.add(previous)
                 self._index[key] = image_id if previous == image_id else None
+
+    def matches(self, name: str, image_id: int) -> bool:
+        """Whether the path `name` can be data-set image `image_id` (its longest indexed
+        trailing part names that image, alone or among others)."""
+        parts = _parts(name)
+        for i in range(len(parts)):
+            key = "/".join(parts[i:])
+            if key in self._index:
+                found = self._index[key]
+                return found == image_id if found is not None else image_id in self._shared[key]
+        return False
 
     def lookup(self, name: str) -> tuple[int | None, str]:
         """(image id, "") or (None, why not)."""
@@ -217,12 +237,16 @@ def _read_coco_results(path: Path, text: str) -> RawPredictions:
         boxes = [r["bbox"] for r in rows]
         scores = [r["score"] for r in rows]
         category_ids = [r["category_id"] for r in rows]
-    except (KeyError, TypeError):
+        file_names = [r.get("file_name") for r in rows]
+    except (KeyError, TypeError, AttributeError):
         bad = next(i for i, r in enumerate(rows, 1) if not _coco_row_ok(r))
         raise _fail(
             path, "entry", bad, 'needs "image_id", "category_id", "bbox" and "score"'
         ) from None
     where = np.arange(1, len(rows) + 1, dtype=np.int64)
+    for n, name in enumerate(file_names, 1):
+        if name is not None and not isinstance(name, str):
+            raise _fail(path, "entry", n, f"file_name must be a string, got {name!r}")
     ids = _int_array(path, "entry", where, image_ids, "image_id")
     keys, record = np.unique(ids, return_inverse=True)
     box_array, score_array, cat_array = _numeric(path, "entry", where, boxes, scores, category_ids)
@@ -237,6 +261,7 @@ def _read_coco_results(path: Path, text: str) -> RawPredictions:
         labels=[],
         class_ids=cat_array,
         where=where,
+        file_names=file_names,
     )
 
 
@@ -307,11 +332,21 @@ def resolve_predictions(
 ) -> Detections:
     """Tie raw rows to the data set; bad rows raise DataError, or are dropped with a warning.
 
-    `images` resolves jsonl paths; COCO results name images by `image_ids` directly. Classes
-    are matched by label name, else jsonl `class_id` (0-based) or COCO `category_id`.
+    `images` resolves jsonl paths. COCO results name images by `image_id`, unless their rows
+    carry `file_name`s that disagree with the data set's names for those ids (as
+    `detect --save-coco` numbers images it cannot tie to a data set): then they are matched by
+    file name, like jsonl paths. `Detections.matching` says which. An image given twice (two
+    jsonl lines, or two COCO file names for one image) is an error; `lenient` keeps the first.
+    Classes are matched by label name, else jsonl `class_id` (0-based) or COCO `category_id`.
     """
     issues = _Issues(raw, lenient)
+    matching = "by file name" if raw.format == "jsonl" else "by image id"
+    if raw.format == "coco" and images is not None and _ids_disagree(raw, images):
+        raw = _keyed_by_file_name(raw)
+        matching = "by file name"
     record_image = _record_images(raw, images, set(image_ids), issues)
+    if raw.format == "jsonl" or matching == "by file name":
+        _drop_duplicate_images(raw, record_image, issues)
     det_image = record_image[raw.record] if raw.record.size else np.zeros(0, dtype=np.int64)
     issues.check_rows(det_image < 0, None)
     labels = _class_indices(raw, classes, category_ids, issues)
@@ -328,7 +363,90 @@ def resolve_predictions(
         scores=raw.scores[keep],
         labels=labels[keep],
         warnings=issues.warnings,
+        matching=matching,
     )
+
+
+def _ids_disagree(raw: RawPredictions, images: ImageIndex) -> bool:
+    """True when some COCO row's `file_name` is not the data set's image for its `image_id`.
+
+    Raises when ids and names disagree but some rows have no `file_name` to match by."""
+    if not any(name is not None for name in raw.file_names):
+        return False
+    pairs: dict[tuple[int, str], int] = {}  # (record, file name) -> first row
+    unnamed = -1
+    for row, (record, name) in enumerate(zip(raw.record.tolist(), raw.file_names, strict=True)):
+        if name is None:
+            unnamed = row if unnamed < 0 else unnamed
+        else:
+            pairs.setdefault((record, name), row)
+    disagree = next(
+        ((rec, name, row) for (rec, name), row in pairs.items()
+         if not images.matches(name, int(raw.keys[rec]))),
+        None,
+    )  # fmt: skip
+    if disagree is None:
+        return False
+    record, name, row = disagree
+    if unnamed >= 0:
+        raise DataError(
+            f"{raw.path}: entry {row + 1}: image_id {raw.keys[record]} is not the data set's "
+            f"image {name!r}, and entry {unnamed + 1} has no file_name to match by; write the "
+            "data set's image ids (`visiontool detect --save-coco --data DATASET`) or a "
+            "file_name on every entry"
+        )
+    return True
+
+
+def _keyed_by_file_name(raw: RawPredictions) -> RawPredictions:
+    """The same rows, one record per `file_name` instead of per `image_id`."""
+    keys, record = np.unique(np.asarray(raw.file_names, dtype=object), return_inverse=True)
+    return RawPredictions(
+        path=raw.path,
+        format="coco",
+        keys=[str(k) for k in keys.tolist()],
+        record_where=[],
+        record=record.reshape(-1).astype(np.int64),
+        boxes=raw.boxes,
+        scores=raw.scores,
+        labels=raw.labels,
+        class_ids=raw.class_ids,
+        where=raw.where,
+        failed_images=raw.failed_images,
+        file_names=raw.file_names,
+        keyed_by_name=True,
+    )
+
+
+def _drop_duplicate_images(raw: RawPredictions, record_image: np.ndarray, issues: _Issues) -> None:
+    """Records that resolve to an image an earlier record already gave: an error, or (lenient)
+    their rows are dropped and the first record is kept."""
+    first_where = _record_first_where(raw)
+    order = np.argsort(first_where, kind="stable")
+    seen: dict[int, int] = {}  # image id -> record
+    unit = raw.unit
+    for rec in order.tolist():
+        image = int(record_image[rec])
+        if image < 0:
+            continue
+        if image not in seen:
+            seen[image] = rec
+            continue
+        first = seen[image]
+        same = raw.keys[first] == raw.keys[rec]
+        what = f"image {raw.keys[rec]!r}" + (
+            "" if same else f" (the same image as {raw.keys[first]!r})"
+        )
+        message = f"{what} is already on {unit} {first_where[first]}; each image must appear once"
+        if not issues.lenient:
+            raise _fail(
+                raw.path, unit, int(first_where[rec]),
+                f"{message}; remove one, or pass --lenient to keep the first",
+            )  # fmt: skip
+        rows = raw.record == rec
+        issues.report([int(first_where[rec])], f"{message}; kept {unit} {first_where[first]}",
+                      int(rows.sum()))  # fmt: skip
+        issues.bad |= rows
 
 
 class _Issues:
@@ -368,8 +486,9 @@ def _record_images(
     """Ground-truth image id of each record, -1 for images the data set does not have."""
     out = np.full(len(raw.keys), -1, dtype=np.int64)
     missing: list[tuple[int, str]] = []  # (record, why)
+    by_id = raw.format == "coco" and not raw.keyed_by_name
     for i, key in enumerate(raw.keys):
-        if raw.format == "coco":
+        if by_id:
             found, why = (
                 (key, "") if key in known else (None, f"image_id {key} is not in the data set")
             )

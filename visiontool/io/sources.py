@@ -4,6 +4,11 @@ A SOURCE is an image file, a directory (recursive with `recursive=True`), a glob
 of paths, or `-` for paths on stdin. Each path comes with a relative output name, so annotated
 images keep the input's layout and names never collide. Paths stream: memory stays flat on
 folders of any size.
+
+Folder scans and globs take regular files only (symlinks to them included): a FIFO, socket or
+device found there is skipped without a word, as `ls *.jpg | xargs` users expect. A path named
+explicitly (an argument, a list entry) that is not a regular file is passed on, and the decoder
+reports it as a failed input (exit 1 at the end), without opening it for a blocking read.
 """
 
 from __future__ import annotations
@@ -88,7 +93,7 @@ def _from_dir(root: Path, recursive: bool) -> Iterator[tuple[str, str]]:
             dirs.clear()
         for name in sorted(files):
             full = Path(folder) / name
-            if is_image_path(full):
+            if is_image_path(full) and full.is_file():  # FIFOs, devices, sockets: skipped
                 yield str(full), full.relative_to(root).as_posix()
 
 
@@ -109,6 +114,11 @@ def _from_list(lines: tuple[str, ...] | list[str], base: Path) -> Iterator[tuple
 
 
 def _read_list(path: Path) -> list[str]:
+    if not path.is_file():
+        raise DataError(
+            f"list file {path} is not a regular file; save the list to a file, or pipe it "
+            "to `-` (stdin)"
+        )
     try:
         return _clean_lines(path.read_text(encoding="utf-8").splitlines())
     except (OSError, UnicodeDecodeError) as exc:

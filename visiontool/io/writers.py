@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
@@ -24,8 +25,13 @@ class JsonlWriter:
         self.path = path
         self._handle: IO[str] = path.open("w", encoding="utf-8")
 
-    def write(self, result: ImageResult) -> None:
-        self._handle.write(json.dumps(result.to_dict()) + "\n")
+    def write(self, result: ImageResult, saved: list[str] | None = None) -> None:
+        """One line; `saved` (the per-image files written for it, relative to the output
+        folder) is recorded so `--exist-ok` can later remove exactly these files."""
+        data = result.to_dict()
+        if saved:
+            data["saved"] = saved
+        self._handle.write(json.dumps(data) + "\n")
         self._handle.flush()
 
     def close(self) -> None:
@@ -35,14 +41,22 @@ class JsonlWriter:
 class CocoResultsWriter:
     """coco_results.json in the COCO results format, streamed to a temp file then renamed.
 
-    `image_id` is the file stem when it is a number (COCO's own naming), else the 1-based
-    position of the image in the run; each entry also carries `file_name` for matching.
+    `image_id` is what `image_ids(result)` returns (the data set's id, with `detect --data`);
+    without it (or when it returns None), the file stem when it is a number (COCO's own
+    naming), else the 1-based position of the image in the run. Each entry also carries
+    `file_name` (the image's relative name), which `eval` matches by when ids disagree.
     """
 
-    def __init__(self, path: Path, category_ids: list[int]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        category_ids: list[int],
+        image_ids: Callable[[ImageResult], int | None] | None = None,
+    ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.category_ids = category_ids
+        self.image_ids = image_ids
         self._tmp = path.with_name(f".{path.name}.tmp")
         self._handle: IO[str] = self._tmp.open("w", encoding="utf-8")
         self._handle.write("[")
@@ -53,8 +67,10 @@ class CocoResultsWriter:
         self._count += 1
         if not result.ok or not result.detections:
             return
-        stem = PurePosixPath(result.rel).stem
-        image_id = int(stem) if stem.isdigit() else self._count
+        image_id = self.image_ids(result) if self.image_ids is not None else None
+        if image_id is None:
+            stem = PurePosixPath(result.rel).stem
+            image_id = int(stem) if stem.isdigit() else self._count
         for det in result.detections:
             entry = {
                 "image_id": image_id,
@@ -79,17 +95,19 @@ class YoloTxtWriter:
         self.folder = folder
         self.save_conf = save_conf
 
-    def write(self, result: ImageResult) -> None:
+    def write(self, result: ImageResult, base: PurePosixPath | None = None) -> Path | None:
+        """Write labels/<base>.txt (`base`: from `OutputNames`; default the input's name)."""
         if not result.ok or result.detections is None:
-            return
+            return None
         lines = []
         scale = (result.width, result.height, result.width, result.height)
         for det in result.detections:
             values = [v / s for v, s in zip(xyxy_to_cxcywh(tuple(det.box)), scale, strict=True)]
             line = f"{det.class_id} " + " ".join(f"{v:.6f}" for v in values)
             lines.append(line + (f" {det.score:.5f}" if self.save_conf else ""))
-        target = self.folder / PurePosixPath(result.rel).with_suffix(".txt")
-        write_bytes(target, ("\n".join(lines) + ("\n" if lines else "")).encode())
+        base = base if base is not None else PurePosixPath(result.rel).with_suffix("")
+        target = self.folder / base.with_name(base.name + ".txt")
+        return write_bytes(target, ("\n".join(lines) + ("\n" if lines else "")).encode())
 
     def close(self) -> None:
         pass
@@ -101,7 +119,10 @@ class ImageWriter:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
-    def write(self, result: ImageResult, image: Any) -> Path | None:
+    def write(
+        self, result: ImageResult, image: Any, base: PurePosixPath | None = None
+    ) -> Path | None:
+        """Write <base><suffix> (`base`: from `OutputNames`; default the input's name)."""
         from visiontool.io.draw import (
             draw_classes,
             draw_detections,
@@ -119,5 +140,26 @@ class ImageWriter:
             draw_detections(bgr, result.detections or [])
         rel = PurePosixPath(result.rel)
         suffix = output_suffix(rel.suffix)
-        target = self.folder / rel.with_suffix(suffix)
+        base = base if base is not None else rel.with_suffix("")
+        target = self.folder / base.with_name(base.name + suffix)
         return write_bytes(target, encode_image(bgr, suffix))
+
+
+class OutputNames:
+    """The name every per-image output of one input gets: its relative path without the
+    suffix, made unique by that stem (case-insensitively, for case-insensitive disks) with
+    `_2`, `_3`... So a.gif + a.png, or b.jpg + b.png, become a/a_2 and b/b_2 in every output
+    (annotated image, labels/*.txt), and one input gets the same name everywhere."""
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+
+    def base(self, rel: str) -> PurePosixPath:
+        path = PurePosixPath(rel)
+        stem = path.with_suffix("") if path.suffix and path.stem else path
+        candidate, index = stem, 2
+        while candidate.as_posix().casefold() in self._seen:
+            candidate = stem.with_name(f"{stem.name}_{index}")
+            index += 1
+        self._seen.add(candidate.as_posix().casefold())
+        return candidate

@@ -26,16 +26,17 @@ def classification_metrics(
     """Metrics from per-class scores (N, C) and true labels (N,).
 
     Top-k counts a sample as right when its label is among the k highest scores (ties broken by
-    the lower class index); with fewer than 5 classes top-5 is top-C.
+    the lower class index); with fewer than 5 classes top-5 is top-C. With no samples top-1 and
+    top-5 are undefined: -1, as pycocotools reports an empty split.
     """
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
     n, c = scores.shape if scores.ndim == 2 else (0, num_classes or 0)
     k_classes = num_classes or c
-    if n == 0:
+    if n == 0:  # nothing to score: undefined (-1), as pycocotools reports empty splits
         zeros = np.zeros(k_classes)
         empty = np.zeros((k_classes, k_classes), dtype=np.int64)
-        return ClassificationResult(0.0, 0.0, zeros, zeros, zeros, zeros.astype(np.int64), empty)
+        return ClassificationResult(-1.0, -1.0, zeros, zeros, zeros, zeros.astype(np.int64), empty)
     ranked = np.argsort(-scores, axis=1, kind="stable")[:, : min(5, c)]
     correct = ranked == labels[:, None]
     matrix = classification_confusion(labels, ranked[:, 0], num_classes=k_classes)

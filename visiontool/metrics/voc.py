@@ -83,7 +83,10 @@ def evaluate_voc(
     order = np.argsort(-det_scores, kind="stable")
     hit = best_iou[order] >= iou_threshold
     target = best_gt[order]
-    ignored = hit & difficult[np.maximum(target, 0)] & (target >= 0)
+    # a detection that matched a difficult box is ignored; `target` is -1 where nothing
+    # matched, and there may be no ground truth at all (an empty split): index only matches
+    ignored = hit & (target >= 0)
+    ignored[ignored] = difficult[target[ignored]]
     claim = hit & ~ignored
     first = np.zeros(order.size, dtype=bool)
     _, first_pos = np.unique(np.where(claim, target, -1), return_index=True)

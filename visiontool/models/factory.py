@@ -146,7 +146,7 @@ def _from_file(model: str | None, path: Path) -> tuple[Any, ModelInfo]:
     obj = read_checkpoint(path)
     state_dict = extract_state_dict(obj, path)
     if is_visiontool_checkpoint(obj):
-        info = ModelInfo.from_dict({**obj["model_info"], "weights": str(path)})
+        info = checkpoint_info(obj, path)
         if model is not None and not _same_model(model, info):
             raise ModelLoadError(
                 f"{path} is a {info.name!r} checkpoint but --model {model!r} was given: "
@@ -154,8 +154,15 @@ def _from_file(model: str | None, path: Path) -> tuple[Any, ModelInfo]:
             )
         try:
             module = rebuild(info)
-        except ConfigError as exc:
-            raise ModelLoadError(f"{path}: cannot rebuild its architecture ({exc})") from exc
+        except ModelLoadError:
+            raise
+        except (ConfigError, TypeError, ValueError, KeyError, AttributeError, RuntimeError,
+                IndexError) as exc:  # fmt: skip
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise ModelLoadError(
+                f"{path}: cannot rebuild its architecture from model_info.build ({first}); "
+                "the checkpoint was edited or comes from another version: retrain or re-export it"
+            ) from exc
     else:
         if model is None:
             raise ConfigError(
@@ -171,6 +178,30 @@ def _from_file(model: str | None, path: Path) -> tuple[Any, ModelInfo]:
         module = spec.build()
     load_state(module, state_dict, path=path, info=info)
     return module, info
+
+
+def checkpoint_info(obj: dict[str, Any], path: Path) -> ModelInfo:
+    """The checked `ModelInfo` of a visiontool checkpoint: types (`ModelInfo.from_dict`), and a
+    class list that fits the network it records (a detector has len(raw_classes) class
+    outputs, background included; a classifier len(classes)). Any problem is one
+    `ModelLoadError` naming the file (exit 3), never a model that runs with wrong labels."""
+    data = obj.get("model_info")
+    try:
+        info = ModelInfo.from_dict({**data, "weights": str(path)} if isinstance(data, dict)
+                                   else data)  # fmt: skip
+    except ModelLoadError as exc:
+        raise ModelLoadError(
+            f"{path}: {exc}; the checkpoint's metadata was edited or is damaged: retrain or "
+            "re-export it"
+        ) from None
+    recorded = info.build.get("num_classes")
+    if recorded is not None and recorded != info.class_outputs():
+        raise ModelLoadError(
+            f"{path}: model_info lists {len(info.classes)} classes "
+            f"({info.class_outputs()} class outputs) but its network has {recorded}: the "
+            "class list does not match the weights; retrain or re-export the checkpoint"
+        )
+    return info
 
 
 def _same_model(name: str, info: ModelInfo) -> bool:

@@ -59,8 +59,8 @@ def anchor_shapes(sizes: Sequence[float], ratios: Sequence[float]) -> list[tuple
     sizes, ratios = [float(s) for s in sizes], [float(r) for r in ratios]
     if not sizes or not ratios:
         raise ValueError("sizes and ratios must each hold at least one value")
-    if min(sizes) <= 0 or min(ratios) <= 0:
-        raise ValueError("sizes and ratios must be positive")
+    if not all(math.isfinite(v) and v > 0 for v in sizes + ratios):  # nan, inf, <= 0
+        raise ValueError("sizes and ratios must be positive finite numbers")
     return [(sizes[0], r) for r in ratios] + [(s, ratios[0]) for s in sizes[1:]]
 
 
@@ -93,7 +93,10 @@ def multibox_prior(
     height, width = int(height), int(width)
     if height <= 0 or width <= 0:
         raise ValueError(f"feature map size must be positive, got {height}x{width}")
+    if not math.isfinite(float(offset)):
+        raise ValueError(f"offset must be a finite number, got {offset}")
     pairs = torch.tensor(anchor_shapes(sizes, ratios), dtype=torch.float64)
+    _check_anchor_memory(height * width, len(pairs), dtype, f"a {height}x{width} feature map")
     root = torch.sqrt(pairs[:, 1])
     ws, hs = pairs[:, 0] * root, pairs[:, 0] / root
     half = (torch.stack([-ws, -hs, ws, hs], dim=1) / 2).to(device=device, dtype=dtype)
@@ -104,6 +107,17 @@ def multibox_prior(
     centres[..., 1::2] = cy[:, None, None]
     out = centres.view(height * width, 1, 4) + half[None]
     return out.view(1, -1, 4)
+
+
+def _check_anchor_memory(cells: int, per_cell: int, dtype: torch.dtype, what: str) -> None:
+    """ConfigError (exit 2) before allocating more anchors than the memory budget allows
+    (`runtime.check_budget`): the anchors, their centres, and about as much again for the
+    caller's next step (IoU, inside masks)."""
+    from visiontool.runtime import check_budget
+
+    itemsize = torch.empty(0, dtype=dtype).element_size()
+    count = cells * per_cell
+    check_budget((2 * count + cells) * 4 * itemsize, f"{count:,} anchors for {what}")
 
 
 def _as_rows(anchors: torch.Tensor) -> torch.Tensor:
@@ -295,7 +309,15 @@ def grid_anchors(
     stride*scale/sqrt(ratio) (ratio = width / height). Cells are row-major (y, then x).
     """
     height, width = image_size
+    if not stride >= 1 or not all(math.isfinite(v) and v > 0 for v in [*scales, *ratios]):
+        raise ValueError("stride must be >= 1, and scales and ratios positive finite numbers")
     rows, cols = math.ceil(height / stride), math.ceil(width / stride)
+    _check_anchor_memory(
+        rows * cols,
+        len(scales) * len(ratios),
+        dtype,
+        f"a {height}x{width} image at stride {stride}",
+    )
     shapes = torch.tensor(
         [(stride * s * math.sqrt(r), stride * s / math.sqrt(r)) for s in scales for r in ratios],
         dtype=torch.float64,

@@ -12,7 +12,15 @@ from typing import Any
 
 from visiontool.data.detection import DetectionDataset
 from visiontool.data.formats.common import match_split, place_file, unique_names
-from visiontool.data.records import ImageRecord, Issues, RawBox, build_record, inside_root
+from visiontool.data.records import (
+    ImageRecord,
+    Issues,
+    RawBox,
+    build_record,
+    name_problem,
+    outside_reason,
+    read_text_capped,
+)
 from visiontool.errors import DataError
 from visiontool.ops.boxes import xywh_to_xyxy, xyxy_to_xywh
 
@@ -24,6 +32,8 @@ def probe(path: Path) -> bool:
 
 
 def _looks_like_coco(path: Path) -> bool:
+    if not path.is_file():  # a FIFO named x.json would block the open
+        return False
     try:
         with path.open("rb") as handle:
             head = handle.read(65536)
@@ -39,10 +49,14 @@ def _annotation_files(root: Path) -> dict[str, Path]:
         if not folder.is_dir():
             continue
         for path in sorted(folder.glob("*.json")):
+            if path.name.startswith("."):
+                continue
             name = path.stem
             if name.startswith("instances_"):
                 name = name[len("instances_") :]
             elif folder == root and not _looks_like_coco(path):
+                continue
+            if not name or name.startswith("."):
                 continue
             found.setdefault(name, path)
         if found:
@@ -75,7 +89,7 @@ def _split_of(json_path: Path) -> str:
 
 def _load(json_path: Path, issues: Issues) -> dict[str, Any] | None:
     try:
-        text = json_path.read_text(encoding="utf-8")
+        text = read_text_capped(json_path)
     except (OSError, UnicodeDecodeError) as exc:
         issues.error(json_path, f"cannot read file ({exc})")
         return None
@@ -83,6 +97,9 @@ def _load(json_path: Path, issues: Issues) -> dict[str, Any] | None:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         issues.error(f"{json_path}:{exc.lineno}", f"invalid JSON ({exc.msg}, column {exc.colno})")
+        return None
+    except RecursionError:
+        issues.error(json_path, "invalid COCO JSON: nested too deeply")
         return None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         issues.error(json_path, "not a COCO detection file (no 'images' list)")
@@ -134,7 +151,12 @@ def _categories(
         if cat["id"] in cats:
             issues.error(f"{json_path}: categories[{i}]", f"duplicate category id {cat['id']}")
             continue
-        cats[cat["id"]] = str(cat.get("name", cat["id"]))
+        name = str(cat.get("name", cat["id"]))
+        problem = name_problem(name)
+        if problem:
+            issues.error(f"{json_path}: categories[{i}]", f"category name {name!r} {problem}")
+            continue
+        cats[cat["id"]] = name
     if not cats:
         issues.error(json_path, "no 'categories': cannot name the classes")
     ids = sorted(cats)
@@ -148,6 +170,14 @@ def _images(data: dict[str, Any], json_path: Path, issues: Issues) -> dict[int, 
         if not isinstance(image, dict) or "id" not in image or "file_name" not in image:
             issues.error(where, "image entry needs 'id' and 'file_name'")
             continue
+        if not isinstance(image["file_name"], str) or not image["file_name"].strip():
+            issues.error(where, f"file_name must be a path, got {image['file_name']!r}")
+            continue
+        try:
+            hash(image["id"])
+        except TypeError:
+            issues.error(where, f"image id must be an integer, got {image['id']!r}")
+            continue
         if image["id"] in images:
             issues.error(where, f"duplicate image id {image['id']}")
             continue
@@ -160,6 +190,7 @@ def _find_image_dir(
 ) -> Path:
     """Where `file_name`s live: the first candidate folder holding the first images."""
     names = [str(image["file_name"]) for image in list(images.values())[:5]]
+    names = [n for n in names if "\x00" not in n and outside_reason(root / n, root) is None]
     candidates = []
     for base in (root, json_path.parent):
         if split:
@@ -185,6 +216,9 @@ def _annotation(
         issues.error(where, "annotation is not an object")
         return None
     bbox = ann.get("bbox")
+    if not all(_hashable(ann.get(key)) for key in ("image_id", "category_id")):
+        issues.error(where, "image_id and category_id must be integers")
+        return None
     if ann.get("image_id") not in raw:
         issues.error(where, f"unknown image_id {ann.get('image_id')!r}")
         return None
@@ -213,6 +247,14 @@ def _annotation(
     )
 
 
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
 def _record(
     image_id: int,
     image: dict[str, Any],
@@ -225,8 +267,9 @@ def _record(
     where = f"{json_path}: image id {image_id}"
     file_name = str(image["file_name"])
     path = image_dir / file_name
-    if Path(file_name).is_absolute() or not inside_root(path, root):
-        issues.error(where, f"file_name {file_name!r} escapes the data set folder {root}")
+    problem = outside_reason(path, root)
+    if problem:
+        issues.error(where, f"file_name {file_name!r} {problem}")
         return None
     if not path.is_file():
         issues.error(where, f"missing image file {path}")

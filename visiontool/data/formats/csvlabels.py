@@ -9,8 +9,8 @@ import csv
 from pathlib import Path
 
 from visiontool.data.classification import ClassificationDataset
-from visiontool.data.formats.common import match_split, place_file
-from visiontool.data.records import Issues, inside_root
+from visiontool.data.formats.common import match_split, place_file, visible_stems
+from visiontool.data.records import Issues, name_problem, outside_reason, read_text_capped
 from visiontool.errors import DataError
 
 HEADER_WORDS = {"filename", "file", "file_name", "path", "image", "image_path", "img", "name"}
@@ -23,7 +23,7 @@ def probe(path: Path) -> bool:
 
 
 def splits(path: Path) -> list[str]:
-    return [] if path.is_file() else sorted(p.stem for p in path.glob("*.csv"))
+    return [] if path.is_file() else sorted(visible_stems(list(path.glob("*.csv"))))
 
 
 def read(
@@ -35,7 +35,7 @@ def read(
         if split_name is None:
             raise DataError(f"{path}: no .csv file in this folder")
         csv_path = path / f"{split_name}.csv"
-        all_csv = sorted(path.glob("*.csv"))
+        all_csv = [path / f"{name}.csv" for name in splits(path)]
     else:
         csv_path, all_csv = path, [path]
     issues = Issues()
@@ -49,7 +49,7 @@ def read(
 def _rows(csv_path: Path, issues: Issues) -> list[tuple[str, list[str], int]]:
     """(filename, labels, line number) per data row."""
     try:
-        text = csv_path.read_text(encoding="utf-8-sig")
+        text = read_text_capped(csv_path, encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{csv_path}: cannot read CSV ({exc})") from exc
     rows = []
@@ -87,10 +87,18 @@ def _dataset(
         where = f"{csv_path}:{number}"
         path = _resolve(root, file_name)
         unknown = [label for label in labels if label not in index_of]
+        bad = [(label, name_problem(label, folder=True)) for label in labels]
+        bad = [(label, problem) for label, problem in bad if problem]
+        outside = outside_reason(path, root)
         if unknown:
             issues.error(where, f"unknown class {unknown[0]!r}")
-        elif Path(file_name).is_absolute() or not inside_root(path, root):
-            issues.error(where, f"path {file_name!r} escapes the data set folder {root}")
+        elif bad:
+            issues.error(
+                where,
+                f"class name {bad[0][0]!r} {bad[0][1]}: class names become folder names; rename it",
+            )
+        elif outside:
+            issues.error(where, f"path {file_name!r} {outside}")
         elif not path.is_file():
             issues.error(where, f"missing image file {path}")
         else:
@@ -110,10 +118,10 @@ def _dataset(
 
 def _resolve(root: Path, file_name: str) -> Path:
     direct = root / file_name
-    if direct.is_file():
+    if "\x00" in file_name or direct.is_file():
         return direct
     nested = root / "images" / file_name
-    return nested if nested.is_file() else direct
+    return nested if nested.is_file() and outside_reason(nested, root) is None else direct
 
 
 def write(splits: dict[str, ClassificationDataset], out: Path, *, transfer: str = "copy") -> None:

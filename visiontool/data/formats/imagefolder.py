@@ -9,8 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from visiontool.data.classification import ClassificationDataset
-from visiontool.data.formats.common import SPLIT_NAMES, list_images, match_split, place_file
-from visiontool.data.records import Issues
+from visiontool.data.formats.common import (
+    SPLIT_NAMES,
+    list_images,
+    match_split,
+    output_path,
+    place_file,
+)
+from visiontool.data.records import Issues, outside_reason, relative_where
 from visiontool.errors import DataError
 
 
@@ -58,7 +64,12 @@ def read(
         images = list_images(class_dir, recursive=True)
         if not images:
             issues.warn(class_dir, "class folder has no images")
-        samples += [(image, index_of[class_dir.name]) for image in images]
+        for image in images:
+            problem = outside_reason(image, path)
+            if problem:
+                issues.error(relative_where(image, path), f"image {problem}")
+            else:
+                samples.append((image, index_of[class_dir.name]))
     return ClassificationDataset(
         samples, classes, root=path, format="imagefolder", split=split_name, issues=issues.items
     )
@@ -67,9 +78,13 @@ def read(
 def write(splits: dict[str, ClassificationDataset], out: Path, *, transfer: str = "copy") -> None:
     """`out/<split>/<class>/<file>`; multi-label samples go under their first label."""
     for split, dataset in splits.items():
+        folders = [
+            output_path(out, split, name, entry=f"class {k} of split {split!r}")
+            for k, name in enumerate(dataset.classes)
+        ]
         used: set[Path] = set()
         for path, label in dataset.samples:
-            dest = out / split / dataset.classes[label] / path.name
+            dest = folders[label] / path.name
             k = 2
             while dest in used:
                 dest = dest.with_name(f"{path.stem}_{k}{path.suffix}")

@@ -17,9 +17,20 @@ from visiontool.data.formats.common import (
     place_file,
     read_names_file,
     unique_names,
+    visible_stems,
     write_names_file,
 )
-from visiontool.data.records import ImageRecord, Issues, RawBox, build_record, inside_root
+from visiontool.data.records import (
+    ImageRecord,
+    Issues,
+    RawBox,
+    build_record,
+    inside_root,
+    name_problem,
+    outside_reason,
+    read_bytes_capped,
+    read_text_capped,
+)
 from visiontool.errors import DataError
 from visiontool.io.images import IMAGE_SUFFIXES
 
@@ -46,7 +57,7 @@ def probe(path: Path) -> bool:
 
 def splits(path: Path) -> list[str]:
     folder = _root(path) / "ImageSets" / "Main"
-    return sorted(p.stem for p in folder.glob("*.txt") if "_" not in p.stem)
+    return sorted(s for s in visible_stems(list(folder.glob("*.txt"))) if "_" not in s)
 
 
 def read(path: Path, split: str | None, *, classes: list[str] | None = None) -> DetectionDataset:
@@ -55,7 +66,7 @@ def read(path: Path, split: str | None, *, classes: list[str] | None = None) -> 
         raise DataError(f"{path}: not a VOC folder (no Annotations/)")
     issues = Issues()
     split_name = match_split(split, splits(root), root)
-    ids = _split_ids(root, split_name)
+    ids = _split_ids(root, split_name, issues)
     parsed = {i: _parse(root / "Annotations" / f"{i}.xml", issues) for i in ids}
     names = classes or _classes(root, parsed)
     index_of = {name: k for k, name in enumerate(names)}
@@ -70,14 +81,26 @@ def read(path: Path, split: str | None, *, classes: list[str] | None = None) -> 
     )
 
 
-def _split_ids(root: Path, split: str | None) -> list[str]:
+def _split_ids(root: Path, split: str | None, issues: Issues) -> list[str]:
+    """Image ids of a split; an id whose annotation file would lie outside the data set (or
+    is not a readable name) is an error at its ImageSets line."""
     if split is None:
-        return sorted(p.stem for p in (root / "Annotations").glob("*.xml"))
+        return sorted(visible_stems(list((root / "Annotations").glob("*.xml"))))
     list_file = root / "ImageSets" / "Main" / f"{split}.txt"
+    try:
+        lines = read_text_capped(list_file).splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{list_file}: cannot read the image list ({exc})") from exc
     ids = []
-    for line in list_file.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            ids.append(line.split()[0])
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        image_id = line.split()[0]
+        problem = outside_reason(root / "Annotations" / f"{image_id}.xml", root)
+        if problem:
+            issues.error(f"{list_file}:{number}", f"image id {image_id!r} {problem}")
+            continue
+        ids.append(image_id)
     return ids
 
 
@@ -86,7 +109,10 @@ def _parse(xml_path: Path, issues: Issues) -> ET.Element | None:
         issues.error(xml_path, "missing annotation file (listed in ImageSets)")
         return None
     try:
-        return ET.parse(xml_path).getroot()
+        return ET.fromstring(read_bytes_capped(xml_path))
+    except OSError as exc:
+        issues.error(xml_path, f"cannot read annotation file ({exc})")
+        return None
     except ET.ParseError as exc:
         line, column = exc.position
         issues.error(f"{xml_path}:{line}", f"unreadable XML ({_reason(exc)}, column {column})")
@@ -105,13 +131,15 @@ def _classes(root: Path, parsed: dict[str, ET.Element | None]) -> list[str]:
     for xml_path in sorted((root / "Annotations").glob("*.xml")):
         tree = parsed.get(xml_path.stem)
         if tree is None and xml_path.stem not in parsed:
+            if not inside_root(xml_path, root):
+                continue
             try:
-                tree = ET.parse(xml_path).getroot()
-            except ET.ParseError:
+                tree = ET.fromstring(read_bytes_capped(xml_path))
+            except (OSError, ET.ParseError):
                 continue
         if tree is not None:
             found.update((obj.findtext("name") or "").strip() for obj in tree.iter("object"))
-    found.discard("")
+    found = {name for name in found if not name_problem(name)}
     return list(VOC_CLASSES) if found and found <= set(VOC_CLASSES) else sorted(found)
 
 
@@ -125,8 +153,9 @@ def _record(
 ) -> ImageRecord | None:
     xml_path = root / "Annotations" / f"{stem}.xml"
     image_path = _image_path(root, stem, tree.findtext("filename"))
-    if not inside_root(image_path, root):
-        issues.error(xml_path, f"<filename> {image_path.name!r} escapes the data set folder")
+    problem = outside_reason(image_path, root)
+    if problem:
+        issues.error(xml_path, f"<filename> {tree.findtext('filename')!r} {problem}")
         return None
     if not image_path.is_file():
         issues.error(xml_path, f"missing image file {image_path}")
@@ -152,6 +181,8 @@ def _image_path(root: Path, stem: str, filename: str | None) -> Path:
     folder = root / "JPEGImages"
     if filename and filename.strip():
         candidate = folder / filename.strip()
+        if "\x00" in filename:
+            return candidate
         if candidate.is_file() or not inside_root(candidate, root):
             return candidate
     for suffix in (".jpg", *sorted(IMAGE_SUFFIXES)):
@@ -172,6 +203,10 @@ def _size(tree: ET.Element) -> tuple[int, int]:
 
 def _object(obj: ET.Element, where: str, index_of: dict[str, int], issues: Issues) -> RawBox | None:
     name = (obj.findtext("name") or "").strip()
+    problem = name_problem(name)
+    if problem:
+        issues.error(where, f"class name {name!r} {problem}")
+        return None
     if name not in index_of:
         issues.error(where, f"unknown class {name!r}")
         return None

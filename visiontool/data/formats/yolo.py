@@ -19,7 +19,15 @@ from visiontool.data.formats.common import (
     unique_names,
     write_names_file,
 )
-from visiontool.data.records import ImageRecord, Issues, RawBox, build_record, inside_root
+from visiontool.data.records import (
+    ImageRecord,
+    Issues,
+    RawBox,
+    build_record,
+    outside_reason,
+    read_text_capped,
+)
+from visiontool.errors import DataError
 from visiontool.ops.boxes import cxcywh_to_xyxy, xyxy_to_cxcywh
 
 SPEC_NAMES = ("data.yaml", "dataset.yaml", "data.yml")
@@ -74,9 +82,10 @@ def read(
 ) -> DetectionDataset:
     """`path` is the data set folder, one split's images folder, or a .txt list of images."""
     split_name = None
+    issues = Issues()
     if path.is_file():
-        images = _image_list(path)
         root = root or path.parent
+        images = image_list(path, root, issues)
     else:
         folders = _split_folders(path)
         if folders and not list_images(path):
@@ -90,12 +99,45 @@ def read(
             root = root or path
     if classes is None:
         classes = _names_file(root, path)
-    return read_images(images, root=root, classes=classes, split=split_name or split)
+    return read_images(images, root=root, classes=classes, split=split_name or split, issues=issues)
 
 
-def _image_list(list_file: Path) -> list[Path]:
-    lines = list_file.read_text(encoding="utf-8").splitlines()
-    return [(list_file.parent / line.strip()) for line in lines if line.strip()]
+def read_entries(
+    entries: list[Path], *, root: Path, classes: list[str] | None, split: str | None
+) -> DetectionDataset:
+    """One split made of several folders and/or .txt lists (a data.yaml `train: [a, b]`)."""
+    issues = Issues()
+    images: list[Path] = []
+    for entry in entries:
+        if entry.is_file():
+            images += image_list(entry, root, issues)
+        else:
+            folder = entry / "images" if (entry / "images").is_dir() else entry
+            images += list_images(folder, recursive=True)
+    if classes is None:
+        classes = _names_file(root, root)
+    return read_images(images, root=root, classes=classes, split=split, issues=issues)
+
+
+def image_list(list_file: Path, root: Path, issues: Issues) -> list[Path]:
+    """The images a .txt list names (one per line, relative to the list's folder or absolute);
+    a line that leads outside `root` is an error at that line."""
+    try:
+        lines = read_text_capped(list_file).splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{list_file}: cannot read the image list ({exc})") from exc
+    images = []
+    for number, line in enumerate(lines, start=1):
+        name = line.strip()
+        if not name:
+            continue
+        image = list_file.parent / name
+        problem = outside_reason(image, root)
+        if problem:
+            issues.error(f"{_short(list_file, root)}:{number}", f"image {name!r} {problem}")
+            continue
+        images.append(image)
+    return images
 
 
 def _names_file(root: Path, path: Path) -> list[str] | None:
@@ -107,9 +149,14 @@ def _names_file(root: Path, path: Path) -> list[str] | None:
 
 
 def read_images(
-    images: list[Path], *, root: Path, classes: list[str] | None, split: str | None
+    images: list[Path],
+    *,
+    root: Path,
+    classes: list[str] | None,
+    split: str | None,
+    issues: Issues | None = None,
 ) -> DetectionDataset:
-    issues = Issues()
+    issues = issues if issues is not None else Issues()
     parsed = []
     for image in images:
         parsed.append((image, _parse_labels(labels_path(image), root, issues)))
@@ -132,8 +179,12 @@ def _parse_labels(path: Path, root: Path, issues: Issues) -> list[RawBox]:
     if not path.is_file():
         return []
     where_file = _short(path, root)
+    problem = outside_reason(path, root)
+    if problem:
+        issues.error(where_file, f"label file {problem}")
+        return []
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = read_text_capped(path).splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         issues.error(where_file, f"cannot read label file ({exc})")
         return []
@@ -180,8 +231,9 @@ def _record(
     from visiontool.io.images import image_size
 
     where = _short(image, root)
-    if not inside_root(image, root):
-        issues.error(where, f"image path escapes the data set folder {root}")
+    problem = outside_reason(image, root)
+    if problem:
+        issues.error(where, f"image path {problem}")
         return None
     if not image.is_file():
         issues.error(where, "missing image file")

@@ -265,16 +265,18 @@ def run_fit(
     from visiontool.io.anchors_file import write_anchors_json
 
     config.validate()
-    check_out(out)
+    reads = [data] if Path(data).exists() else []
+    check_out(out, exist_ok=exist_ok, reads=reads)  # before the data set is read
     from visiontool.data.datasets import open_dataset
 
     dataset = open_dataset(data, split=split, task="detect")
     wh, dropped = box_shapes(dataset.records(), config.imgsz, min_size=config.min_size)
     result = fit_anchors(wh, config, dropped=dropped, source=str(data))
-    folder = output_dir(out, exist_ok=exist_ok)
-    json_path, picture = folder / JSON_NAME, folder / PICTURE_NAME
-    write_anchors_json(json_path, anchors_json(result))
-    draw_fit(result.wh, _subsample(wh, 300, config.seed), config.imgsz, picture)
+    with output_dir(out, exist_ok=exist_ok, owned=(JSON_NAME, PICTURE_NAME)) as claimed:
+        folder = claimed.path
+        json_path, picture = folder / JSON_NAME, folder / PICTURE_NAME
+        write_anchors_json(json_path, anchors_json(result))
+        draw_fit(result.wh, _subsample(wh, 300, config.seed), config.imgsz, picture)
     result.extra.update({"out": str(folder), "json": str(json_path), "picture": str(picture)})
     return result
 

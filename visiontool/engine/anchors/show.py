@@ -18,6 +18,7 @@ from typing import Any
 
 from visiontool.errors import ConfigError, DataError
 from visiontool.io.draw import color
+from visiontool.io.paths import OutDir, Owned
 
 MIN_SIDE = 512  # pictures are drawn at least this large (long side)
 MAX_DRAWN = 400  # draw every anchor of a coarse feature map only up to this many
@@ -60,11 +61,16 @@ def prior_view(config: PriorConfig) -> PriorResult:
     """multibox_prior on the feature map, a table of one location's anchors, and a picture."""
     from visiontool.ops.anchors import anchor_shapes, multibox_prior
 
+    _check_number(config.offset, "--offset")
+    check_out(config.out, exist_ok=config.exist_ok)
     canvas = load_canvas(config.image, config.size)
     height, width = canvas.shape[:2]
     fh, fw = config.fmap or (height, width)
     shapes = _checked_shapes(config.sizes, config.ratios, anchor_shapes)
-    anchors = multibox_prior(fh, fw, config.sizes, config.ratios, config.offset)[0]
+    try:
+        anchors = multibox_prior(fh, fw, config.sizes, config.ratios, config.offset)[0]
+    except ValueError as exc:
+        raise ConfigError(f"--fmap {fh}x{fw}: {exc}") from exc
     k = len(shapes)
     mode = "all" if config.at is None and config.fmap and fh * fw * k <= MAX_DRAWN else "location"
     at = None
@@ -99,8 +105,9 @@ def prior_view(config: PriorConfig) -> PriorResult:
     draw_boxes(picture, factor, pixel_boxes, colors)
     mark_points(picture, factor, [_centre(box) for box in pixel_boxes[::k]])
     draw_legend(picture, labels or [])
-    folder = output_dir(config.out, exist_ok=config.exist_ok)
-    path = save_png(picture, folder / PRIOR_NAME)
+    with output_dir(config.out, exist_ok=config.exist_ok, owned=(PRIOR_NAME,)) as claimed:
+        folder = claimed.path
+        path = save_png(picture, folder / PRIOR_NAME)
     return PriorResult(
         image_size=(height, width),
         fmap=(fh, fw),
@@ -112,6 +119,12 @@ def prior_view(config: PriorConfig) -> PriorResult:
         out=str(folder),
         picture=str(path),
     )
+
+
+def _check_number(value: float, option: str) -> None:
+    """nan and inf are no numbers for an option (ConfigError, exit 2)."""
+    if not math.isfinite(value):
+        raise ConfigError(f"{option} must be a finite number, got {value}")
 
 
 def _checked_shapes(sizes: Sequence[float], ratios: Sequence[float], make: Any) -> list:
@@ -163,6 +176,8 @@ def grid_view(config: GridConfig) -> GridResult:
         raise ConfigError("--stride must be positive and --scales/--ratios non-empty")
     if min(config.scales) <= 0 or min(config.ratios) <= 0:
         raise ConfigError("--scales and --ratios must be positive")
+    _check_number(config.border, "--border")
+    check_out(config.out, exist_ok=config.exist_ok)
     canvas = load_canvas(config.image, config.size)
     size = canvas.shape[:2]
     anchors = grid_anchors(size, config.stride, config.scales, config.ratios)
@@ -190,8 +205,9 @@ def grid_view(config: GridConfig) -> GridResult:
     draw_centres(picture, factor, config.stride, fh, fw)
     draw_boxes(picture, factor, drawn, [color(i) for i in range(k)])
     draw_legend(picture, labels)
-    folder = output_dir(config.out, exist_ok=config.exist_ok)
-    path = save_png(picture, folder / GRID_NAME)
+    with output_dir(config.out, exist_ok=config.exist_ok, owned=(GRID_NAME,)) as claimed:
+        folder = claimed.path
+        path = save_png(picture, folder / GRID_NAME)
     return GridResult(
         image_size=size,
         fmap=(fh, fw),
@@ -244,6 +260,9 @@ def label_view(config: LabelConfig) -> LabelResult:
     from visiontool.ops.anchors import assign_anchors, multibox_prior, multibox_target
     from visiontool.ops.boxes import iou_with_box
 
+    _check_number(config.offset, "--offset")
+    _check_number(config.iou_threshold, "--iou")
+    check_out(config.out, exist_ok=config.exist_ok)
     classes, gt = read_gt(config.gt)
     canvas = load_canvas(config.image, config.size)
     if config.anchors is not None:
@@ -298,8 +317,9 @@ def label_view(config: LabelConfig) -> LabelResult:
         + [f"a{int(a)}" for a in assigned_ids],
         thickness=[3] * len(gt_px) + [1] * len(boxes_px),
     )
-    folder = output_dir(config.out, exist_ok=config.exist_ok)
-    path = save_png(picture, folder / LABEL_NAME)
+    with output_dir(config.out, exist_ok=config.exist_ok, owned=(LABEL_NAME,)) as claimed:
+        folder = claimed.path
+        path = save_png(picture, folder / LABEL_NAME)
     return LabelResult(
         classes=classes,
         count=int(anchors.shape[0]),
@@ -311,24 +331,34 @@ def label_view(config: LabelConfig) -> LabelResult:
     )
 
 
-def output_dir(out: Path | str | None, *, exist_ok: bool = False) -> Path:
-    """The folder an `anchors` command writes into: `out` as given, else the next free
-    runs/anchors/exp{,2,3...} (with `exist_ok`, runs/anchors/exp reused). Called once the
-    results are computed, so a failed run claims no folder. `out` names a folder: an existing
-    file, or a name ending in .png/.json (the old file-valued --out), is a usage error."""
-    from visiontool.io.paths import run_dir
+def output_dir(out: Path | str | None, *, exist_ok: bool = False, owned: Owned = ()) -> OutDir:
+    """The folder an `anchors` command writes into, checked and locked (`io.paths.prepare_out`;
+    use it as a context manager): `out` as given, else the next free runs/anchors/exp{,2,3...}
+    (with `exist_ok`, runs/anchors/exp reused). Called once the results are computed, so a
+    failed run claims no folder; `check_out` runs first so a doomed run fails at once. An
+    existing `out` needs `exist_ok`, which replaces the files `owned` (the ones this command
+    writes) and keeps every other file."""
+    from visiontool.io.paths import prepare_out
 
-    check_out(out)
-    return run_dir(None if out is None else Path(out), "anchors", exist_ok=exist_ok)
+    check_out(out, exist_ok=exist_ok)
+    return prepare_out(
+        None if out is None else Path(out), "anchors", exist_ok=exist_ok, owned=owned
+    )
 
 
-def check_out(out: Path | str | None) -> None:
-    """`ConfigError` when `out` is an existing file or ends in .png/.json: --out is a folder."""
+def check_out(out: Path | str | None, *, exist_ok: bool = True, reads: Sequence = ()) -> None:
+    """`ConfigError` when `out` is an existing file or ends in .png/.json (--out is a folder),
+    is not empty without `exist_ok`, or is, contains or lies inside a data set it `reads`."""
+    from visiontool.io.paths import check_out_dir
+
     if out is not None and (Path(out).is_file() or Path(out).suffix.lower() in (".png", ".json")):
         raise ConfigError(
             f"--out {out}: --out names a folder (files are written inside it under fixed "
             "names); give a folder such as runs/anchors/mine"
         )
+    inputs = [p for p in reads if not Path(p).is_dir()]
+    folders = [p for p in reads if Path(p).is_dir()]
+    check_out_dir(out, "anchors", exist_ok=exist_ok, inputs=inputs, recursive_inputs=folders)
 
 
 def read_gt(path: Path) -> tuple[list[str], Any]:
@@ -403,6 +433,8 @@ def _read_json(path: Path) -> Any:
         return json.loads(Path(path).read_text())
     except FileNotFoundError as exc:
         raise DataError(f"{path}: file not found") from exc
+    except RecursionError:
+        raise DataError(f"{path}: not a readable JSON file (nested too deeply)") from None
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: not a readable JSON file ({exc})") from exc
 

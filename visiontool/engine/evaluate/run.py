@@ -9,6 +9,8 @@ missed gate into exit code 1.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,9 +81,13 @@ class EvalReport:
     warnings: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)  # missed --fail-under gates
+    matching: str | None = None  # detection: how predictions found their images
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.metrics)
+        data = dict(self.metrics)
+        if self.matching is not None:
+            data["matching"] = self.matching
+        return data
 
 
 Log = Callable[[str], None]
@@ -91,6 +97,7 @@ def run_eval(config: EvalConfig, *, on_log: Log | None = None) -> EvalReport:
     """Score predictions against `config.data`; write metrics.json and plots under `config.out`."""
     log = on_log or (lambda message: None)
     _validate(config)
+    check_gate_values(config.fail_under)
     gt, dataset = load_ground_truth(config.data, split=config.split)
     task = "detect" if gt is not None else "classify"
     check_gate_keys(config.fail_under, task)
@@ -111,6 +118,9 @@ def _validate(config: EvalConfig) -> None:
             raise ConfigError(f"--iou-thresholds must be numbers in (0, 1], got {bad or 'none'}")
     if not 0.0 < config.iou <= 1.0 or not 0.0 <= config.conf <= 1.0:
         raise ConfigError("--iou must be in (0, 1] and --conf in [0, 1]")
+    device = (config.device or "auto").lower()
+    if device not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:\d+", device):
+        raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N, got {config.device!r}")
 
 
 def _run_detection(config: EvalConfig, gt: GroundTruth, dataset: Any, log: Log) -> EvalReport:
@@ -139,7 +149,10 @@ def _run_detection(config: EvalConfig, gt: GroundTruth, dataset: Any, log: Log) 
         from visiontool.engine.evaluate.inputs import predict_detections
 
         dets, source = predict_detections(dataset, gt, _model_run(config))
-    log(f"scoring {len(dets)} predictions on {len(gt.image_ids)} images")
+    log(
+        f"scoring {len(dets)} predictions on {len(gt.image_ids)} images "
+        f"(matched to images {dets.matching})"
+    )
     with no_gc():
         metrics, extras = score_detections(gt, dets, iou_thresholds=config.iou_thresholds)
     report = EvalReport(
@@ -150,9 +163,10 @@ def _run_detection(config: EvalConfig, gt: GroundTruth, dataset: Any, log: Log) 
         predictions=len(dets),
         source=source,
         warnings=list(dets.warnings),
+        matching=dets.matching,
     )
     if config.out is not None:
-        report.files = _write_detection(config, gt, dets, metrics, extras)
+        report.files = _write_detection(config, gt, dets, report.to_dict(), extras)
     return report
 
 
@@ -315,6 +329,18 @@ def _run_classification(config: EvalConfig, dataset: Any, log: Log) -> EvalRepor
     return report
 
 
+def check_gate_values(gates: dict[str, float]) -> None:
+    """Every metric a gate can name lies in [0, 1]: a NaN, infinite or out-of-range threshold
+    could never fail (or never pass), so it is a usage error."""
+    for key, value in gates.items():
+        value = float(value)
+        if not math.isfinite(value) or not 0.0 <= value <= 1.0:
+            raise ConfigError(
+                f"--fail-under {key}={value:g}: the threshold must be a number in [0, 1] "
+                "(metrics are fractions; e.g. map50=0.5)"
+            )
+
+
 def check_gate_keys(gates: dict[str, float], task: str) -> None:
     """Unknown --fail-under keys are a usage error, found before any work is done."""
     known = DETECTION_KEYS if task == "detect" else CLASSIFICATION_KEYS
@@ -330,5 +356,5 @@ def failed_gates(metrics: dict[str, Any], gates: dict[str, float]) -> list[str]:
     return [
         f"{key}={metrics[key]:.4f} < {threshold:g}"
         for key, threshold in gates.items()
-        if float(metrics[key]) < threshold
+        if not float(metrics[key]) >= threshold  # a NaN metric misses too
     ]

@@ -23,6 +23,7 @@ from visiontool.engine.predict.inflight import DEFAULT_INFLIGHT
 from visiontool.engine.predict.pipeline import check_options, make_predictor, stream_results
 from visiontool.engine.predict.sinks import ResultCallback, ResultSink
 from visiontool.io.images import DEFAULT_MAX_PIXELS
+from visiontool.io.paths import prepare_out
 from visiontool.results import ImageResult
 
 __all__ = ["DetectConfig", "DetectSummary", "ResultCallback", "run_detect"]
@@ -76,6 +77,9 @@ class DetectConfig:
     """Add scores to the `save_txt` lines."""
     save_coco: bool = False
     """Write `coco_results.json`."""
+    data: Path | None = None
+    """With `save_coco`: the data set the images come from (folder, spec or COCO json);
+    coco_results.json then uses its image ids (images matched by path / relative name)."""
     strict: bool = False
     """Stop at the first unreadable image (it is still reported)."""
     seed: int = 0
@@ -155,22 +159,49 @@ def run_detect(
     """Run the whole pipeline and write its files; return the summary. Raises
     VisiontoolError on setup errors. `on_result` runs (on the writer thread) after each
     result is written."""
-    from visiontool.io.atomic import write_json
-    from visiontool.io.sources import first_item, plan_sources
+    from visiontool.io.sources import plan_sources
 
     check_options(
         conf=config.conf, batch=config.batch, inflight=config.inflight,
         max_det=config.max_det, imgsz=config.imgsz,
     )  # fmt: skip
+    if config.data is not None and not config.save_coco:
+        from visiontool.errors import ConfigError
+
+        raise ConfigError("--data only sets the image ids of coco_results.json: add --save-coco")
     plan = plan_sources(config.sources, recursive=config.recursive)
+    inputs, recursive_inputs = input_paths(plan)
+    if config.data is not None:  # the data set named by --data is read too
+        (recursive_inputs if Path(config.data).is_dir() else inputs).append(str(config.data))
+    # the output folder is checked (and locked) before any image is read or model loaded
+    with prepare_out(
+        config.out, "detect", exist_ok=config.exist_ok, inputs=inputs,
+        recursive_inputs=recursive_inputs, owned=DETECT_OWNED, on_log=on_log,
+    ) as out_dir:  # fmt: skip
+        return _run(config, plan, out_dir.path, on_result=on_result, on_log=on_log)
+
+
+def _run(
+    config: DetectConfig,
+    plan: Any,
+    out: Path,
+    *,
+    on_result: ResultCallback | None,
+    on_log: Callable[[str], None] | None,
+) -> DetectSummary:
+    from visiontool.io.atomic import write_json
+    from visiontool.io.sources import first_item
+
     first_item(plan)
+    coco_ids = (
+        _CocoImageIds(Path(config.data)) if config.save_coco and config.data is not None else None
+    )
     predictor = make_predictor(
         model=config.model, weights=config.weights, device=config.device, conf=config.conf,
         iou=config.iou, max_det=config.max_det, classes=config.classes, imgsz=config.imgsz,
         half=config.half, seed=config.seed, on_log=on_log,
     )  # fmt: skip
     info = predictor.loaded.info
-    out = _output_dir(config)
     summary = DetectSummary(
         model=info.name,
         weights=info.weights,
@@ -188,7 +219,7 @@ def run_detect(
     sink = ResultSink(
         out, category_ids=info.category_ids, save_img=config.save_img,
         save_txt=config.save_txt, save_conf=config.save_conf, save_coco=config.save_coco,
-        depth=max(8, 2 * config.batch), on_written=written,
+        coco_image_ids=coco_ids, depth=max(8, 2 * config.batch), on_written=written,
     )  # fmt: skip
     results = stream_results(
         plan, predictor, batch=config.batch, workers=config.workers, inflight=summary.inflight,
@@ -212,12 +243,147 @@ def run_detect(
         sink.close()
         summary.total_s = time.perf_counter() - started
         write_json(out / "summary.json", summary.to_dict())
+    if coco_ids is not None and coco_ids.missing and on_log is not None:
+        on_log(coco_ids.report())
     return summary
 
 
-def _output_dir(config: DetectConfig) -> Path:
-    from visiontool.io.paths import run_dir
+class _CocoImageIds:
+    """`detect --data`: each result's image id in the data set, for coco_results.json.
 
-    out = run_dir(config.out, "detect", exist_ok=config.exist_ok)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    Images are matched by absolute path, else by the longest trailing part of the path that
+    names exactly one data-set image (as `eval` matches predictions.jsonl). An image the data
+    set lacks gets an id past the data set's largest, so it never takes another image's id.
+    """
+
+    def __init__(self, data: Path) -> None:
+        from visiontool.io.predictions import ImageIndex
+
+        self.data = data
+        images = _dataset_images(data)
+        self.index = ImageIndex(images)
+        self.next_free = max((i for i, _ in images), default=0) + 1
+        self.missing: list[str] = []
+
+    def __call__(self, result: ImageResult) -> int | None:
+        import os
+
+        found, _ = self.index.lookup(os.path.abspath(result.image))
+        if found is None:
+            found, _ = self.index.lookup(result.rel)
+        if found is None:
+            self.missing.append(result.image)
+            found, self.next_free = self.next_free, self.next_free + 1
+        return found
+
+    def report(self) -> str:
+        shown = ", ".join(self.missing[:3]) + (", ..." if len(self.missing) > 3 else "")
+        return (
+            f"{len(self.missing)} image(s) are not in the data set {self.data} ({shown}): "
+            "coco_results.json gives them ids the data set does not use"
+        )
+
+
+def _dataset_images(data: Path) -> list[tuple[int, str]]:
+    """(image id, name) for every image of every split of `data` (absolute path and the name
+    relative to the data set), or of a bare COCO annotations json (its `file_name`s)."""
+    import json
+    import os
+
+    from visiontool.errors import DataError
+
+    path = Path(data)
+    if path.is_file() and path.suffix.lower() == ".json":
+        try:
+            coco = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(coco, dict) and "images" in coco and "categories" in coco:
+                return [(int(img["id"]), str(img["file_name"])) for img in coco["images"]]
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+            raise DataError(
+                f"{path}: cannot read image ids and file names ({exc}); pass a COCO "
+                "annotations json, a data set folder or a data spec as --data"
+            ) from None
+    from visiontool.data.datasets import open_splits
+
+    images: list[tuple[int, str]] = []
+    for dataset in open_splits(path).values():
+        root = Path(getattr(dataset, "root", path))
+        for record in dataset.records():
+            images.append((int(record.image_id), os.path.abspath(record.path)))
+            with contextlib.suppress(ValueError):
+                images.append((int(record.image_id), record.path.relative_to(root).as_posix()))
+    return images
+
+
+def _previous_outputs(out: Path) -> list[str]:
+    """The per-image files an earlier detect run wrote here, from its predictions.jsonl."""
+    import json
+
+    names: list[str] = []
+    try:
+        with (out / "predictions.jsonl").open(encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                try:
+                    saved = json.loads(line).get("saved") or []
+                except (ValueError, AttributeError):
+                    continue
+                names += [n for n in saved if isinstance(n, str)]
+    except OSError:
+        pass
+    return names
+
+
+DETECT_OWNED = (
+    _previous_outputs,  # first: it reads predictions.jsonl before that is removed
+    "predictions.jsonl",
+    "summary.json",
+    "coco_results.json",
+    ".coco_results.json.tmp",
+    ".*.tmp",
+)
+"""What `detect --exist-ok` removes from a reused folder: the files of the earlier detect run
+(annotated images and labels/*.txt listed in its predictions.jsonl, and the fixed names)."""
+
+
+def input_paths(plan: Any) -> tuple[list[str], list[str]]:
+    """The files and folders a detect run reads, for the output-folder check: (inputs read
+    as they are or one level deep, folders read with everything below them)."""
+    from visiontool.io.sources import GLOB_CHARS
+
+    inputs: list[str] = []
+    recursive: list[str] = []
+    for spec in plan.specs:
+        if spec == "-":
+            inputs += list(plan.stdin_lines)
+            continue
+        path = Path(spec)
+        if any(ch in spec for ch in GLOB_CHARS) and not path.exists():
+            parts = path.parts
+            cut = next(i for i, part in enumerate(parts) if any(c in part for c in GLOB_CHARS))
+            root = str(Path(*parts[:cut])) if cut else "."
+            deep = "**" in spec or cut < len(parts) - 1
+            (recursive if deep else inputs).append(root)
+        elif path.is_dir():
+            (recursive if plan.recursive else inputs).append(spec)
+        else:
+            inputs.append(spec)
+            if path.suffix.lower() == ".txt":
+                inputs += _list_entries(path)
+    return inputs, recursive
+
+
+def _list_entries(path: Path) -> list[str]:
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return []
+    entries = []
+    for line in lines:
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        entry = Path(text)
+        if not entry.is_absolute() and not entry.exists() and (path.parent / entry).exists():
+            entry = path.parent / entry
+        entries.append(str(entry))
+    return entries

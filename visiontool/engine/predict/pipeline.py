@@ -22,7 +22,7 @@ from visiontool.engine.predict.stream import DecodedItem
 from visiontool.errors import ConfigError, UnknownName
 from visiontool.io.images import DEFAULT_MAX_PIXELS
 from visiontool.results import ClassScore, Detection, ImageResult
-from visiontool.runtime import default_workers
+from visiontool.runtime import check_budget, default_workers
 
 Log = Callable[[str], None]
 
@@ -110,6 +110,9 @@ def check_options(
         raise ConfigError(f"--max-det must be >= 1, got {max_det}")
     if imgsz is not None and imgsz < 32:
         raise ConfigError(f"--imgsz must be >= 32, got {imgsz}")
+    if imgsz is not None:  # float input (long side up to ~1.7x) and ~16x that in activations
+        what = f"--imgsz {imgsz}" + (f" with --batch {batch}" if batch > 1 else "")
+        check_budget(3 * 4 * 16 * imgsz * int(imgsz * 1.7) * batch, what)
 
 
 def make_predictor(
@@ -254,6 +257,9 @@ def to_result(item: DecodedItem, prediction: Any, info: Any, *, topk: int) -> Im
     result = ImageResult(
         image=item.path, rel=item.rel, width=width, height=height, speed={"decode": item.decode_ms}
     )
+    if getattr(prediction, "error", None):  # the model failed on this image: report it
+        result.error = prediction.error
+        return result
     if prediction.probs is not None:
         k = min(topk, prediction.probs.numel())
         scores, ids = prediction.probs.topk(k)

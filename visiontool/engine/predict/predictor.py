@@ -24,6 +24,7 @@ class ImagePrediction:
     scores: Any = None  # (N,)
     class_ids: Any = None  # (N,) int64
     probs: Any = None  # (C,) for classifiers
+    error: str | None = None  # the model failed on this image (its outputs are then empty)
 
 
 class Predictor:
@@ -76,10 +77,40 @@ class Predictor:
 
         with torch.inference_mode(), autocast(self.device, self.autocast_dtype):
             inputs = [self._to_device(image) for image in images]
-            if self.task == "classify":
-                return self._classify(inputs)
-            resized = [self._resize_first(image) for image in inputs]
-            outputs = self.loaded.module([image for image, _ in resized])
+            run = self._classify if self.task == "classify" else self._detect
+            try:
+                return run(inputs)
+            except (RuntimeError, ValueError, IndexError) as exc:  # an odd image, or OOM
+                if len(inputs) == 1:
+                    return [self._failed(exc)]
+            return [self._one(run, image) for image in inputs]  # find the image at fault
+
+    def _one(self, run: Any, image: Any) -> ImagePrediction:
+        try:
+            return run([image])[0]
+        except (RuntimeError, ValueError, IndexError) as exc:
+            return self._failed(exc)
+
+    def _failed(self, exc: BaseException) -> ImagePrediction:
+        """An empty prediction that says why the model failed on the image: the run reports
+        the image and goes on (a bad item never stops a run)."""
+        import torch
+
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in reason:
+            reason = "out of memory on this image; use a smaller --imgsz or --max-pixels"
+        empty = torch.zeros(0, dtype=torch.float32)
+        return ImagePrediction(
+            boxes=empty.reshape(0, 4),
+            scores=empty,
+            class_ids=torch.zeros(0, dtype=torch.int64),
+            probs=None if self.task == "detect" else empty,
+            error=f"model failed on this image ({reason})",
+        )
+
+    def _detect(self, inputs: list[Any]) -> list[ImagePrediction]:
+        resized = [self._resize_first(image) for image in inputs]
+        outputs = self.loaded.module([image for image, _ in resized])
         return [
             self._detections(output, scale)
             for output, (_, scale) in zip(outputs, resized, strict=True)
@@ -157,10 +188,31 @@ def classify_transform(image: Any, preprocess: dict[str, Any]) -> Any:
     resize = preprocess.get("resize")
     crop = preprocess.get("crop")
     if resize:
-        image = F.resize(image, [int(resize)], antialias=True)
+        image = F.resize(_trim_long_side(image, MAX_CLASSIFY_ASPECT), [int(resize)], antialias=True)
     if crop:
         image = F.center_crop(image, [int(crop), int(crop)])
     return normalize_for_model(image, preprocess)
+
+
+MAX_CLASSIFY_ASPECT = 4.0
+
+
+def _trim_long_side(image: Any, max_aspect: float) -> Any:
+    """Centre-crop the long side of a (C, H, W) image to `max_aspect` times the short side.
+
+    The classifier crops a square from the centre after resizing the short side, so for
+    ordinary images this is a no-op; a 2x40000 strip would otherwise be resized to
+    224x4,480,000 (12 GB) only to keep its centre."""
+    height, width = image.shape[-2:]
+    short = min(height, width)
+    longest = max(1, int(short * max_aspect))
+    if height > longest:
+        top = (height - longest) // 2
+        image = image[..., top : top + longest, :]
+    if width > longest:
+        left = (width - longest) // 2
+        image = image[..., :, left : left + longest]
+    return image
 
 
 def normalize_for_model(image: Any, preprocess: dict[str, Any]) -> Any:

@@ -35,6 +35,7 @@ class ResultSink:
         save_txt: bool = False,
         save_conf: bool = False,
         save_coco: bool = False,
+        coco_image_ids: Callable[[ImageResult], int | None] | None = None,
         depth: int = 8,
         on_written: ResultCallback | None = None,
     ) -> None:
@@ -42,14 +43,19 @@ class ResultSink:
             CocoResultsWriter,
             ImageWriter,
             JsonlWriter,
+            OutputNames,
             YoloTxtWriter,
         )
 
         self.on_written = on_written
+        self.out = out
+        self.names = OutputNames()  # one name per input, shared by every per-image file
         self.jsonl = JsonlWriter(out / "predictions.jsonl")
         self.images = ImageWriter(out) if save_img else None
         self.coco = (
-            CocoResultsWriter(out / "coco_results.json", category_ids) if save_coco else None
+            CocoResultsWriter(out / "coco_results.json", category_ids, coco_image_ids)
+            if save_coco
+            else None
         )
         self.txt = YoloTxtWriter(out / "labels", save_conf=save_conf) if save_txt else None
         self.queue: queue.Queue[tuple[ImageResult, Any] | None] = queue.Queue(maxsize=depth)
@@ -75,13 +81,18 @@ class ResultSink:
 
     def _write(self, result: ImageResult, image: Any) -> None:
         start = time.perf_counter()
+        base = self.names.base(result.rel)  # named even when failed: same name on a re-run
+        saved = []
         if self.images is not None and image is not None:
-            self.images.write(result, image)
-        for writer in (self.coco, self.txt):
-            if writer is not None:
-                writer.write(result)
+            saved.append(self.images.write(result, image, base))
+        if self.txt is not None:
+            saved.append(self.txt.write(result, base))
+        if self.coco is not None:
+            self.coco.write(result)
         result.speed["write"] = (time.perf_counter() - start) * 1000
-        self.jsonl.write(result)
+        self.jsonl.write(
+            result, saved=[p.relative_to(self.out).as_posix() for p in saved if p is not None]
+        )
         if self.on_written is not None:
             self.on_written(result)
 

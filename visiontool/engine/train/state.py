@@ -1,7 +1,8 @@
 """Everything `--resume` needs, as plain data that `torch.load(weights_only=True)` accepts.
 
 Random-number states (Python, NumPy, torch, CUDA) are stored as lists and tensors rather than
-pickled objects, so a training checkpoint is still data, not code.
+pickled objects, so a training checkpoint is still data, not code. Augmentation draws from a
+per-sample seed (`SeededSamples`), so it needs no saved state at all.
 """
 
 from __future__ import annotations
@@ -46,3 +47,50 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of one training sample's augmentation: a function of the run's seed, the epoch
+    and the sample alone, so it is the same whichever worker loads the sample, however many
+    workers there are, and whether or not the epoch was resumed part-way."""
+    import numpy as np
+
+    words = np.random.SeedSequence([seed % 2**63, epoch, index]).generate_state(2, np.uint32)
+    return int(words[0]) | (int(words[1] & 0x7FFFFFFF) << 32)
+
+
+class SeededSamples:
+    """A map-style dataset whose item `i` is drawn under its own RNG seed (`sample_seed`).
+
+    Random augmentation draws from the global Python/NumPy/torch generators. In DataLoader
+    workers those are seeded per worker, so a sample's augmentation depended on which worker
+    loaded it and what that worker loaded before: resuming mid-epoch (which skips batches and
+    so shifts every batch to another worker) changed every later augmentation. Seeding each
+    item from (seed, epoch, index) makes augmentation a property of the sample; the global
+    generators are restored afterwards, so the main process's random stream is unaffected.
+    `epoch` is set before each epoch's iterator is created (workers are not persistent).
+    """
+
+    def __init__(self, dataset: Any, seed: int) -> None:
+        self.dataset = dataset
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        import numpy as np
+        import torch
+
+        seed = sample_seed(self.seed, self.epoch, int(index))
+        py_state, np_state = random.getstate(), np.random.get_state()
+        with torch.random.fork_rng(devices=[]):
+            random.seed(seed)
+            np.random.seed(seed % 2**32)
+            torch.manual_seed(seed)
+            try:
+                return self.dataset[index]
+            finally:
+                random.setstate(py_state)
+                np.random.set_state(np_state)

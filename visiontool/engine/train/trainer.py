@@ -27,9 +27,17 @@ class TrainingDiverged(VisiontoolError):
     exit_code = 1
 
 
+class ValidationFailed(VisiontoolError):
+    """Validation raised after an epoch; its trained state was saved to last.pt first."""
+
+    def __init__(self, message: str, *, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 @dataclass
 class TrainConfig:
-    data: str
+    data: str | None = None  # required, except with `resume` (the checkpoint records it)
     task: str = "detect"
     model: str | None = None  # a registry model (`visiontool models`); None: see `head`
     head: str | None = None  # compose a detector: this head over `backbone` (default frcnn)
@@ -77,11 +85,21 @@ class TrainConfig:
     train_split: str = "train"
     val_split: str = "val"
     name: str | None = None
+    # the options the user set (the CLI fills it from the command line); None: every field
+    # that differs from its default. With `resume`, each must agree with the recorded run
+    # unless it is in RESUME_MAY_CHANGE. Not a training argument: not written to args.json.
+    given: frozenset[str] | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        data.pop("given", None)
         data["out"] = str(self.out) if self.out else None
         return data
+
+
+# What `--resume` may change: where and how fast it runs, how long it trains. Everything else
+# is the recorded run's; a different value is a usage error (it would be silently ignored).
+RESUME_MAY_CHANGE = ("device", "workers", "epochs", "log_every", "exist_ok")
 
 
 @dataclass
@@ -131,12 +149,34 @@ def run_train(config: TrainConfig, callbacks: Callbacks | None = None) -> TrainS
     dist = init_distributed(device)
     try:
         trainer = Trainer(config, local_device(device, dist), dist, callbacks or Callbacks())
-        return trainer.fit()
+        try:
+            return trainer.fit()
+        finally:
+            trainer.release_out()
     finally:
         cleanup(dist)
 
 
+TRAIN_OWNED = (
+    "weights/last.pt",
+    "weights/best.pt",
+    "weights/.*.tmp",
+    "results.csv",
+    "args.json",
+    "losses.png",
+    "metrics.png",
+    ".*.tmp",
+)
+"""What `train --exist-ok` removes from a reused --out: the files an earlier training run
+wrote there (nothing else), so old checkpoints and curves never mix with the new run's."""
+
+
 def _validate(config: TrainConfig) -> None:
+    if not config.data and not config.resume:
+        raise ConfigError(
+            "missing option --data: the data set to train on (or --resume RUN/weights/last.pt "
+            "to continue a run, which needs no other option)"
+        )
     if config.task not in ("detect", "classify"):
         raise ConfigError(f"--task must be detect or classify, got {config.task!r}")
     for name in ("epochs", "batch", "accumulate", "val_every"):
@@ -162,7 +202,13 @@ class Trainer:
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
-        self._build()
+        self._out_dir = None
+        self.out = self._output_dir()  # checked and locked before any data or model is loaded
+        try:
+            self._build()
+        except BaseException:
+            self.release_out(failed=True)
+            raise
 
     # --- setup -----------------------------------------------------------------------------
 
@@ -206,7 +252,6 @@ class Trainer:
         self.ema = ema_model(module, cfg.ema_decay) if cfg.ema else None
         self.ddp = self._wrap_ddp(module)
         self.metric = cfg.metric or ("map50" if cfg.task == "detect" else "top1")
-        self.out = self._output_dir()
         self.start_epoch, self.start_step = 0, 0
         self.best_value: float | None = None
         self.best_epoch: int | None = None
@@ -214,6 +259,9 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self._step_in_epoch = 0
         self._partial: tuple[dict[str, float], int] = ({}, 0)
+        # where a resume would continue: (epoch, optimizer steps done in it); an epoch whose
+        # row is written and saved is (epoch + 1, 0)
+        self._position = (0, 0)
         if self.resume_state is not None:
             self._restore(self.resume_state)
 
@@ -221,6 +269,7 @@ class Trainer:
         from torch.utils.data import DataLoader, DistributedSampler
 
         from visiontool.data.collate import detection_collate
+        from visiontool.engine.train.state import SeededSamples
 
         cfg = self.cfg
         # The same sampler in every mode: N ranks with batch B see exactly the batches one
@@ -237,8 +286,10 @@ class Trainer:
                 drop_last=False,
             )
         )
+        # each sample's augmentation under its own seed: the same on resume, whichever worker
+        self.samples = SeededSamples(self.train_set, cfg.seed)
         loader = DataLoader(
-            self.train_set,
+            self.samples,
             batch_size=cfg.batch,
             sampler=sampler,
             num_workers=cfg.workers,
@@ -258,16 +309,29 @@ class Trainer:
         return DistributedDataParallel(module, device_ids=ids, find_unused_parameters=False)
 
     def _output_dir(self) -> Path:
-        """Rank 0 picks (and creates) the folder; `fit` broadcasts it to the other ranks."""
-        from visiontool.io.paths import run_dir
+        """Rank 0 checks, creates and locks the folder (`io.paths.prepare_out`); `fit`
+        broadcasts it to the other ranks. A resumed run writes into its own folder."""
+        from visiontool.io.paths import prepare_out
 
-        if self.cfg.resume:
-            return Path(self.cfg.resume).resolve().parent.parent
         if not self.dist.is_main:
             return Path(self.cfg.out or "runs/train/exp")
-        out = run_dir(self.cfg.out, "train", exist_ok=self.cfg.exist_ok)
-        out.mkdir(parents=True, exist_ok=True)
-        return out
+        data = Path(str(self.cfg.data)) if self.cfg.data else None
+        reads = {"inputs": [], "recursive_inputs": []}
+        if data is not None and data.exists():
+            reads["recursive_inputs" if data.is_dir() else "inputs"].append(data)
+        if self.cfg.resume:
+            out, exist_ok, owned = Path(self.cfg.resume).resolve().parent.parent, True, ()
+        else:
+            out, exist_ok, owned = self.cfg.out, self.cfg.exist_ok, TRAIN_OWNED
+        self._out_dir = prepare_out(
+            out, "train", exist_ok=exist_ok, owned=owned, on_log=self.log, **reads
+        )
+        return self._out_dir.path
+
+    def release_out(self, *, failed: bool = False) -> None:
+        """Unlock the output folder (run_train calls it when the run ends)."""
+        if self._out_dir is not None:
+            self._out_dir.release(failed=failed)
 
     # --- the loop --------------------------------------------------------------------------
 
@@ -292,7 +356,7 @@ class Trainer:
                     break
         except KeyboardInterrupt:
             self.log("interrupted: saving weights/last.pt")
-            self._save("last.pt", epoch=epoch, step=self._step_in_epoch)
+            self._save("last.pt", epoch=self._position[0], step=self._position[1])
             raise
         return TrainSummary(
             out=str(self.out),
@@ -316,14 +380,17 @@ class Trainer:
             seed_everything(cfg.seed + 1000 * epoch + self.dist.rank)
         self.resume_state = None
         self.sampler.set_epoch(epoch)
+        self.samples.epoch = epoch
         # Resuming mid-epoch: the same shuffled order, minus the batches already trained on.
         self.sampler.skip = skip * cfg.accumulate * cfg.batch
         self.loader.generator.manual_seed(cfg.seed + epoch)
         self.ddp.train()
         started = time.perf_counter()
         totals, seen = self._partial if skip else ({}, 0)  # a resumed epoch's running sums
-        self._partial = (totals, seen)
+        totals = dict(totals)
+        self._partial = (dict(totals), seen)
         self._step_in_epoch = skip
+        self._position = (epoch, skip)
         n_micro = len(self.loader)
         for micro, (images, targets) in enumerate(self.loader, start=1):
             losses = self._forward(images, targets)
@@ -339,10 +406,13 @@ class Trainer:
             seen += len(images)
             for key, value in losses.items():
                 totals[key] = totals.get(key, 0.0) + float(value.detach()) * len(images)
-            self._partial = (totals, seen)
             if micro % cfg.accumulate == 0 or micro == n_micro:
                 self._optimizer_step()
                 self._step_in_epoch += 1
+                # the running sums a resume continues from: only whole optimizer steps, so a
+                # micro-batch redone after an interrupt is not counted twice
+                self._partial = (dict(totals), seen)
+                self._position = (epoch, self._step_in_epoch)
                 self._report_step(epoch, float(loss.detach()), seen, started)
         elapsed = time.perf_counter() - started
         row = {"epoch": epoch + 1}
@@ -353,9 +423,10 @@ class Trainer:
         row["images_per_s"] = round(seen * self.dist.world_size / max(elapsed, 1e-9), 3)
         if self.val_set is not None and ((epoch + 1) % cfg.val_every == 0 or
                                          epoch + 1 == cfg.epochs):  # fmt: skip
-            row.update(self._validate())
+            row.update(self._validate_safely(epoch))
         self.history.append(row)
         self._end_epoch(row, epoch)
+        self._position = (epoch + 1, 0)
         return row
 
     def _forward(self, images: list[Any], targets: list[Any]) -> dict[str, Any]:
@@ -402,6 +473,24 @@ class Trainer:
         if self.cb.on_step is not None and self.dist.is_main:
             self.cb.on_step(info)
 
+    def _validate_safely(self, epoch: int) -> dict[str, float]:
+        """`_validate`, never at the cost of the epoch just trained: if it fails, last.pt is
+        saved at the end of the epoch's training (a resume re-runs only the validation) and
+        the failure is one line naming it."""
+        try:
+            return self._validate()
+        except Exception as exc:
+            self._save("last.pt", epoch=epoch, step=self._step_in_epoch)
+            last = self.out / "weights" / "last.pt"
+            what = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise ValidationFailed(
+                f"validation after epoch {epoch + 1} failed ({type(exc).__name__}"
+                f"{': ' + what if what else ''}); the epoch's trained weights are saved in "
+                f"{last}: fix the validation split ({self.cfg.data}, split "
+                f"{self.cfg.val_split!r}) and continue with --resume {last}",
+                exit_code=getattr(exc, "exit_code", 1),
+            ) from exc
+
     def _validate(self) -> dict[str, float]:
         from visiontool.engine.train.validate import validate_classifier, validate_detector
 
@@ -426,6 +515,13 @@ class Trainer:
                 f"--metric {self.metric!r} is not a validation metric "
                 f"(have: {', '.join(k[4:] for k in row if k.startswith('val/'))})"
             )
+        if value is not None and value < 0:  # undefined (-1, as pycocotools): no ground truth
+            self.log(
+                f"val/{self.metric} is undefined (-1) after epoch {epoch + 1}: the validation "
+                "split has nothing to score (no images, or no boxes); it neither improves "
+                "nor counts against --patience"
+            )
+            value = None
         improved = value is not None and (self.best_value is None or value > self.best_value)
         if improved:
             self.best_value, self.best_epoch, self.bad_epochs = value, epoch + 1, 0
@@ -435,7 +531,8 @@ class Trainer:
             from visiontool.engine.train.log import append_results, plot_results
 
             self._save("last.pt", epoch=epoch + 1, step=0)
-            if improved or (self.val_set is None):
+            # until a validation scores something, best.pt follows last.pt
+            if improved or self.best_value is None:
                 self._save("best.pt", epoch=epoch + 1, step=0)
             append_results(self.out / "results.csv", row)
             plot_results(self.out / "results.csv", self.out)
@@ -485,34 +582,65 @@ class Trainer:
     def _read_resume(self) -> dict[str, Any]:
         from visiontool.errors import ModelLoadError
         from visiontool.io.checkpoint import is_visiontool_checkpoint, read_checkpoint
+        from visiontool.models.factory import checkpoint_info
 
-        checkpoint = read_checkpoint(self.cfg.resume)
-        if not is_visiontool_checkpoint(checkpoint) or "optimizer" not in checkpoint.get(
-            "train", {}
-        ):
-            raise ModelLoadError(
-                f"--resume {self.cfg.resume}: not a visiontool training checkpoint (last.pt)"
+        if Path(str(self.cfg.resume)).resolve().parent.name != "weights":
+            raise ConfigError(
+                f"--resume {self.cfg.resume}: expected RUN/weights/last.pt (the resumed run "
+                "writes into RUN); move it back into its run folder's weights/"
             )
+        checkpoint = read_checkpoint(self.cfg.resume)
+        problem = (
+            _recorded_problem(checkpoint)
+            if is_visiontool_checkpoint(checkpoint)
+            else "not a visiontool training checkpoint (last.pt)"
+        )
+        if problem:
+            raise ModelLoadError(f"--resume {self.cfg.resume}: {problem}")
+        checkpoint_info(checkpoint, Path(self.cfg.resume))  # the model_info is sound
         return checkpoint
 
     def _restore(self, checkpoint: dict[str, Any]) -> None:
         from visiontool.engine.train.state import set_rng_state
+        from visiontool.errors import ModelLoadError
 
         state = checkpoint["train"]
-        self.model.load_state_dict(state["model"] or checkpoint["state_dict"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        if self.ema is not None and state.get("ema") is not None:
-            self.ema.load_state_dict(state["ema"])
+        try:
+            self.model.load_state_dict(state.get("model") or checkpoint["state_dict"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.scaler.load_state_dict(state["scaler"])
+            if self.ema is not None and state.get("ema") is not None:
+                self.ema.load_state_dict(state["ema"])
+            self.best_value, self.best_epoch = state["best_value"], state["best_epoch"]
+            if state.get("partial"):
+                partial = state["partial"]
+                self._partial = ({str(k): float(v) for k, v in partial["totals"].items()},
+                                 int(partial["seen"]))  # fmt: skip
+            set_rng_state(state["rng"])
+        except (RuntimeError, KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise ModelLoadError(
+                f"--resume {self.cfg.resume}: its training state does not fit this run "
+                f"({first}); the data set's classes or the checkpoint changed since it was "
+                "written: start a new run, or fine-tune from it with --weights"
+            ) from exc
         self.start_epoch, self.start_step = int(state["epoch"]), int(state["step"])
-        self.best_value, self.best_epoch = state["best_value"], state["best_epoch"]
         self.bad_epochs = int(state["bad_epochs"])
         self.history = list(state["history"])
-        if state.get("partial"):
-            self._partial = (dict(state["partial"]["totals"]), int(state["partial"]["seen"]))
-        set_rng_state(state["rng"])
-        self.log(f"resumed from {self.cfg.resume} at epoch {self.start_epoch + 1}")
+        recorded = int((checkpoint.get("train_args") or {}).get("epochs", self.cfg.epochs))
+        if recorded != self.cfg.epochs:
+            self.log(
+                f"--epochs {self.cfg.epochs} (the run was started with {recorded}): the "
+                "learning-rate schedule is stretched to the new length from here on"
+            )
+        if self.start_epoch >= self.cfg.epochs:
+            self.log(
+                f"the run in {self.cfg.resume} already trained {self.start_epoch} epochs: "
+                "nothing to resume (pass --epochs N to train longer)"
+            )
+        else:
+            self.log(f"resumed from {self.cfg.resume} at epoch {self.start_epoch + 1}")
 
     def _write_args(self) -> None:
         from visiontool.io.atomic import write_json
@@ -543,20 +671,145 @@ class ResumableSampler:
 
 
 def _merge_resume_config(cfg: TrainConfig, checkpoint: dict[str, Any]) -> TrainConfig:
-    """A resumed run continues with the arguments it was started with."""
-    saved = dict(checkpoint.get("train_args") or {})
-    saved["resume"] = cfg.resume
-    saved["out"] = None
-    saved["device"] = cfg.device
-    saved["workers"] = cfg.workers
+    """A resumed run continues with the arguments it was started with (its `train_args`).
+
+    Options given with `--resume` must agree with them, except those in RESUME_MAY_CHANGE: a
+    different --data, --model, --out... is a `ConfigError` naming the option and the recorded
+    value, never silently ignored. --epochs may grow (train longer), not drop below the epochs
+    already done."""
+    recorded = dict(checkpoint.get("train_args") or {})
+    saved = dict(recorded)
     if "head" not in saved:  # written before --head existed: --model named the head then
         from visiontool import registry
 
         model = saved.get("model")
         if saved.get("task", "detect") == "detect" and model and registry.exists("head", model):
             saved["head"], saved["model"] = model, None
+    given = _given_options(cfg)
+    _check_resume_options(cfg, given, recorded, saved, checkpoint)
+    saved["resume"] = cfg.resume
+    saved["out"] = None
+    saved["device"] = cfg.device
+    for name in RESUME_MAY_CHANGE:
+        if name in given or name not in saved:
+            saved[name] = getattr(cfg, name)
     known = TrainConfig.__dataclass_fields__
-    return TrainConfig(**{k: v for k, v in saved.items() if k in known})
+    return TrainConfig(**{k: v for k, v in saved.items() if k in known and k != "given"})
+
+
+def _given_options(cfg: TrainConfig) -> set[str]:
+    if cfg.given is not None:  # the CLI's parameters: only those that are training options
+        return set(cfg.given) & set(TrainConfig.__dataclass_fields__) - {"resume", "given"}
+    from dataclasses import MISSING, fields
+
+    names = set()
+    for f in fields(TrainConfig):
+        default = f.default if f.default is not MISSING else None
+        if f.name not in ("resume", "given") and getattr(cfg, f.name) != default:
+            names.add(f.name)
+    return names
+
+
+def _check_resume_options(
+    cfg: TrainConfig,
+    given: set[str],
+    recorded: dict[str, Any],
+    saved: dict[str, Any],
+    checkpoint: dict[str, Any],
+) -> None:
+    resume = Path(str(cfg.resume))
+    run = resume.resolve().parent.parent
+    for name in sorted(given - set(RESUME_MAY_CHANGE)):
+        mine = getattr(cfg, name)
+        flag = "--" + name.replace("_", "-")
+        if name == "out":
+            if mine is None or Path(mine).resolve() == run:
+                continue
+            raise ConfigError(
+                f"{flag} {mine} conflicts with --resume {resume}: a resumed run writes into its "
+                f"own folder {run}; drop {flag}, or start a new run without --resume"
+            )
+        default = TrainConfig.__dataclass_fields__[name].default
+        if any(_same_value(mine, values.get(name, default)) for values in (recorded, saved)):
+            continue
+        was = recorded.get(name, default)
+        raise ConfigError(
+            f"{flag} {_shown(mine)} conflicts with --resume {resume}, a run started with "
+            f"{flag} {_shown(was)}: drop {flag} (a resumed run keeps its options; only "
+            f"{', '.join('--' + n.replace('_', '-') for n in RESUME_MAY_CHANGE)} may change), "
+            "or start a new run without --resume"
+        )
+    done = int((checkpoint.get("train") or {}).get("epoch", 0))
+    if "epochs" in given and cfg.epochs < done:
+        raise ConfigError(
+            f"--epochs {cfg.epochs}: the run in {resume} has already trained {done} epochs; "
+            f"pass --epochs {done} or more (more trains longer), or drop --epochs"
+        )
+
+
+def _same_value(mine: Any, recorded: Any) -> bool:
+    if mine == recorded:
+        return True
+    if isinstance(mine, (list, tuple)) and isinstance(recorded, (list, tuple)):
+        return list(mine) == list(recorded)
+    if isinstance(mine, (str, Path)) and isinstance(recorded, (str, Path)):
+        try:  # the same file or folder written another way (relative, trailing slash)
+            return Path(mine).resolve() == Path(recorded).resolve()
+        except (OSError, RuntimeError, ValueError):
+            return False
+    return False
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "(not set)"
+    if isinstance(value, (list, tuple)):
+        return " ".join(str(v) for v in value)
+    return str(value)[:200]
+
+
+def _recorded_problem(checkpoint: Any) -> str | None:
+    """What makes a checkpoint unusable for --resume (one phrase), or None."""
+    if not isinstance(checkpoint, dict):
+        return "not a visiontool training checkpoint (last.pt)"
+    train = checkpoint.get("train")
+    if not isinstance(train, dict) or "optimizer" not in train or train.get("optimizer") is None:
+        return "not a visiontool training checkpoint (last.pt; best.pt holds weights only)"
+    for key in ("epoch", "step", "bad_epochs"):
+        value = train.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            return f"its training state has no valid {key!r}"
+    for key, kind in (("history", list), ("rng", dict), ("scheduler", dict), ("scaler", dict),
+                      ("optimizer", dict)):  # fmt: skip
+        if not isinstance(train.get(key), kind):
+            return f"its training state has no valid {key!r}"
+    args = checkpoint.get("train_args")
+    if not isinstance(args, dict) or not isinstance(args.get("data"), str):
+        return "it records no training arguments (train_args with the data set)"
+    fields = TrainConfig.__dataclass_fields__
+    for name, value in args.items():
+        if name in fields and name != "given" and not _type_ok(str(fields[name].type), value):
+            return f"its recorded option {name!r} has a wrong type ({type(value).__name__})"
+    return None
+
+
+def _type_ok(annotation: str, value: Any) -> bool:
+    for part in (p.strip() for p in annotation.split("|")):
+        if part == "None" and value is None:
+            return True
+        if isinstance(value, bool):
+            if part == "bool":
+                return True
+            continue
+        if part == "int" and isinstance(value, int):
+            return True
+        if part == "float" and isinstance(value, (int, float)):
+            return True
+        if part in ("str", "Path") and isinstance(value, str):
+            return True
+        if part.startswith("list[") and isinstance(value, list):
+            return True
+    return False
 
 
 def _to_model_target(target: dict[str, Any], device: Any) -> dict[str, Any]:

@@ -91,12 +91,23 @@ def preresize(model: Any, image: Any) -> tuple[Any, tuple[float, float]]:
         from torchvision.models.detection.transform import _resize_image_and_masks
     except ImportError:  # pragma: no cover - another torchvision: resize inside the model
         return image, (1.0, 1.0)
+    import torch
+
     transform = model.transform
     height, width = image.shape[-2:]
-    resized, _ = _resize_image_and_masks(
-        image, float(transform.min_size[-1]), float(transform.max_size), None,
-        getattr(transform, "fixed_size", None),
-    )  # fmt: skip
+    min_size, max_size = float(transform.min_size[-1]), float(transform.max_size)
+    fixed = getattr(transform, "fixed_size", None)
+    scale = min(min_size / min(height, width), max_size / max(height, width))
+    if not fixed and (int(height * scale) < 1 or int(width * scale) < 1):
+        # An extreme aspect ratio (1x5000, 2x40000): torchvision's resize would make the
+        # short side 0 pixels and fail. Keep it at 1 pixel: the transform's own resize
+        # then has a scale >= 1 and keeps it there (and pads the batch for the backbone).
+        size = [max(1, int(height * scale)), max(1, int(width * scale))]
+        resized = torch.nn.functional.interpolate(
+            image[None], size=size, mode="bilinear", align_corners=False
+        )[0]
+    else:
+        resized, _ = _resize_image_and_masks(image, min_size, max_size, None, fixed)
     new_height, new_width = resized.shape[-2:]
     return resized, (width / new_width, height / new_height)
 
