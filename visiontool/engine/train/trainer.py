@@ -5,7 +5,9 @@ forward -> loss -> backward -> (accumulate) -> clip -> step -> schedule -> EMA, 
 `val_every` epochs, writes `weights/last.pt` and `weights/best.pt`, `results.csv` and plots, and
 stops early after `patience` epochs without improvement. `resume` restores the model, optimizer,
 scheduler, scaler, EMA, position (epoch and step) and random states, so an interrupted run ends
-with the same weights as an uninterrupted one (CPU, workers=0).
+with the same weights as an uninterrupted one (CPU; any --workers: each sample's augmentation
+has its own seed, see `state.SeededSamples`). A resumed run keeps its recorded options; only
+RESUME_MAY_CHANGE may differ. A failing validation saves last.pt before it reports.
 """
 
 from __future__ import annotations
@@ -425,8 +427,8 @@ class Trainer:
                                          epoch + 1 == cfg.epochs):  # fmt: skip
             row.update(self._validate_safely(epoch))
         self.history.append(row)
+        self._position = (epoch + 1, 0)  # from here an interrupt saves the epoch as done
         self._end_epoch(row, epoch)
-        self._position = (epoch + 1, 0)
         return row
 
     def _forward(self, images: list[Any], targets: list[Any]) -> dict[str, Any]:
