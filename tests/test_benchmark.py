@@ -46,8 +46,8 @@ def test_benchmark_command_runs_both_pipelines_on_the_same_images(cli, tmp_path,
     timed: list[tuple[list[str], float]] = []
     original = bench._timed
 
-    def recording(cmd: list[str]) -> float:
-        seconds = original(cmd)
+    def recording(cmd: list[str], what: str) -> float:
+        seconds = original(cmd, what)
         timed.append((cmd, seconds))
         return seconds
 

@@ -18,7 +18,6 @@ from visiontool.cli.common import (
     JsonOpt,
     QuietOpt,
     out_option,
-    resolve_out,
 )
 
 HELP = (
@@ -86,8 +85,9 @@ def evaluate(
         imgsz=imgsz,
     )
     console = Console(json_mode=json_out, quiet=quiet)
-    config.out = resolve_out(out, "eval", exist_ok=exist_ok)
-    report = run_eval(config, on_log=console.log)
+    with _out_folder(out, exist_ok, data, pred, console) as folder:
+        config.out = folder.path
+        report = run_eval(config, on_log=console.log)
     for message in report.warnings[:MAX_WARNINGS]:
         console.warn(message)
     if len(report.warnings) > MAX_WARNINGS:
@@ -170,3 +170,23 @@ def parse_gates(items: list[str]) -> dict[str, float]:
             )
         gates[key] = number
     return gates
+
+
+EVAL_OUTPUTS = ("metrics.json", "pr_curve.png", "confusion_matrix.png")
+
+
+def _out_folder(out: Path | None, exist_ok: bool, data: Path, pred: Path | None, console: Any):
+    """The checked, locked output folder (io.paths.prepare_out): never the data set or the
+    predictions file, never a non-empty folder without --exist-ok."""
+    from visiontool.io.paths import prepare_out
+
+    data_path = Path(data)
+    return prepare_out(
+        out,
+        "eval",
+        exist_ok=exist_ok,
+        inputs=[p for p in (data_path, pred) if p is not None and not Path(p).is_dir()],
+        recursive_inputs=[data_path] if data_path.is_dir() else [],
+        owned=EVAL_OUTPUTS,
+        on_log=console.log,
+    )

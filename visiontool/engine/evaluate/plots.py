@@ -37,7 +37,7 @@ def plot_pr_curves(
             label = "mean" + (f" {mean_ap:.3f}" if mean_ap is not None else "")
             ax.plot(grid, np.mean(stacked, axis=0), color="black", linewidth=3, label=label)
         ax.set(xlabel="Recall", ylabel="Precision", xlim=(0, 1), ylim=(0, 1.02), title=title)
-        if len(curves) <= MAX_LEGEND:
+        if len(curves) <= MAX_LEGEND and ax.get_legend_handles_labels()[0]:
             ax.legend(loc="lower left")
     return Path(path)
 

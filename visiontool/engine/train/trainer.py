@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from visiontool.engine.train.distributed import DistInfo
-from visiontool.errors import ConfigError, VisiontoolError
+from visiontool.errors import ConfigError, UnknownName, VisiontoolError
 
 
 class TrainingDiverged(VisiontoolError):
@@ -173,6 +173,15 @@ TRAIN_OWNED = (
 wrote there (nothing else), so old checkpoints and curves never mix with the new run's."""
 
 
+def validation_metrics(task: str) -> tuple[str, ...]:
+    """What validation reports, so a wrong --metric is refused before any epoch runs."""
+    if task == "classify":
+        return ("top1", "top5")
+    from visiontool.metrics.coco import COCO_KEYS
+
+    return (*COCO_KEYS, "voc07_map50", "voc_map50")
+
+
 def _validate(config: TrainConfig) -> None:
     if not config.data and not config.resume:
         raise ConfigError(
@@ -186,6 +195,10 @@ def _validate(config: TrainConfig) -> None:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
     if config.lr is not None and config.lr <= 0:
         raise ConfigError("--lr must be > 0")
+    if config.metric is not None:
+        known = validation_metrics(config.task)
+        if config.metric not in known:
+            raise UnknownName("--metric", config.metric, known)
 
 
 class Trainer:
