@@ -156,9 +156,14 @@ def show(
     """Draw a grid of samples with their boxes after an augmentation preset."""
     from visiontool.data.datasets import open_dataset
     from visiontool.data.show import render_grid
+    from visiontool.data.transforms import PRESETS
 
     if n < 1:
         raise typer.BadParameter("--n must be at least 1", param_hint="--n")
+    if augment not in PRESETS:
+        raise typer.BadParameter(
+            f"one of {', '.join(PRESETS)}, got {augment!r}", param_hint="--augment"
+        )
     dataset = open_dataset(path, split=split, format=format)
     target = out if out is not None else resolve_out(None, "data/show") / "grid.png"
     written = render_grid(dataset, target, n=n, augment=augment, seed=seed)

@@ -163,7 +163,7 @@ def run_detect(
 
     check_options(
         conf=config.conf, batch=config.batch, inflight=config.inflight,
-        max_det=config.max_det, imgsz=config.imgsz,
+        max_det=config.max_det, imgsz=config.imgsz, workers=config.workers, topk=config.topk,
     )  # fmt: skip
     if config.data is not None and not config.save_coco:
         from visiontool.errors import ConfigError

@@ -59,7 +59,8 @@ def predict(
     path) raise here; an unreadable image is yielded with `.error` set. Close the returned
     generator (or use `contextlib.closing`) to stop early.
     """
-    check_options(conf=conf, batch=batch, inflight=inflight, max_det=max_det, imgsz=imgsz)
+    check_options(conf=conf, batch=batch, inflight=inflight, max_det=max_det, imgsz=imgsz,
+                  workers=workers, topk=topk)  # fmt: skip
     inputs = _as_inputs(sources, recursive=recursive)
     predictor = make_predictor(
         model=model, weights=weights, device=device, conf=conf, iou=iou, max_det=max_det,
@@ -97,9 +98,20 @@ def _results_only(stream: Iterator[tuple[ImageResult, Any]]) -> Iterator[ImageRe
 
 
 def check_options(
-    *, conf: float, batch: int, inflight: int | None, max_det: int, imgsz: int | None
+    *,
+    conf: float,
+    batch: int,
+    inflight: int | None,
+    max_det: int,
+    imgsz: int | None,
+    workers: int | None = None,
+    topk: int = 5,
 ) -> None:
     """Range checks shared by `predict` and `detect` (ConfigError, exit 2)."""
+    if workers is not None and workers < 0:
+        raise ConfigError(f"--workers must be >= 0, got {workers}")
+    if topk < 1:
+        raise ConfigError(f"--topk must be >= 1, got {topk}")
     if not 0.0 <= conf <= 1.0:
         raise ConfigError(f"--conf must be in [0, 1], got {conf}")
     if batch < 1:
