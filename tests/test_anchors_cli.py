@@ -250,6 +250,54 @@ def test_label_bad_inputs(tmp_path):
     assert result.exit_code == 2 and "--anchors FILE" in result.output
 
 
+def test_label_large_assignment_prints_a_summary_and_draws_a_sample(tmp_path):
+    """One anchor shape per pixel of a 128x96 canvas (no --fmap): thousands of positives give
+    20 table rows and a count, and a picture of at most 50 anchors, not a solid block."""
+    gt = write_gt(tmp_path)
+    out = tmp_path / "big"
+    args = ["label", "--gt", str(gt), "--size", "96x128", "--sizes", "0.5", "--ratios", "1"]
+    result = invoke(*args, "--out", str(out))
+    assert result.exit_code == 0, result.output
+    doc = load_json(invoke(*args, "--json", "--out", str(tmp_path / "big_json")))
+    assert doc["count"] == 96 * 128
+    assert doc["assigned"] == len(doc["rows"]) > 1000  # --json keeps every row
+    assert doc["drawn"] == 50
+    table_rows = [line for line in result.stdout.splitlines() if line.split()[:1] and
+                  line.split()[0].isdigit() and len(line.split()) >= 8]  # fmt: skip
+    assert len(table_rows) == 20
+    assert f"{doc['assigned'] - 20:,} more rows" in result.stdout
+    assert "50 of them drawn" in result.stdout
+    with Image.open(out / "labels.png") as image:
+        pixels = np.asarray(image.convert("RGB")).reshape(-1, 3)
+    canvas = (pixels == np.array([40, 40, 40], np.uint8)).all(axis=1).mean()
+    assert canvas > 0.3  # most of the canvas still shows between the drawn anchors
+
+
+def test_label_reads_the_anchors_json_fit_writes(tmp_path):
+    from visiontool.io.anchors_file import anchors_document, write_anchors_json
+
+    gt = write_gt(tmp_path)
+    fitted = write_anchors_json(
+        tmp_path / "fit.json",
+        anchors_document(np.array([[64.0, 96.0], [256.0, 448.0]]), imgsz=512),
+    )
+    doc = load_json(
+        invoke("label", "--gt", str(gt), "--anchors", str(fitted), "--fmap", "2x2", "--all",
+               "--json", "--out", str(tmp_path / "fit_label"))
+    )  # fmt: skip
+    assert doc["count"] == 2 * 2 * 2  # K shapes on every cell of the 2x2 map
+    boxes = [r["box"] for r in doc["rows"]]
+    # cell (0, 0) centred at (0.25, 0.25): the 64x96 shape at imgsz 512 is 0.125 x 0.1875
+    assert boxes[0] == pytest.approx([0.1875, 0.15625, 0.3125, 0.34375], abs=1e-4)
+    assert boxes[1] == pytest.approx([0.0, -0.1875, 0.5, 0.6875], abs=1e-4)
+    assert doc["assigned"] >= 2
+    default = load_json(
+        invoke("label", "--gt", str(gt), "--anchors", str(fitted), "--size", "64x128",
+               "--json", "--out", str(tmp_path / "fit_default"))
+    )  # fmt: skip
+    assert default["count"] == 4 * 8 * 2  # without --fmap: one cell per 16 canvas pixels
+
+
 # ---------------------------------------------------------------------------- fit / check
 
 
@@ -350,6 +398,15 @@ def test_check_frcnn_mobile_recall_buckets(dataset):
     result = invoke("check", "--model", "frcnn-mobile-320", "--data", str(dataset), "--limit", "3")
     assert result.exit_code == 0, result.output
     assert "recall@0.5" in result.stdout and "on 3 images" in result.stdout
+
+
+def test_check_takes_a_trained_checkpoint(dataset):
+    shipped = Path(__file__).resolve().parents[1] / "visiontool" / "weights" / "shapes-frcnn.pt"
+    doc = load_json(invoke("check", "--weights", str(shipped), "--data", str(dataset), "--json"))
+    assert doc["model"] == "shapes-frcnn" and doc["boxes"] > 0
+    assert doc["generator"].endswith("anchors") and 0 <= doc["overall"]["recall_50"] <= 1
+    result = invoke("check", "--data", str(dataset))
+    assert result.exit_code == 2 and "--weights PATH" in result.output
 
 
 def test_check_ssdlite_and_non_detector(dataset):

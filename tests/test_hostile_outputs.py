@@ -245,7 +245,7 @@ def test_sigterm_finalises_like_ctrl_c(images, tmp_path):
     )  # fmt: skip
     try:
         for line in proc.stdout:
-            if line.startswith("image 2 "):
+            if line.startswith(("image 2 ", "image 2/")):
                 break
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)

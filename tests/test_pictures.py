@@ -136,46 +136,67 @@ def test_tags_in_one_picture_do_not_cover_each_other() -> None:
         assert (picture == np.array(color(k)[::-1], np.uint8)).all(axis=2).sum() > 100
 
 
-def old_draw_detections(bgr, detections):
-    """detect's drawing before the pictures moved onto shared helpers (the reference)."""
-    import cv2
-
-    height, width = bgr.shape[:2]
-    thickness = max(1, round(min(height, width) / 320))
-    scale = max(0.35, min(height, width) / 900)
-    for det in detections:
-        r, g, b = PALETTE[det.class_id % len(PALETTE)]
-        x1, y1, x2, y2 = (int(round(v)) for v in det.box)
-        cv2.rectangle(bgr, (x1, y1), (x2, y2), (b, g, r), thickness, cv2.LINE_AA)
-        font, text_thickness = cv2.FONT_HERSHEY_SIMPLEX, max(1, thickness - 1)
-        text = f"{det.label} {det.score:.2f}"
-        (tw, th), baseline = cv2.getTextSize(text, font, scale, text_thickness)
-        pad = max(2, thickness)
-        box_h = th + baseline + 2 * pad
-        x = max(0, min(x1, bgr.shape[1] - tw - 2 * pad))
-        top = y1 if y1 - box_h < 0 else y1 - box_h
-        cv2.rectangle(bgr, (x, top), (x + tw + 2 * pad, top + box_h), (b, g, r), -1)
-        ink = (0, 0, 0) if 0.114 * b + 0.587 * g + 0.299 * r > 140 else (255, 255, 255)
-        cv2.putText(bgr, text, (x + pad, top + pad + th), font, scale, ink, text_thickness,
-                    cv2.LINE_AA)  # fmt: skip
-    return bgr
-
-
-@pytest.mark.parametrize("size", [(240, 320), (1080, 1920)])
-def test_detect_picture_is_pixel_for_pixel_what_it_was(size: tuple[int, int]) -> None:
-    """Moving the other pictures onto detect's helpers left detect's own output unchanged."""
-    from visiontool.io.draw import draw_detections
+def crowded(height: int, width: int, n: int = 12, seed: int = 0):
+    """`n` detections with their top-left corners bunched together and near every edge."""
     from visiontool.results import Detection
 
-    rng = np.random.default_rng(0)
-    height, width = size
+    rng = np.random.default_rng(seed)
     dets = []
-    for k in range(12):
-        x1, y1 = rng.uniform(0, width - 20), rng.uniform(0, height - 20)
-        x2, y2 = rng.uniform(x1 + 5, width), rng.uniform(y1 + 5, height)
-        dets.append(Detection((x1, y1, x2, y2), float(rng.uniform()), k * 3, f"class{k}"))
-    image = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
-    assert (draw_detections(image.copy(), dets) == old_draw_detections(image.copy(), dets)).all()
+    for k in range(n):
+        x1 = float(rng.choice([0, width * 0.4, width - 6])) + rng.uniform(0, 4)
+        y1 = float(rng.choice([0, height * 0.4, height - 6])) + rng.uniform(0, 4)
+        x2, y2 = min(width, x1 + rng.uniform(4, width)), min(height, y1 + rng.uniform(4, height))
+        dets.append(Detection((x1, y1, x2, y2), 0.99 - k / 100, k, f"class{k}"))
+    return dets
+
+
+@pytest.mark.parametrize("size", [(48, 64), (256, 256), (240, 320), (1080, 1920)])
+def test_detect_tags_stay_inside_the_image_and_never_overlap(size: tuple[int, int]) -> None:
+    from visiontool.io.draw import detection_tags
+
+    height, width = size
+    tags = detection_tags(crowded(height, width), height, width)
+    assert tags and tags[0][2] == 0  # the best detection always keeps its tag
+    rects = [rect for _, rect, _ in tags]
+    for x1, y1, x2, y2 in rects:
+        assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height
+        assert x2 - x1 <= max(24, width // 2)  # never wider than half the picture
+    for a, (ax1, ay1, ax2, ay2) in enumerate(rects):
+        for bx1, by1, bx2, by2 in rects[a + 1 :]:
+            assert not (ax1 < bx2 and bx1 < ax2 and ay1 < by2 and by1 < ay2)
+    covered = sum((x2 - x1) * (y2 - y1) for x1, y1, x2, y2 in rects)
+    last = (rects[-1][2] - rects[-1][0]) * (rects[-1][3] - rects[-1][1])
+    assert covered - last < 0.3 * height * width  # tags stop before covering the picture
+
+
+def test_detect_tags_are_painted_where_they_are_placed() -> None:
+    from visiontool.io.draw import blank, detection_tags, draw_detections
+
+    dets = crowded(256, 256)
+    picture = draw_detections(blank(256, 256), dets)
+    for _, (x1, y1, x2, y2), index in detection_tags(dets, 256, 256):
+        fill = np.array(color(dets[index].class_id)[::-1], np.uint8)
+        inside = (picture[y1:y2, x1:x2] == fill).all(axis=2).mean()
+        assert inside > 0.5, (index, inside)  # a tag is its class colour, not hidden by others
+
+
+def test_detect_font_and_lines_scale_with_the_image() -> None:
+    from visiontool.io.draw import detect_style, detection_tags
+    from visiontool.results import Detection
+
+    styles = [detect_style(side, side) for side in (48, 256, 640, 1080, 4000)]
+    assert [t for t, _ in styles] == sorted(t for t, _ in styles) and styles[0][0] == 1
+    assert [s for _, s in styles] == sorted(s for _, s in styles) and styles[0][1] < 0.35
+    one = [Detection((10.0, 30.0, 40.0, 45.0), 0.87, 1, "triangle")]
+    heights = {}
+    for side in (64, 256, 1080):
+        ((text, (x1, y1, x2, y2), _),) = detection_tags(one, side, side)
+        heights[side] = y2 - y1
+        if side >= 256:
+            assert text == "triangle 0.87"
+        else:  # on a thumbnail the score goes first, so the tag fits
+            assert text.startswith("tri") and "0.87" not in text
+    assert heights[64] < heights[256] < heights[1080] and heights[64] <= 14
 
 
 # ------------------------------------------------------------------------------ plotting

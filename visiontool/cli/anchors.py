@@ -1,71 +1,38 @@
 """`visiontool anchors`: generate, see, label, fit and check anchor boxes.
 
 Thin commands: parse options, build a config, call one engine function, print. List options
-(`--sizes`, `--ratios`, `--scales`) take several values after one flag (`--ratios 0.5 1 2`) or a
-comma-separated list (`--ratios 0.5,1,2`). prior, grid, label and fit write into a run folder,
-`--out DIR` or runs/anchors/exp, exp2, ... like every other command.
+(`--sizes`, `--ratios`, `--scales`) take a comma-separated list (`--ratios 0.5,1,2`), the flag
+repeated, or several numbers after one flag (`--ratios 0.5 1 2`): see `common.list_option`.
+prior, grid, label and fit write into a run folder, `--out DIR` or runs/anchors/exp, exp2, ...
+like every other command.
 """
 
 from __future__ import annotations
 
-import math
-import re
 from pathlib import Path
 from typing import Any
 
 import typer
-from typer.core import TyperCommand
 
 from visiontool.cli.common import (
+    Command,
     Console,
     DeviceOpt,
     ExistOkOpt,
+    Group,
     JsonOpt,
     QuietOpt,
     SeedOpt,
+    list_option,
     out_option,
     parse_pair,
 )
 
-LIST_OPTIONS = ("--sizes", "--ratios", "--scales")
-NUMBER = re.compile(r"^\+?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
-
 app = typer.Typer(
     help="Generate, see, label, fit and check anchor boxes.",
     no_args_is_help=True,
+    cls=Group,
 )
-
-
-class ListOptionCommand(TyperCommand):
-    """Lets `--ratios 0.5 1 2` mean `--ratios 0.5,1,2` (click options take one value each)."""
-
-    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        merged: list[str] = []
-        i = 0
-        while i < len(args):
-            token = args[i]
-            merged.append(token)
-            i += 1
-            if token in LIST_OPTIONS:
-                values = []
-                while i < len(args) and all(NUMBER.match(v) for v in args[i].split(",") if v):
-                    values.append(args[i])
-                    i += 1
-                if values:
-                    merged.append(",".join(values))
-        return super().parse_args(ctx, merged)
-
-
-def number_list(text: str | None, name: str) -> list[float]:
-    if not text:
-        return []
-    try:
-        values = [float(v) for v in text.replace(",", " ").split()]
-    except ValueError:
-        raise typer.BadParameter(f"{name} must be numbers like 0.5 1 2, got {text!r}") from None
-    if not all(math.isfinite(v) and v > 0 for v in values):  # nan, inf, 0, negative
-        raise typer.BadParameter(f"{name} must be positive finite numbers, got {text!r}")
-    return values
 
 
 def _pair(text: str | None, name: str, sep: str = "x") -> tuple[int, int] | None:
@@ -79,12 +46,14 @@ OffsetOpt = typer.Option(0.5, "--offset", help="Anchor centre within a cell (0 =
 OutOpt = out_option("anchors")
 
 
-@app.command("prior", cls=ListOptionCommand)
+@app.command("prior", cls=Command)
 def prior(
-    sizes: str = typer.Option(
-        ..., "--sizes", metavar="N...", help="Anchor sizes (fractions of the image)."
+    sizes: list[str] = list_option(
+        "--sizes", kind="positive", help="Anchor sizes (fractions of the image), e.g. 0.75,0.5."
     ),
-    ratios: str = typer.Option(..., "--ratios", metavar="N...", help="Width/height ratios."),
+    ratios: list[str] = list_option(
+        "--ratios", kind="positive", help="Anchor ratios width/height (2 = wide), e.g. 1,2,0.5."
+    ),
     image: Path = ImageOpt,
     size: str = SizeOpt,
     fmap: str = FmapOpt,
@@ -98,10 +67,14 @@ def prior(
     """Multibox anchors (n+m-1 per cell): count, table and a picture (anchors.png)."""
     from visiontool.engine.anchors.show import PriorConfig, prior_view
 
+    _need("--sizes", sizes)
+    _need("--ratios", ratios)
+    _need_canvas(image, size)
+
     result = prior_view(
         PriorConfig(
-            sizes=number_list(sizes, "--sizes"),
-            ratios=number_list(ratios, "--ratios"),
+            sizes=sizes or [],
+            ratios=ratios or [],
             image=image,
             size=_pair(size, "--size"),
             fmap=_pair(fmap, "--fmap"),
@@ -133,15 +106,17 @@ def prior(
     console.final(f"results saved to {result.out}")
 
 
-@app.command("grid", cls=ListOptionCommand)
+@app.command("grid", cls=Command)
 def grid(
     size: str = SizeOpt,
     image: Path = ImageOpt,
     stride: int = typer.Option(16, "--stride", help="Feature-map stride in pixels."),
-    scales: str = typer.Option(
-        "8,16,32", "--scales", metavar="N...", help="Anchor scales (multiples of stride)."
+    scales: list[str] = list_option(
+        "--scales", kind="positive", default="8,16,32", help="Anchor scales (multiples of stride)."
     ),
-    ratios: str = typer.Option("0.5,1,2", "--ratios", metavar="N...", help="Width/height ratios."),
+    ratios: list[str] = list_option(
+        "--ratios", kind="positive", default="0.5,1,2", help="Anchor ratios width/height."
+    ),
     border: float = typer.Option(0.0, "--border", help="Pixels an inside anchor may cross by."),
     out: Path = OutOpt,
     exist_ok: bool = ExistOkOpt,
@@ -152,10 +127,12 @@ def grid(
     (grid.png)."""
     from visiontool.engine.anchors.show import GridConfig, grid_view
 
+    _need_canvas(image, size)
+
     result = grid_view(
         GridConfig(
-            scales=number_list(scales, "--scales"),
-            ratios=number_list(ratios, "--ratios"),
+            scales=scales or [],
+            ratios=ratios or [],
             stride=stride,
             image=image,
             size=_pair(size, "--size"),
@@ -184,12 +161,16 @@ def grid(
     console.final(f"results saved to {result.out}")
 
 
-@app.command("label", cls=ListOptionCommand)
+@app.command("label", cls=Command)
 def label(
     gt: Path = typer.Option(..., "--gt", help='JSON {"classes": [...], "boxes": [...]}.'),
     anchors: Path = typer.Option(None, "--anchors", help="JSON list of normalized xyxy anchors."),
-    sizes: str = typer.Option(None, "--sizes", metavar="N...", help="Generate anchors: sizes."),
-    ratios: str = typer.Option(None, "--ratios", metavar="N...", help="Generate anchors: ratios."),
+    sizes: list[str] = list_option(
+        "--sizes", kind="positive", help="Generate anchors: sizes (fractions of the image)."
+    ),
+    ratios: list[str] = list_option(
+        "--ratios", kind="positive", help="Generate anchors: ratios width/height."
+    ),
     fmap: str = FmapOpt,
     offset: float = OffsetOpt,
     image: Path = ImageOpt,
@@ -212,8 +193,8 @@ def label(
         LabelConfig(
             gt=gt,
             anchors=anchors,
-            sizes=number_list(sizes, "--sizes"),
-            ratios=number_list(ratios, "--ratios"),
+            sizes=sizes or [],
+            ratios=ratios or [],
             fmap=_pair(fmap, "--fmap"),
             offset=offset,
             image=image,
@@ -228,24 +209,37 @@ def label(
     if json_out:
         console.emit_json(result.to_dict())
         return
+    shown = result.rows[:LABEL_ROWS]
+    more = len(result.rows) - len(shown)
     console.table(
-        "anchor labels",
+        f"anchor labels (the first {len(shown)} of {len(result.rows):,})" if more
+        else "anchor labels",
         ["anchor", "best IoU", "box", "class", "label", "offsets"],
         [
             [r["anchor"], f"{r['best_iou']:.3f}", r["assigned"] if r["assigned"] >= 0 else "-",
              r["class"], r["label"], " ".join(f"{v:.3f}" for v in r["offsets"])]
-            for r in result.rows
+            for r in shown
         ],
     )  # fmt: skip
+    if more:
+        console.log(f"... {more:,} more rows (--json lists every row)")
     per_class = ", ".join(f"{k}: {v}" for k, v in result.per_class.items())
+    sample = (
+        f" ({result.drawn} of them drawn: each box's best and an even sample)"
+        if result.drawn < result.assigned
+        else ""
+    )
     console.final(
-        f"{result.assigned} of {result.count} anchors assigned ({per_class}); "
+        f"{result.assigned:,} of {result.count:,} anchors assigned ({per_class}){sample}; "
         f"picture: {result.picture}"
     )
     console.final(f"results saved to {result.out}")
 
 
-@app.command("fit")
+LABEL_ROWS = 20  # `anchors label` table rows printed; --json has them all
+
+
+@app.command("fit", cls=Command)
 def fit(
     data: Path = typer.Option(..., "--data", help="Data set (folder, COCO json, YAML spec...)."),
     num: int = typer.Option(9, "--num", help="Number of anchors K."),
@@ -297,9 +291,14 @@ def fit(
     console.final(f"results saved to {result.extra['out']}")
 
 
-@app.command("check")
+@app.command("check", cls=Command)
 def check(
-    model: str = typer.Option(..., "--model", help="Detector name (see `visiontool models`)."),
+    model: str = typer.Option(
+        None, "--model", help="Detector name (see `visiontool models`); or give --weights."
+    ),
+    weights: Path = typer.Option(
+        None, "--weights", help="A trained checkpoint: the model it rebuilds is checked."
+    ),
     data: Path = typer.Option(..., "--data", help="Data set (folder, COCO json, YAML spec...)."),
     split: str = typer.Option(None, "--split", help="Data set split (default: the reader's)."),
     limit: int = typer.Option(None, "--limit", help="Check only the first N images."),
@@ -310,8 +309,12 @@ def check(
     """Recall of a model's own anchors on a data set's boxes, per size bucket, with hints."""
     from visiontool.engine.anchors.check import CheckConfig, check_anchors
 
+    if model is None and weights is None:
+        raise typer.BadParameter("pass --model NAME (see `visiontool models`) or --weights PATH")
     result = check_anchors(
-        CheckConfig(model=model, data=data, split=split, limit=limit, device=device)
+        CheckConfig(
+            model=model, data=data, split=split, limit=limit, device=device, weights=weights
+        )
     )
     console = Console(json_mode=json_out, quiet=quiet)
     if json_out:
@@ -337,3 +340,14 @@ def check(
 
 def _rate(bucket: Any, value: float) -> str:
     return f"{value:.3f}" if bucket.boxes else "-"
+
+
+def _need(flag: str, values: list[Any] | None) -> None:
+    """A required list option (a usage error, with the help hint, when missing)."""
+    if not values:
+        raise typer.BadParameter("this option is required", param_hint=flag)
+
+
+def _need_canvas(image: Path | None, size: str | None) -> None:
+    if image is None and size is None:
+        raise typer.BadParameter("give --image IMG or --size HxW", param_hint="--image/--size")

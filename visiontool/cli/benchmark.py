@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from visiontool.cli.common import Console, JsonOpt
+from visiontool.cli.common import WORKERS_HELP, Console, JsonOpt
 
 HELP = (
     "Time `detect` against a naive one-image-at-a-time loop on synthetic 1080p photos "
@@ -17,7 +17,7 @@ def benchmark(
     weights: str = typer.Option("none", "--weights", "-w", help="DEFAULT, none or PATH."),
     n: int = typer.Option(32, "--n", help="Number of images."),
     batch: int = typer.Option(1, "--batch", "-b", help="detect's --batch."),
-    workers: int = typer.Option(None, "--workers", help="detect's --workers."),
+    workers: int = typer.Option(None, "--workers", help=WORKERS_HELP),
     inflight: int = typer.Option(None, "--inflight", help="detect's --inflight."),
     repeat: int = typer.Option(3, "--repeat", help="Runs of each; the best counts."),
     json_out: bool = JsonOpt,

@@ -6,12 +6,15 @@ Only typer, rich and the standard library here: no torch.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 DeviceOpt = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N.")
 JsonOpt = typer.Option(False, "--json", help="Machine-readable output on stdout; logs on stderr.")
@@ -23,6 +26,9 @@ ExistOkOpt = typer.Option(
     help="Write into an existing --out (or runs/<cmd>/exp): this command's earlier files there "
     "are replaced, other files kept.",
 )
+
+
+WORKERS_HELP = "Image-decoding processes (default: cores-1, at most 4; 0 on 2 cores or fewer)."
 
 
 def out_option(command: str) -> Any:
@@ -84,11 +90,201 @@ class Console:
         self.rich.print(table)
 
 
+# -- list options ---------------------------------------------------------------------------
+# One convention for every option that takes several values: commas (`--ratios 0.5,1,2`), or the
+# flag repeated (`--ratios 0.5 --ratios 1`); numbers may also follow one flag separated by spaces
+# (`--ratios 0.5 1 2`). `list_option` declares such an option; `Command` does the space merging.
+
+NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+_SPLIT = re.compile(r"[,\s]+")
+LIST_KINDS = ("positive", "int", "name", "threshold", "gate")
+_METAVARS = {
+    "positive": "N,N...",
+    "int": "N,N...",
+    "name": "NAME,...",
+    "threshold": "T,T...|A:B:S",
+    "gate": "KEY=VALUE",
+}
+_EXAMPLES = {
+    "positive": "numbers like 0.5,1,2",
+    "int": "whole numbers like 1,2,3",
+    "name": "names like circle,star",
+    "threshold": "'0.5,0.75' or '0.5:0.95:0.05'",
+    "gate": "KEY=VALUE like map50=0.5",
+}
+
+
+class ListParser:
+    """The click callback of a list option: the values given (one per flag) -> one flat list
+    (or, with `groups`, one list per `;`-separated group). Bad input is a usage error."""
+
+    def __init__(self, kind: str, *, groups: bool = False) -> None:
+        if kind not in LIST_KINDS:
+            raise ValueError(f"unknown list kind {kind!r}")
+        self.kind = kind
+        self.groups = groups
+
+    @property
+    def numeric(self) -> bool:
+        return self.kind in ("positive", "int", "threshold")
+
+    def __call__(self, ctx: Any, param: Any, value: Any) -> Any:
+        items = [str(v) for v in (value or ())]
+        if not items:
+            return None
+        name = max(param.opts, key=len) if param is not None else "value"
+        if self.kind == "gate":
+            return list(_gates(items, name).items())  # (key, value) pairs: typer keeps lists
+        if self.groups and any(";" in item for item in items):
+            text = ";".join(items)
+            return [self._values(group, name, text) for group in text.split(";") if group.strip()]
+        return self._values(",".join(items), name, ",".join(items))
+
+    def _values(self, text: str, name: str, shown: str) -> list[Any]:
+        tokens = [t for t in _SPLIT.split(text) if t]
+        if not tokens:
+            raise typer.BadParameter(f"{name} takes {_EXAMPLES[self.kind]}, got {shown!r}")
+        if self.kind == "name":
+            return tokens
+        values: list[Any] = []
+        try:
+            for token in tokens:
+                if self.kind == "threshold" and ":" in token:
+                    values.extend(_range(token))
+                elif self.kind == "int":
+                    values.append(int(token))
+                else:
+                    number = float(token)
+                    if not math.isfinite(number) or number <= 0:
+                        raise ValueError
+                    values.append(number)
+        except (ValueError, ZeroDivisionError, OverflowError):
+            raise typer.BadParameter(
+                f"{name} takes {_EXAMPLES[self.kind]}, got {shown!r}"
+            ) from None
+        return values
+
+
+def _range(token: str) -> list[float]:
+    """'start:stop:step' with both ends included."""
+    start, stop, step = (float(p) for p in token.split(":"))
+    count = int(round((stop - start) / step)) + 1
+    if count < 1 or count > 1000:
+        raise ValueError
+    return [round(start + i * step, 10) for i in range(count)]
+
+
+def _gates(items: list[str], name: str) -> dict[str, float]:
+    """KEY=VALUE items (repeated or comma-separated) -> {key: value}."""
+    gates: dict[str, float] = {}
+    for item in (t.strip() for i in items for t in i.split(",")):
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        try:
+            if not sep or not key:
+                raise ValueError
+            number = float(value)
+        except ValueError:
+            raise typer.BadParameter(f"{name} takes {_EXAMPLES['gate']}, got {item!r}") from None
+        if key in gates:
+            raise typer.BadParameter(
+                f"{key} is gated twice ({key}={gates[key]:g} and {item!r}); keep one"
+            )
+        gates[key] = number
+    return gates
+
+
+def list_option(
+    *decls: str,
+    kind: str,
+    help: str,
+    default: str | None = None,
+    metavar: str | None = None,
+    groups: bool = False,
+) -> Any:
+    """An option taking several values (declare its parameter as `list[str]`; the command body
+    receives the parsed list, or None when the option is not given). `kind`: positive (numbers
+    > 0), int, name, threshold (numbers or start:stop:step), gate (KEY=VALUE -> (key, value)
+    pairs)."""
+    parser = ListParser(kind, groups=groups)
+
+    def callback(ctx: typer.Context, param: typer.CallbackParam, value: Any) -> Any:
+        return parser(ctx, param, value)
+
+    callback.list_parser = parser  # type: ignore[attr-defined]  # read by Command.parse_args
+    return typer.Option(
+        [default] if default is not None else None,
+        *decls,
+        callback=callback,
+        metavar=metavar or _METAVARS[kind],
+        help=help,
+        show_default=default if default is not None else False,
+    )
+
+
+def _hide_flag_types(params: list[Any]) -> list[Any]:
+    """Boolean flags take no value: show no `<bool>` type beside them in --help."""
+    for param in params:
+        if getattr(param, "is_flag", False) and not param.metavar:
+            param.metavar = ""
+    return params
+
+
+class Command(TyperCommand):
+    """Every visiontool command: flags show no value type in --help, and numbers may follow a
+    numeric list option's flag separated by spaces (`--ratios 0.5 1 2` = `--ratios 0.5,1,2`)."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _hide_flag_types(super().get_params(ctx))
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        numeric = {
+            opt
+            for param in self.params
+            if getattr(getattr(param.callback, "list_parser", None), "numeric", False)
+            for opt in param.opts
+        }
+        merged: list[str] = []
+        i = 0
+        while i < len(args):
+            token = args[i]
+            merged.append(token)
+            i += 1
+            if token == "--":
+                merged.extend(args[i:])
+                break
+            if token in numeric and i < len(args):
+                merged.append(args[i])  # the flag's own value, whatever it is
+                i += 1
+                while i < len(args) and _is_numbers(args[i]):
+                    merged[-1] += "," + args[i]
+                    i += 1
+        return super().parse_args(ctx, merged)
+
+
+def _is_numbers(token: str) -> bool:
+    parts = [p for p in _SPLIT.split(token) if p]
+    return bool(parts) and all(
+        NUMBER.match(p) or (p.count(":") == 2 and all(NUMBER.match(x) for x in p.split(":")))
+        for p in parts
+    )
+
+
+class Group(TyperGroup):
+    """Every visiontool command group: flags show no value type in --help."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _hide_flag_types(super().get_params(ctx))
+
+
 def parse_pair(text: str, *, sep: str = "x", name: str = "value") -> tuple[int, int]:
-    """Parse 'HxW' (or 'Y,X' with sep=',') into two ints, with a usage error on bad input."""
+    """Parse 'AxB' (sizes are WxH, as image tools print them) or 'A,B' with sep=',' into two
+    ints, in the order given, with a usage error on bad input."""
     parts = text.lower().replace(" ", "").split(sep)
     if len(parts) != 2 or not all(p.isdigit() for p in parts):
-        raise typer.BadParameter(f"{name} must look like 480{sep}640, got {text!r}")
+        raise typer.BadParameter(f"{name} must look like 640{sep}480, got {text!r}")
     return int(parts[0]), int(parts[1])
 
 

@@ -11,8 +11,10 @@ from pathlib import Path
 import typer
 
 from visiontool.cli.common import (
+    Command,
     Console,
     ExistOkOpt,
+    Group,
     JsonOpt,
     QuietOpt,
     SeedOpt,
@@ -23,6 +25,7 @@ app = typer.Typer(
     help="Check, convert, generate, preview and summarise data sets "
     "(COCO, VOC, YOLO, ImageFolder, CSV).",
     no_args_is_help=True,
+    cls=Group,
 )
 
 FormatOpt = typer.Option(
@@ -31,7 +34,7 @@ FormatOpt = typer.Option(
 MAX_LISTED = 20
 
 
-@app.command("check")
+@app.command("check", cls=Command)
 def check(
     path: Path = typer.Argument(..., help="Data set folder, COCO json, CSV or data spec."),
     format: str = FormatOpt,
@@ -71,7 +74,7 @@ def _print_check(console: Console, report: object, max_issues: int) -> None:
     console.final(f"{verdict}: {report.errors} errors, {report.warnings} warnings")
 
 
-@app.command("convert")
+@app.command("convert", cls=Command)
 def convert(
     src: Path = typer.Argument(..., help="Source data set (any readable format)."),
     to: str = typer.Option(..., "--to", help="coco, voc or yolo (imagefolder, csv: classify)."),
@@ -93,7 +96,7 @@ def convert(
     console.final(f"wrote {summary['format']} to {summary['out']} ({splits} images)")
 
 
-@app.command("synth")
+@app.command("synth", cls=Command)
 def synth(
     out: Path = typer.Option(None, "--out", help="Output folder (default runs/data/synth/exp)."),
     n: int = typer.Option(200, "--n", help="Number of images."),
@@ -142,13 +145,15 @@ def synth(
     )
 
 
-@app.command("show")
+@app.command("show", cls=Command)
 def show(
     path: Path = typer.Argument(..., help="Data set folder, COCO json, CSV or data spec."),
     split: str = typer.Option("train", "--split", help="Which split to draw."),
     n: int = typer.Option(16, "--n", help="Number of samples."),
     augment: str = typer.Option("none", "--augment", help="frcnn, ssd, classify or none."),
-    out: Path = typer.Option(None, "--out", help="PNG to write (default runs/data/show/exp)."),
+    out: Path = typer.Option(
+        None, "--out", help="PNG file to write (default runs/data/show/exp/grid.png, then exp2...)."
+    ),
     format: str = FormatOpt,
     seed: int = SeedOpt,
     quiet: bool = QuietOpt,
@@ -170,7 +175,7 @@ def show(
     Console(quiet=quiet).final(f"wrote {written}")
 
 
-@app.command("stats")
+@app.command("stats", cls=Command)
 def stats(
     path: Path = typer.Argument(..., help="Data set folder, COCO json, CSV or data spec."),
     split: str = typer.Option("train", "--split", help="Which split (whole set if none)."),

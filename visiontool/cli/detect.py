@@ -8,12 +8,14 @@ from typing import TYPE_CHECKING
 import typer
 
 from visiontool.cli.common import (
+    WORKERS_HELP,
     Console,
     DeviceOpt,
     ExistOkOpt,
     JsonOpt,
     QuietOpt,
     SeedOpt,
+    list_option,
     out_option,
 )
 
@@ -36,12 +38,12 @@ def detect(
     conf: float = typer.Option(0.25, "--conf", help="Score threshold."),
     iou: float = typer.Option(None, "--iou", help="NMS IoU threshold (model default if unset)."),
     max_det: int = typer.Option(300, "--max-det", help="Most detections kept per image."),
-    classes: list[str] = typer.Option(None, "--classes", help="Keep only these names or ids."),
+    classes: list[str] = list_option(
+        "--classes", kind="name", help="Keep only these class names or ids, e.g. circle,star."
+    ),
     imgsz: int = typer.Option(None, "--imgsz", help="Override the model's input size."),
     batch: int = typer.Option(1, "--batch", "-b", help="Images per forward pass."),
-    workers: int = typer.Option(
-        None, "--workers", help="Decode processes (default: cores-1; 0 on <=2 cores)."
-    ),
+    workers: int = typer.Option(None, "--workers", help=WORKERS_HELP),
     inflight: int = typer.Option(
         None, "--inflight", help="Batches in the model at once, one thread each (default 2)."
     ),
@@ -99,7 +101,10 @@ def detect(
         strict=strict,
         seed=seed,
     )
-    view = _Progress(console, json_out=json_out)
+    from visiontool.io.sources import count_items
+
+    total = count_items(config.sources, recursive=recursive) if config.sources else None
+    view = _Progress(console, json_out=json_out, total=total)
     try:
         summary = run_detect(config, on_result=view.on_result, on_log=console.warn)
     finally:
@@ -112,9 +117,10 @@ def detect(
 class _Progress:
     """Per-image lines (plain output) or a rich progress bar (terminal), and --json lines."""
 
-    def __init__(self, console: Console, *, json_out: bool) -> None:
+    def __init__(self, console: Console, *, json_out: bool, total: int | None = None) -> None:
         self.console = console
         self.json_out = json_out
+        self.total = total
         self.count = 0
         self.bar = None
         if not console.plain and not console.quiet:
@@ -123,12 +129,14 @@ class _Progress:
             self.bar = Progress(
                 TextColumn("detect"),
                 BarColumn(),
-                TextColumn("{task.completed} images"),
+                TextColumn(
+                    "{task.completed}/{task.total} images" if total else "{task.completed} images"
+                ),
                 TimeElapsedColumn(),
                 console=console.err,
                 transient=True,
             )
-            self.task = self.bar.add_task("detect", total=None)
+            self.task = self.bar.add_task("detect", total=total)
             self.bar.start()
 
     def on_result(self, result: ImageResult) -> None:
@@ -138,24 +146,63 @@ class _Progress:
         if self.bar is not None:
             self.bar.advance(self.task)
         elif not self.json_out:
-            self.console.log(f"image {self.count} {_describe(result)}")
+            index = f"{self.count}/{self.total}" if self.total else str(self.count)
+            self.console.log(f"image {index} {describe(result)}")
 
     def stop(self) -> None:
         if self.bar is not None:
             self.bar.stop()
 
 
-def _describe(r: ImageResult) -> str:
+IRREGULAR_PLURALS = {
+    "person": "people",
+    "man": "men",
+    "woman": "women",
+    "child": "children",
+    "mouse": "mice",
+    "foot": "feet",
+    "tooth": "teeth",
+    "sheep": "sheep",
+    "fish": "fish",
+    "deer": "deer",
+    "skis": "skis",
+    "scissors": "scissors",
+}
+
+
+def plural(word: str, n: int) -> str:
+    """`word` for n == 1, else its plural: a small table of irregulars, "es" after s, x, z, ch
+    and sh, "s" otherwise (1 circle, 2 circles; 1 cross, 2 crosses; 2 people)."""
+    if n == 1:
+        return word
+    head, _, last = word.rpartition(" ")  # "traffic light" -> "traffic lights"
+    lower = last.lower()
+    if lower in IRREGULAR_PLURALS:
+        plural_last = IRREGULAR_PLURALS[lower]
+    elif lower.endswith(("s", "x", "z", "ch", "sh")):
+        plural_last = last + "es"
+    else:
+        plural_last = last + "s"
+    return f"{head} {plural_last}" if head else plural_last
+
+
+def count_labels(labels: list[str]) -> str:
+    """'4 triangles, 1 circle': most frequent first, then by name; '' for none."""
+    counts: dict[str, int] = {}
+    for label in labels:
+        counts[label] = counts.get(label, 0) + 1
+    ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return ", ".join(f"{n} {plural(label, n)}" for label, n in ordered)
+
+
+def describe(r: ImageResult) -> str:
+    """`path: 320x240 4 triangles, 1 circle, 45.1ms`, the per-image line after `image i/n`."""
     if r.error is not None:
         return f"{r.image}: FAILED {r.error}"
     if r.classes is not None:
-        top = ", ".join(f"{c.label} {c.score:.2f}" for c in r.classes[:3])
-        found = top
+        found = ", ".join(f"{c.label} {c.score:.2f}" for c in r.classes[:3])
     else:
-        counts: dict[str, int] = {}
-        for det in r.detections:
-            counts[det.label] = counts.get(det.label, 0) + 1
-        found = ", ".join(f"{n} {label}" for label, n in counts.items()) or "no detections"
+        found = count_labels([d.label for d in r.detections or []]) or "(no detections)"
     return f"{r.image}: {r.width}x{r.height} {found}, {r.time_ms:.1f}ms"
 
 
@@ -164,9 +211,11 @@ def _print_summary(console: Console, summary: DetectSummary) -> None:
     counts, times = data["counts"], data["times"]
     speed = ", ".join(f"{ms:.1f}ms {stage}" for stage, ms in times["per_image_ms"].items())
     overlap = f", {data['inflight']} batches at once" if data["inflight"] > 1 else ""
-    console.log(
-        f"Speed per image: {speed} (stages overlap{overlap}); {times['images_per_s']:.2f} images/s"
-    )
+    if counts["images"] > counts["failed"]:  # no speed line when nothing was processed
+        console.log(
+            f"Speed per image: {speed} (stages overlap{overlap}); "
+            f"{times['images_per_s']:.2f} images/s"
+        )
     if data["failures"]:
         console.table(
             "failed images",

@@ -12,11 +12,13 @@ from typing import Any
 import typer
 
 from visiontool.cli.common import (
+    WORKERS_HELP,
     Console,
     DeviceOpt,
     ExistOkOpt,
     JsonOpt,
     QuietOpt,
+    list_option,
     out_option,
 )
 
@@ -40,13 +42,16 @@ def evaluate(
         None, "--weights", "-w", help="Checkpoint path, DEFAULT or none (default DEFAULT)."
     ),
     split: str = typer.Option("val", "--split", help="Which split of the data set."),
-    iou_thresholds: str = typer.Option(
-        None,
+    iou_thresholds: list[str] = list_option(
         "--iou-thresholds",
-        help="COCO IoU thresholds: '0.5,0.75' or 'start:stop:step' (default 0.5:0.95:0.05).",
+        kind="threshold",
+        help="COCO IoU thresholds: 0.5,0.75 or start:stop:step (default 0.5:0.95:0.05).",
     ),
-    fail_under: list[str] = typer.Option(
-        None, "--fail-under", help="Gate KEY=VALUE (e.g. map50=0.5, top1=0.9); exit 1 if missed."
+    fail_under: list[str] = list_option(
+        "--fail-under",
+        kind="gate",
+        help="Gates KEY=VALUE, comma-separated or repeated (e.g. map50=0.5,top1=0.9); exit 1 if "
+        "one is missed.",
     ),
     conf: float = typer.Option(0.25, "--conf", help="Confusion matrix: minimum score."),
     iou: float = typer.Option(0.45, "--iou", help="Confusion matrix: IoU for a match."),
@@ -55,7 +60,7 @@ def evaluate(
     ),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write PNG plots."),
     batch: int = typer.Option(8, "--batch", help="Images per batch (model runs)."),
-    workers: int = typer.Option(None, "--workers", help="Decode workers (default: spare cores)."),
+    workers: int = typer.Option(None, "--workers", help=WORKERS_HELP),
     half: bool = typer.Option(False, "--half", help="Half precision on GPU."),
     imgsz: int = typer.Option(None, "--imgsz", help="Model input size."),
     device: str = DeviceOpt,
@@ -72,10 +77,10 @@ def evaluate(
         model=model,
         weights=weights,
         split=split,
-        iou_thresholds=parse_thresholds(iou_thresholds) if iou_thresholds else None,
+        iou_thresholds=iou_thresholds,
         conf=conf,
         iou=iou,
-        fail_under=parse_gates(fail_under or []),
+        fail_under=dict(fail_under or []),
         lenient=lenient,
         plots=plots,
         device=device,
@@ -131,45 +136,6 @@ def _print_tables(console: Console, report: Any) -> None:
 
 def _f(value: float) -> str:
     return "-" if value < 0 else f"{value:.4f}"
-
-
-def parse_thresholds(text: str) -> list[float]:
-    """'0.5,0.75' or 'start:stop:step' (both ends included)."""
-    try:
-        if ":" in text:
-            start, stop, step = (float(p) for p in text.split(":"))
-            count = int(round((stop - start) / step)) + 1
-            if count < 1 or count > 1000:
-                raise ValueError
-            return [round(start + i * step, 10) for i in range(count)]
-        return [float(p) for p in text.split(",") if p.strip()]
-    except (ValueError, ZeroDivisionError, OverflowError):
-        raise typer.BadParameter(
-            f"expected '0.5,0.75' or '0.5:0.95:0.05', got {text!r}", param_hint="--iou-thresholds"
-        ) from None
-
-
-def parse_gates(items: list[str]) -> dict[str, float]:
-    """KEY=VALUE items -> {key: value}; the values are range-checked by the engine."""
-    gates: dict[str, float] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        try:
-            if not sep or not key:
-                raise ValueError
-            number = float(value)
-        except ValueError:
-            raise typer.BadParameter(
-                f"expected KEY=VALUE like map50=0.5, got {item!r}", param_hint="--fail-under"
-            ) from None
-        if key in gates:
-            raise typer.BadParameter(
-                f"{key} is gated twice ({key}={gates[key]:g} and {item!r}); keep one",
-                param_hint="--fail-under",
-            )
-        gates[key] = number
-    return gates
 
 
 EVAL_OUTPUTS = ("metrics.json", "pr_curve.png", "confusion_matrix.png")

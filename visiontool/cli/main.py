@@ -16,10 +16,10 @@ import threading
 from typing import Any
 
 import typer
-from typer.core import TyperGroup
 
 from visiontool import __version__
 from visiontool.cli import anchors, benchmark, data, detect, evaluate, models, train
+from visiontool.cli.common import Command, Group
 
 try:  # typer >= 0.20 vendors click
     from typer._click import exceptions as click_exceptions
@@ -29,7 +29,7 @@ except ImportError:  # pragma: no cover - older typer on click
 DEBUG_ENV = "VISIONTOOL_DEBUG"
 
 
-class _Group(TyperGroup):
+class _Group(Group):
     """Click group that converts engine exceptions once, for the console script and CliRunner."""
 
     def invoke(self, ctx: Any) -> Any:
@@ -134,11 +134,11 @@ def main(
     ctx.obj = {"debug": debug}
 
 
-app.command("detect", help=detect.HELP)(detect.detect)
-app.command("eval", help=evaluate.HELP)(evaluate.evaluate)
-app.command("train", help=train.HELP)(train.train)
-app.command("benchmark", help=benchmark.HELP)(benchmark.benchmark)
-app.command("models", help=models.HELP)(models.models)
+app.command("detect", help=detect.HELP, cls=Command)(detect.detect)
+app.command("eval", help=evaluate.HELP, cls=Command)(evaluate.evaluate)
+app.command("train", help=train.HELP, cls=Command)(train.train)
+app.command("benchmark", help=benchmark.HELP, cls=Command)(benchmark.benchmark)
+app.command("models", help=models.HELP, cls=Command)(models.models)
 app.add_typer(data.app, name="data")
 app.add_typer(anchors.app, name="anchors")
 

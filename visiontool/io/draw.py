@@ -134,17 +134,79 @@ def draw_boxes(
     if labels:
         placed: list[tuple[int, int, int, int]] = []
         for box, rgb, width, label in zip(boxes, colors, widths, labels, strict=True):
+            if not label:  # an empty label: the box alone
+                continue
             corner = (int(round(box[0])), int(round(box[1])))
             _tag(bgr, label, corner, _bgr(rgb), font_scale, width, placed=placed)
     return bgr
 
 
+TAG_AREA = 0.3  # most of a detect picture that tags may cover (thumbnails with many boxes)
+
+
+def detect_style(height: int, width: int) -> tuple[int, float]:
+    """(line thickness, font scale) of detect's pictures: 1 px lines and a small font (about
+    7 px glyphs) on thumbnails, growing with the image (3 px lines, ~30 px glyphs at 1080p)."""
+    side = min(height, width)
+    return max(1, round(side / 400)), min(1.2, max(0.25, side / 900))
+
+
+def fit_label(text: str, short: str, max_width: int, scale: float, thickness: int) -> str:
+    """`text` when its tag fits in `max_width` px, else `short` (the class name alone), else
+    `short` cut to fit (at least 3 characters)."""
+    import cv2
+
+    font, ink = cv2.FONT_HERSHEY_SIMPLEX, max(1, thickness - 1)
+    for candidate in (text, short):
+        if cv2.getTextSize(candidate, font, scale, ink)[0][0] + 2 * _pad(thickness) <= max_width:
+            return candidate
+    per_char = cv2.getTextSize("m", font, scale, ink)[0][0]
+    return short[: max(3, (max_width - 2 * _pad(thickness)) // max(1, per_char))]
+
+
+def detection_tags(
+    detections: Sequence[Detection], height: int, width: int
+) -> list[tuple[str, tuple[int, int, int, int], int]]:
+    """Where detect puts its label tags on a `height` x `width` image: (text, (x1, y1, x2, y2),
+    index into `detections`) for each detection that gets one.
+
+    Tags sit above their box's top-left corner and stay inside the image; they are no wider
+    than half of it (the score, then letters of the name, are dropped on thumbnails); a tag
+    that would cover an earlier one moves down past it, or is left out when there is no free
+    room below or tags already cover `TAG_AREA` of the picture (its box is still drawn).
+    Detections come best first, so the best keep their tags."""
+    thickness, font_scale = detect_style(height, width)
+    placed: list[tuple[int, int, int, int]] = []
+    tags = []
+    max_width = max(24, width // 2)
+    budget = TAG_AREA * height * width
+    for index, det in enumerate(detections):
+        if sum((x2 - x1) * (y2 - y1) for x1, y1, x2, y2 in placed) >= budget:
+            break  # tags already cover their share of the picture: the rest get boxes only
+        text = fit_label(f"{det.label} {det.score:.2f}", det.label, max_width, font_scale,
+                         thickness)  # fmt: skip
+        corner = (int(round(det.box[0])), int(round(det.box[1])))
+        x1, y1, x2, y2 = _tag_rect(text, corner, font_scale, thickness, height, width)
+        top = _free_top(placed, x1, y1, x2, y2 - y1, height)
+        if top is None:
+            continue
+        placed.append((x1, top, x2, top + y2 - y1))
+        tags.append((text, placed[-1], index))
+    return tags
+
+
 def draw_detections(bgr: Any, detections: Sequence[Detection]) -> Any:
-    """Draw boxes and 'label score' tags in place on a BGR array; returns it."""
-    thickness, font_scale = line_style(*bgr.shape[:2])
+    """Draw boxes and 'label score' tags in place on a BGR array; returns it.
+
+    Line width and font follow the image's size (`detect_style`); every box is drawn before
+    any tag, so lines never cross a label; tags are placed by `detection_tags`."""
+    height, width = bgr.shape[:2]
+    thickness, font_scale = detect_style(height, width)
     for det in detections:
-        draw_box(bgr, det.box, color(det.class_id), thickness=thickness,
-                 label=f"{det.label} {det.score:.2f}", font_scale=font_scale)  # fmt: skip
+        draw_box(bgr, det.box, color(det.class_id), thickness=thickness)
+    for text, (x1, y1, _, _), index in detection_tags(detections, height, width):
+        rgb = color(detections[index].class_id)
+        _tag(bgr, text, (x1, y1), _bgr(rgb), font_scale, thickness, below=True)
     return bgr
 
 
@@ -205,38 +267,65 @@ def _tag(
     free spot is found) and is added to the list. Returns the tag's height."""
     import cv2
 
-    font = cv2.FONT_HERSHEY_SIMPLEX
-    text_thickness = max(1, thickness - 1)
-    (tw, th), baseline = cv2.getTextSize(text, font, scale, text_thickness)
-    pad = max(2, thickness)
-    box_h = th + baseline + 2 * pad
-    x, y = corner
-    x = max(0, min(x, bgr.shape[1] - tw - 2 * pad))
-    top = y if below or y - box_h < 0 else y - box_h
-    top = max(0, min(top, bgr.shape[0] - box_h))
-    right = x + tw + 2 * pad
+    height, width = bgr.shape[:2]
+    x, top, right, bottom = _tag_rect(text, corner, scale, thickness, height, width, below=below)
     if placed is not None:
-        top = _free_top(placed, x, top, right, box_h, bgr.shape[0])
-        placed.append((x, top, right, top + box_h))
-    cv2.rectangle(bgr, (x, top), (right, top + box_h), color, -1)
+        free = _free_top(placed, x, top, right, bottom - top, height)
+        top, bottom = (top, bottom) if free is None else (free, free + bottom - top)
+        placed.append((x, top, right, bottom))
+    font, pad = cv2.FONT_HERSHEY_SIMPLEX, _pad(thickness)
+    text_thickness = max(1, thickness - 1)
+    cv2.rectangle(bgr, (x, top), (right, bottom), color, -1)
     luminance = 0.114 * color[0] + 0.587 * color[1] + 0.299 * color[2]
     ink = (0, 0, 0) if luminance > 140 else (255, 255, 255)
+    th = cv2.getTextSize(text, font, scale, text_thickness)[0][1]
     cv2.putText(bgr, text, (x + pad, top + pad + th), font, scale, ink, text_thickness,
                 cv2.LINE_AA)  # fmt: skip
-    return box_h
+    return bottom - top
+
+
+def _tag_rect(
+    text: str,
+    corner: tuple[int, int],
+    scale: float,
+    thickness: int,
+    height: int,
+    width: int,
+    *,
+    below: bool = False,
+) -> tuple[int, int, int, int]:
+    """(x1, y1, x2, y2) of a tag at `corner`: above it unless there is no room (or `below`),
+    moved inside a `height` x `width` picture."""
+    import cv2
+
+    (tw, th), baseline = cv2.getTextSize(
+        text, cv2.FONT_HERSHEY_SIMPLEX, scale, max(1, thickness - 1)
+    )
+    pad = _pad(thickness)
+    box_h = th + baseline + 2 * pad
+    x, y = corner
+    x = max(0, min(x, width - tw - 2 * pad))
+    top = y if below or y - box_h < 0 else y - box_h
+    top = max(0, min(top, height - box_h))
+    return x, top, x + tw + 2 * pad, top + box_h
+
+
+def _pad(thickness: int) -> int:
+    return max(2, thickness)
 
 
 def _free_top(
     placed: Sequence[tuple[int, int, int, int]], x1: int, top: int, x2: int, h: int, limit: int
-) -> int:
-    """The first top at or below `top` where an (x1..x2, h tall) tag covers none of `placed`."""
+) -> int | None:
+    """The first top at or below `top` where an (x1..x2, h tall) tag covers none of `placed`
+    (None when there is none)."""
     for candidate in range(top, limit - h + 1, max(1, h // 2)):
         if not any(
             x1 < px2 and px1 < x2 and candidate < py2 and py1 < candidate + h
             for px1, py1, px2, py2 in placed
         ):
             return candidate
-    return top
+    return None
 
 
 def encode_image(

@@ -9,6 +9,10 @@ Folder scans and globs take regular files only (symlinks to them included): a FI
 device found there is skipped without a word, as `ls *.jpg | xargs` users expect. A path named
 explicitly (an argument, a list entry) that is not a regular file is passed on, and the decoder
 reports it as a failed input (exit 1 at the end), without opening it for a blocking read.
+
+Video files, camera indexes (`0`) and stream URLs (`rtsp://`, `http://`, ...) are recognised and
+refused up front with "not supported yet" (exit 2), rather than reported as a missing file or an
+undecodable image.
 """
 
 from __future__ import annotations
@@ -24,6 +28,11 @@ from visiontool.errors import DataError
 from visiontool.io.images import is_image_path
 
 GLOB_CHARS = frozenset("*?[")
+VIDEO_SUFFIXES = frozenset(
+    {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts"}
+)
+STREAM_SCHEMES = ("rtsp://", "rtmp://", "rtp://", "udp://", "tcp://", "http://", "https://")
+NOT_SUPPORTED = "not supported yet (video and streams: see the roadmap)"
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,10 @@ def plan_sources(specs: list[str], *, recursive: bool = False) -> SourcePlan:
         raise DataError("no SOURCE given: pass image files, folders, globs, a .txt list or -")
     stdin_lines: tuple[str, ...] = ()
     for spec in specs:
+        kind = unsupported_kind(spec)
+        if kind is not None:
+            raise DataError(f"{spec} is {kind}, {NOT_SUPPORTED}")
+    for spec in specs:
         if spec == "-":
             stdin_lines = tuple(_clean_lines(sys.stdin.read().splitlines()))
         elif _is_glob(spec):
@@ -62,6 +75,28 @@ def plan_sources(specs: list[str], *, recursive: bool = False) -> SourcePlan:
         elif not Path(spec).exists():
             raise DataError(f"no such file or directory: {spec}")
     return SourcePlan(specs=tuple(specs), recursive=recursive, stdin_lines=stdin_lines)
+
+
+def unsupported_kind(spec: str) -> str | None:
+    """'a video file', 'a camera index' or 'a URL' for a source of that kind, else None."""
+    if spec.lower().startswith(STREAM_SCHEMES):
+        return "a URL"
+    if spec.isdigit() and not Path(spec).exists():
+        return "a camera index"
+    if Path(spec).suffix.lower() in VIDEO_SUFFIXES and not _is_glob(spec):
+        return "a video file"
+    return None
+
+
+def count_items(specs: list[str], *, recursive: bool = False) -> int | None:
+    """How many inputs `specs` name, walking folders, globs and lists once (no image is read);
+    None for stdin (`-`), which is read only once, by the run itself."""
+    if "-" in specs:
+        return None
+    try:
+        return sum(1 for _ in SourcePlan(specs=tuple(specs), recursive=recursive))
+    except (DataError, OSError):
+        return None
 
 
 def first_item(plan: SourcePlan) -> SourceItem:

@@ -28,11 +28,12 @@ GOOD_RECALL = 0.9  # a bucket below this recall at IoU 0.5 gets a hint
 
 @dataclass
 class CheckConfig:
-    model: str
+    model: str | None
     data: Path
     split: str | None = None
     limit: int | None = None  # check only the first N images
     device: str = "auto"  # auto, cpu, cuda or cuda:N (auto = cuda when available)
+    weights: Path | None = None  # a trained checkpoint: its model (and anchors) are checked
 
 
 @dataclass
@@ -69,17 +70,20 @@ class CheckResult:
 
 
 def check_anchors(config: CheckConfig) -> CheckResult:
-    """Load the model (no weights needed), open the data set, and measure anchor recall."""
+    """Load the model (no weights needed; a checkpoint's `weights` rebuild the model it was
+    trained as, anchors included), open the data set, and measure anchor recall."""
     from visiontool.data.datasets import open_dataset
     from visiontool.models.factory import load_model
     from visiontool.runtime import resolve_device
 
-    loaded = load_model(config.model, weights="none", device=resolve_device(config.device))
+    weights = str(config.weights) if config.weights is not None else "none"
+    loaded = load_model(config.model, weights=weights, device=resolve_device(config.device))
+    name = config.model or loaded.info.name
     head = loaded.head
     if head is None or head.image_anchors is None:
         with_anchors = [h.name for h in registry.specs("head") if h.image_anchors is not None]
         raise ConfigError(
-            f"model {config.model!r} has no anchor generator to check (detectors whose head "
+            f"model {name!r} has no anchor generator to check (detectors whose head "
             f"has anchors: {', '.join(with_anchors)}; see `visiontool models --heads`)"
         )
     dataset = open_dataset(config.data, split=config.split, task="detect")
@@ -87,7 +91,7 @@ def check_anchors(config: CheckConfig) -> CheckResult:
     if config.limit is not None:
         records = records[: max(config.limit, 0)]
     return check_records(
-        partial(head.image_anchors, loaded.module), records, model=config.model,
+        partial(head.image_anchors, loaded.module), records, model=name,
         data=str(config.data), generator=f"{head.name} anchors",
     )  # fmt: skip
 

@@ -248,9 +248,14 @@ class LabelResult:
     rows: list[dict[str, Any]]  # assigned anchors (all anchors with show_all)
     out: str  # the run folder
     picture: str  # the PNG written in it
+    drawn: int = 0  # assigned anchors drawn in the picture (a sample when there are many)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+MAX_DRAWN = 50  # assigned anchors drawn in labels.png: each box's best, then an even sample
+TAGGED = 20  # anchors get an "a<index>" tag only when at most this many are drawn
 
 
 def label_view(config: LabelConfig) -> LabelResult:
@@ -266,7 +271,9 @@ def label_view(config: LabelConfig) -> LabelResult:
     classes, gt = read_gt(config.gt)
     canvas = load_canvas(config.image, config.size)
     if config.anchors is not None:
-        anchors = read_anchor_boxes(config.anchors)
+        anchors = read_anchor_boxes(
+            config.anchors, fmap=config.fmap, offset=config.offset, canvas=canvas.shape[:2]
+        )
     elif config.sizes and config.ratios:
         fh, fw = config.fmap or canvas.shape[:2]
         try:
@@ -302,7 +309,7 @@ def label_view(config: LabelConfig) -> LabelResult:
         if row["assigned"] >= 0:
             per_class[row["class"]] += 1
     scale = torch.tensor([canvas.shape[1], canvas.shape[0]] * 2, dtype=torch.float32)
-    assigned_ids = torch.nonzero(index >= 0).flatten()
+    assigned_ids = _drawn_sample(torch.nonzero(index >= 0).flatten(), anchors, gt, index)
     boxes_px = (anchors[assigned_ids] * scale).tolist()
     gt_classes = gt[index[assigned_ids], 0].long().tolist()
     gt_px = (gt[:, 1:] * scale).tolist()
@@ -314,7 +321,7 @@ def label_view(config: LabelConfig) -> LabelResult:
         gt_px + boxes_px,
         [color(c) for c in gt_cls + gt_classes],
         [f"{classes[c]} (gt {i})" for i, c in enumerate(gt_cls)]
-        + [f"a{int(a)}" for a in assigned_ids],
+        + [f"a{int(a)}" if len(assigned_ids) <= TAGGED else "" for a in assigned_ids],
         thickness=[3] * len(gt_px) + [1] * len(boxes_px),
     )
     with output_dir(config.out, exist_ok=config.exist_ok, owned=(LABEL_NAME,)) as claimed:
@@ -328,7 +335,30 @@ def label_view(config: LabelConfig) -> LabelResult:
         rows=rows,
         out=str(folder),
         picture=str(path),
+        drawn=len(assigned_ids),
     )
+
+
+def _drawn_sample(assigned: Any, anchors: Any, gt: Any, index: Any) -> Any:
+    """At most MAX_DRAWN of the `assigned` anchor ids, in order: every ground-truth box's best
+    assigned anchor, then an even spread of the rest, so thousands never paint a solid block."""
+    import torch
+
+    from visiontool.ops.boxes import iou_with_box
+
+    if len(assigned) <= MAX_DRAWN:
+        return assigned
+    keep: list[int] = []
+    for g, box in enumerate(gt[:, 1:]):
+        mine = assigned[index[assigned] == g]
+        if len(mine):
+            keep.append(int(mine[int(iou_with_box(anchors[mine], box).argmax())]))
+    chosen = set(keep)
+    rest = [int(a) for a in assigned if int(a) not in chosen]
+    room = max(0, MAX_DRAWN - len(keep))
+    step = len(rest) / room if room else 0
+    keep += [rest[int(i * step)] for i in range(room)] if rest else []
+    return torch.tensor(sorted(set(keep)), dtype=torch.long)
 
 
 def output_dir(out: Path | str | None, *, exist_ok: bool = False, owned: Owned = ()) -> OutDir:
@@ -410,18 +440,45 @@ def _class_index(cls: Any, classes: list[str], path: Path, i: int) -> int:
     return value
 
 
-def read_anchor_boxes(path: Path) -> Any:
-    """Normalized xyxy anchors from a JSON list of boxes or {"anchors": [...]}: (A, 4)."""
+FIT_STRIDE = 16  # anchors.json shapes without --fmap: one cell per 16 canvas pixels
+
+
+def read_anchor_boxes(
+    path: Path,
+    *,
+    fmap: tuple[int, int] | None = None,
+    offset: float = 0.5,
+    canvas: tuple[int, int] = (512, 512),
+) -> Any:
+    """Normalized xyxy anchors (A, 4) from a JSON list of boxes, {"anchors": [...]}, or the
+    anchors.json `anchors fit` writes: its K shapes (pixels at `imgsz`, read as fractions of
+    it) centred on every cell of `fmap` (H, W; default one cell per FIT_STRIDE pixels of the
+    `canvas` (H, W)), row-major, K per cell."""
     import torch
 
     data = _read_json(path)
+    if isinstance(data, dict) and "wh" in data and "anchors" not in data:
+        from visiontool.io.anchors_file import read_anchors_json
+
+        doc = read_anchors_json(path)
+        if fmap is None:
+            fmap = (math.ceil(canvas[0] / FIT_STRIDE), math.ceil(canvas[1] / FIT_STRIDE))
+        wh = torch.tensor(doc["wh"], dtype=torch.float32) / float(doc["imgsz"])
+        fh, fw = fmap
+        ys = (torch.arange(fh, dtype=torch.float32) + offset) / fh
+        xs = (torch.arange(fw, dtype=torch.float32) + offset) / fw
+        cy, cx = torch.meshgrid(ys, xs, indexing="ij")
+        centres = torch.stack([cx, cy], -1).reshape(-1, 1, 2)
+        half = (wh / 2).reshape(1, -1, 2)
+        return torch.cat([centres - half, centres + half], -1).reshape(-1, 4)
     if isinstance(data, dict):
         data = data.get("anchors")
     try:
         anchors = torch.tensor(data, dtype=torch.float32).reshape(-1, 4)
     except (TypeError, ValueError, RuntimeError) as exc:
         raise DataError(
-            f'{path}: expected a list of [x1, y1, x2, y2] or {{"anchors": [...]}}'
+            f'{path}: expected a list of [x1, y1, x2, y2], {{"anchors": [...]}} or the '
+            "anchors.json `anchors fit` writes"
         ) from exc
     if anchors.shape[0] == 0 or not bool((anchors[:, 2:] > anchors[:, :2]).all()):
         raise DataError(f"{path}: anchors must be non-empty with x2 > x1 and y2 > y1")

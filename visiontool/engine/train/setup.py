@@ -60,7 +60,7 @@ def build_detector_for_training(cfg: Any, dataset: Any) -> tuple[Any, ModelInfo,
         module, input_size = _registry_detector(cfg, model_name, num_classes)
     new = list(module.fresh_parameters)
     info = ModelInfo(
-        name=cfg.name or f"{model_name or head_name}-{len(classes)}cls",
+        name=cfg.model_name or f"{model_name or head_name}-{len(classes)}cls",
         task="detect",
         classes=classes,
         raw_classes=detector_classes(classes)[0],
@@ -154,7 +154,7 @@ def build_classifier_for_training(cfg: Any, dataset: Any) -> tuple[Any, ModelInf
         build = {"model": "classifier", "name": spec.name, "num_classes": len(classes),
                  "in_channels": channels}  # fmt: skip
     info = ModelInfo(
-        name=cfg.name or f"{spec.name}-{len(classes)}cls",
+        name=cfg.model_name or f"{spec.name}-{len(classes)}cls",
         task="classify",
         classes=classes,
         raw_classes=classes,

@@ -86,7 +86,8 @@ class TrainConfig:
     format: str | None = None
     train_split: str = "train"
     val_split: str = "val"
-    name: str | None = None
+    name: str | None = None  # run folder runs/train/NAME (NAME2, ... if taken; see exist_ok)
+    model_name: str | None = None  # stored in the checkpoint; None: <model or head>-<N>cls
     # the options the user set (the CLI fills it from the command line); None: every field
     # that differs from its default. With `resume`, each must agree with the recorded run
     # unless it is in RESUME_MAY_CHANGE. Not a training argument: not written to args.json.
@@ -116,6 +117,10 @@ class TrainSummary:
     stopped_early: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
     rank: int = 0  # under torchrun, only rank 0 reports
+    # the validation per class (detection) of `per_class_epoch` (the best epoch when it ran in
+    # this process): class, images, instances, precision, recall, map50, map; -1: undefined
+    per_class: list[dict[str, Any]] = field(default_factory=list)
+    per_class_epoch: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -132,6 +137,35 @@ class StepInfo:
     loss: float
     lr: float
     images_per_s: float
+    losses: dict[str, float] = field(default_factory=dict)  # the epoch's running means
+    start_epoch: int = 1  # the first epoch this process trains (a resumed run starts later)
+
+
+@dataclass
+class RunInfo:
+    """What a run is about to do: the values actually used (defaults resolved)."""
+
+    task: str
+    model: str  # the name stored in the checkpoint
+    head: str | None
+    backbone: str | None
+    registry_model: str | None
+    imgsz: int
+    augment: str
+    data: str
+    train_images: int
+    val_images: int
+    classes: int
+    epochs: int
+    start_epoch: int  # 1-based
+    batch: int
+    world_size: int
+    device: str
+    amp: str | None  # autocast dtype, None: off
+    optimizer: str
+    lr: float
+    metric: str
+    out: str
 
 
 @dataclass
@@ -139,6 +173,9 @@ class Callbacks:
     on_step: Callable[[StepInfo], None] | None = None
     on_epoch: Callable[[dict[str, Any]], None] | None = None
     on_log: Callable[[str], None] | None = None
+    on_start: Callable[[RunInfo], None] | None = None  # once, before the first epoch
+    # validation progress: (images done, images to do) on this process
+    on_validate: Callable[[int, int], None] | None = None
 
 
 def run_train(config: TrainConfig, callbacks: Callbacks | None = None) -> TrainSummary:
@@ -193,6 +230,9 @@ def _validate(config: TrainConfig) -> None:
     for name in ("epochs", "batch", "accumulate", "val_every"):
         if getattr(config, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
+    if config.name and config.out is not None:
+        raise ConfigError("--name NAME writes to runs/train/NAME; --out DIR names the folder "
+                          "itself: pass one of them")  # fmt: skip
     if config.lr is not None and config.lr <= 0:
         raise ConfigError("--lr must be > 0")
     if config.metric is not None:
@@ -272,6 +312,9 @@ class Trainer:
         self.best_epoch: int | None = None
         self.bad_epochs = 0
         self.history: list[dict[str, Any]] = []
+        self.per_class: list[dict[str, Any]] = []
+        self.best_per_class: tuple[int, list[dict[str, Any]]] | None = None
+        self.last_per_class: tuple[int, list[dict[str, Any]]] | None = None
         self._step_in_epoch = 0
         self._partial: tuple[dict[str, float], int] = ({}, 0)
         # where a resume would continue: (epoch, optimizer steps done in it); an epoch whose
@@ -338,6 +381,8 @@ class Trainer:
             out, exist_ok, owned = Path(self.cfg.resume).resolve().parent.parent, True, ()
         else:
             out, exist_ok, owned = self.cfg.out, self.cfg.exist_ok, TRAIN_OWNED
+            if self.cfg.name and out is None:
+                out = _named_run(self.cfg.name, exist_ok=exist_ok)
         self._out_dir = prepare_out(
             out, "train", exist_ok=exist_ok, owned=owned, on_log=self.log, **reads
         )
@@ -356,11 +401,15 @@ class Trainer:
         self.out = Path(broadcast_object(str(self.out), self.dist))
         if self.dist.is_main:
             self._write_args()
-        self.log(
-            f"training {self.info.name} on {len(self.train_set)} images "
-            f"({len(self.info.classes)} classes), {self.cfg.epochs} epochs, "
-            f"batch {self.cfg.batch} x {self.dist.world_size} process(es), device {self.device}"
-        )
+        run = self.run_info()
+        if self.cb.on_start is not None and self.dist.is_main:
+            self.cb.on_start(run)
+        else:
+            self.log(
+                f"training {run.model} on {run.train_images} images ({run.classes} classes), "
+                f"{_plural(run.epochs, 'epoch')}, batch {run.batch} x "
+                f"{_plural(run.world_size, 'process', 'processes')}, device {run.device}"
+            )
         stopped_early = False
         epoch = self.start_epoch
         try:
@@ -384,7 +433,60 @@ class Trainer:
             stopped_early=stopped_early,
             history=self.history,
             rank=self.dist.rank,
+            per_class=(self.best_per_class or self.last_per_class or (None, []))[1],
+            per_class_epoch=(self.best_per_class or self.last_per_class or (None, []))[0],
         )
+
+    def run_info(self) -> RunInfo:
+        """The run as it will train: every default resolved."""
+        from visiontool.engine.train.setup import resolve_model_choice
+
+        model, head = resolve_model_choice(self.cfg)
+        build = self.info.build
+        return RunInfo(
+            task=self.cfg.task,
+            model=self.info.name,
+            head=head,
+            backbone=build.get("backbone") if head else None,
+            registry_model=model,
+            imgsz=int(self.info.input_size),
+            augment=self.augment,
+            data=str(self.cfg.data),
+            train_images=len(self.train_set),
+            val_images=len(self.val_set) if self.val_set is not None else 0,
+            classes=len(self.info.classes),
+            epochs=self.cfg.epochs,
+            start_epoch=self.start_epoch + 1,
+            batch=self.cfg.batch,
+            world_size=self.dist.world_size,
+            device=str(self.device),
+            amp=str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else None,
+            optimizer=self.cfg.optimizer,
+            lr=self.lr,
+            metric=self.metric,
+            out=str(self.out),
+        )
+
+    def resolved_args(self) -> dict[str, Any]:
+        """The config with the defaults this run resolved filled in (args.json): the model or
+        head, backbone and pyramid, image size, augmentation, lr, metric, device, folder."""
+        args = self.cfg.to_dict()
+        from visiontool.engine.train.setup import resolve_model_choice
+
+        model, head = resolve_model_choice(self.cfg)
+        args.update(model=model, head=head, imgsz=int(self.info.input_size), augment=self.augment,
+                    lr=self.lr, metric=self.metric, device=str(self.device), out=str(self.out),
+                    model_name=self.info.name)  # fmt: skip
+        if head is not None:  # a composed detector records how it was built
+            build = self.info.build
+            for key in ("backbone", "fpn", "trainable_layers", "returned_layers",
+                        "anchor_sizes", "anchor_ratios"):  # fmt: skip
+                if args.get(key) is None and build.get(key) is not None:
+                    args[key] = build[key]
+        for key in ("backbone_weights", "weights"):
+            if args.get(key) is None:
+                args[key] = "none"
+        return args
 
     def _epoch(self, epoch: int) -> dict[str, Any]:
         from visiontool.runtime import seed_everything
@@ -428,7 +530,7 @@ class Trainer:
                 # micro-batch redone after an interrupt is not counted twice
                 self._partial = (dict(totals), seen)
                 self._position = (epoch, self._step_in_epoch)
-                self._report_step(epoch, float(loss.detach()), seen, started)
+                self._report_step(epoch, float(loss.detach()), seen, started, totals)
         elapsed = time.perf_counter() - started
         row = {"epoch": epoch + 1}
         row.update({k: v / max(1, seen) for k, v in totals.items()})
@@ -474,7 +576,11 @@ class Trainer:
         if self.ema is not None:
             self.ema.update_parameters(self.model)
 
-    def _report_step(self, epoch: int, loss: float, seen: int, started: float) -> None:
+    def _report_step(
+        self, epoch: int, loss: float, seen: int, started: float, totals: dict[str, float]
+    ) -> None:
+        if self.cb.on_step is None or not self.dist.is_main:
+            return
         rate = seen * self.dist.world_size / max(time.perf_counter() - started, 1e-9)
         info = StepInfo(
             epoch=epoch + 1,
@@ -484,9 +590,10 @@ class Trainer:
             loss=loss,
             lr=self.optimizer.param_groups[0]["lr"],
             images_per_s=rate,
+            losses={k: v / max(1, seen) for k, v in totals.items()},
+            start_epoch=self.start_epoch + 1,
         )
-        if self.cb.on_step is not None and self.dist.is_main:
-            self.cb.on_step(info)
+        self.cb.on_step(info)
 
     def _validate_safely(self, epoch: int) -> dict[str, float]:
         """`_validate`, never at the cost of the epoch just trained: if it fails, last.pt is
@@ -507,19 +614,18 @@ class Trainer:
             ) from exc
 
     def _validate(self) -> dict[str, float]:
-        from visiontool.engine.train.validate import validate_classifier, validate_detector
+        from visiontool.engine.train.validate import detector_report, validate_classifier
 
         module = self.ema.module if self.ema is not None else self.model
-        validate = validate_detector if self.cfg.task == "detect" else validate_classifier
-        metrics = validate(
-            module,
-            self.val_set,
-            info=self.info,
-            device=self.device,
-            batch=self.cfg.batch,
-            workers=self.cfg.workers,
-            dist=self.dist,
-        )
+        progress = self.cb.on_validate if self.dist.is_main else None
+        if progress is not None:
+            progress(0, len(range(self.dist.rank, len(self.val_set), self.dist.world_size)))
+        kwargs = dict(info=self.info, device=self.device, batch=self.cfg.batch,
+                      workers=self.cfg.workers, dist=self.dist, progress=progress)  # fmt: skip
+        if self.cfg.task == "detect":
+            metrics, self.per_class = detector_report(module, self.val_set, **kwargs)
+        else:
+            metrics, self.per_class = validate_classifier(module, self.val_set, **kwargs), []
         return {f"val/{k}": v for k, v in metrics.items()}
 
     def _end_epoch(self, row: dict[str, Any], epoch: int) -> None:
@@ -538,8 +644,12 @@ class Trainer:
             )
             value = None
         improved = value is not None and (self.best_value is None or value > self.best_value)
+        if self.per_class and f"val/{self.metric}" in row:
+            self.last_per_class = (epoch + 1, self.per_class)
         if improved:
             self.best_value, self.best_epoch, self.bad_epochs = value, epoch + 1, 0
+            if self.per_class:
+                self.best_per_class = (epoch + 1, self.per_class)
         elif value is not None:
             self.bad_epochs += 1
         if self.dist.is_main:
@@ -660,7 +770,7 @@ class Trainer:
     def _write_args(self) -> None:
         from visiontool.io.atomic import write_json
 
-        write_json(self.out / "args.json", self.cfg.to_dict())
+        write_json(self.out / "args.json", self.resolved_args())
 
     def log(self, message: str) -> None:
         if self.cb.on_log is not None and self.dist.is_main:
@@ -702,6 +812,8 @@ def _merge_resume_config(cfg: TrainConfig, checkpoint: dict[str, Any]) -> TrainC
             saved["head"], saved["model"] = model, None
     given = _given_options(cfg)
     _check_resume_options(cfg, given, recorded, saved, checkpoint)
+    if "model_name" not in saved:  # written before --model-name: --name named the model
+        saved["model_name"], saved["name"] = saved.get("name"), None
     saved["resume"] = cfg.resume
     saved["out"] = None
     saved["device"] = cfg.device
@@ -840,3 +952,21 @@ def _default_lr(cfg: TrainConfig) -> float:
     if cfg.optimizer == "adamw":
         return 1e-3
     return 0.02 * cfg.batch / 16 if cfg.task == "detect" else 0.01
+
+
+def _named_run(name: str, *, exist_ok: bool) -> Path:
+    """runs/train/NAME, or the first free NAME2, NAME3... (with exist_ok: NAME)."""
+    if not name or Path(name).name != name or name in (".", ".."):
+        raise ConfigError(f"--name {name!r}: a folder name under runs/train (no '/'); use --out")
+    base = Path("runs") / "train" / name
+    index = 1
+    while not exist_ok:  # prepare_out creates it (and removes it again if the run fails)
+        candidate = base if index == 1 else base.with_name(f"{name}{index}")
+        if not candidate.exists():
+            return candidate
+        index += 1
+    return base
+
+
+def _plural(n: int, word: str, plural: str | None = None) -> str:
+    return f"{n} {word if n == 1 else plural or word + 's'}"

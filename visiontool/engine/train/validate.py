@@ -35,6 +35,11 @@ def _predictor(module: Any, info: ModelInfo, device: Any) -> Any:
     return Predictor(loaded, conf=EVAL_CONF, max_det=EVAL_MAX_DET, optimize=False)
 
 
+PR_CONF = 0.25
+"""Score threshold of the precision and recall shown after each epoch (as `yolo val`): AP is
+computed over every score; P and R are of the detections a user would keep at this conf."""
+
+
 def validate_detector(
     module: Any,
     dataset: Any,
@@ -44,8 +49,27 @@ def validate_detector(
     batch: int,
     workers: int,
     dist: DistInfo,
+    progress: Any = None,
 ) -> dict[str, float]:
-    """The scalar metrics of `visiontool eval` (map, map50, ..., voc_map50) on `dataset`."""
+    """The scalar metrics of `visiontool eval` (map, map50, ..., voc_map50) on `dataset`, plus
+    `precision` and `recall` at PR_CONF."""
+    return detector_report(module, dataset, info=info, device=device, batch=batch,
+                           workers=workers, dist=dist, progress=progress)[0]  # fmt: skip
+
+
+def detector_report(
+    module: Any,
+    dataset: Any,
+    *,
+    info: ModelInfo,
+    device: Any,
+    batch: int,
+    workers: int,
+    dist: DistInfo,
+    progress: Any = None,
+) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """(`validate_detector`'s metrics, one row per class): class, images, instances,
+    precision, recall (at PR_CONF), map50, map; -1 where undefined (no ground truth)."""
     import numpy as np
 
     from visiontool.data.formats.coco import to_coco_dict
@@ -59,15 +83,63 @@ def validate_detector(
     module.eval()
     gt = ground_truth_from_coco(to_coco_dict(dataset), where=str(getattr(dataset, "root", "")))
     loader = _shard_loader(dataset, batch=batch, workers=workers, dist=dist)
-    mine = collect_detections(_predictor(module, info, device), loader, gt, info.classes)
+    mine = collect_detections(_predictor(module, info, device), loader, gt, info.classes,
+                              len(loader.dataset), progress)  # fmt: skip
     parts: dict[str, list[np.ndarray]] = {"image": [], "boxes": [], "scores": [], "labels": []}
     for dets in gather_objects(mine, dist):
         parts["image"].append(dets.image_ids)
         parts["boxes"].append(dets.boxes)
         parts["scores"].append(dets.scores)
         parts["labels"].append(dets.labels)
-    metrics, _ = score_detections(gt, detections_from_parts(parts))
-    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+    dets = detections_from_parts(parts)
+    metrics, _ = score_detections(gt, dets)
+    scalars = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+    precision, recall = _precision_recall(gt, dets, conf=PR_CONF)
+    rows = []
+    for k, name in enumerate(gt.classes):
+        scored = metrics["per_class"][name]
+        in_class = gt.labels == k
+        rows.append({
+            "class": name,
+            "images": int(np.unique(gt.image[in_class]).size),
+            "instances": int(scored["n_gt"]),
+            "precision": float(precision[k]),
+            "recall": float(recall[k]),
+            "map50": float(scored["ap50"]),
+            "map": float(scored["ap"]),
+        })  # fmt: skip
+    scalars["precision"] = _mean_defined(precision)
+    scalars["recall"] = _mean_defined(recall)
+    all_row = {"class": "all", "images": len(gt.coco["images"]), "instances": int(gt.labels.size),
+               "precision": scalars["precision"], "recall": scalars["recall"],
+               "map50": scalars.get("map50", -1.0), "map": scalars.get("map", -1.0)}  # fmt: skip
+    return scalars, [all_row, *rows]
+
+
+def _precision_recall(gt: Any, dets: Any, *, conf: float) -> tuple[Any, Any]:
+    """Per class: precision and recall of the detections scoring >= conf (VOC matching at IoU
+    0.5); -1 for a class without ground truth."""
+    import numpy as np
+
+    from visiontool.metrics.voc import evaluate_voc
+
+    keep = dets.scores >= conf
+    voc = evaluate_voc(gt.image, gt.boxes, gt.labels, gt.difficult | gt.crowd,
+                       dets.image_ids[keep], dets.boxes[keep], dets.scores[keep],
+                       dets.labels[keep], num_classes=len(gt.classes))  # fmt: skip
+    precision = np.full(len(gt.classes), -1.0)
+    recall = np.full(len(gt.classes), -1.0)
+    for k, (rec, prec) in enumerate(voc.curves):
+        if voc.n_pos[k] == 0:
+            continue
+        precision[k] = float(prec[-1]) if prec.size else 0.0
+        recall[k] = float(rec[-1]) if rec.size else 0.0
+    return precision, recall
+
+
+def _mean_defined(values: Any) -> float:
+    defined = [float(v) for v in values if v >= 0]
+    return sum(defined) / len(defined) if defined else -1.0
 
 
 def validate_classifier(
@@ -79,6 +151,7 @@ def validate_classifier(
     batch: int,
     workers: int,
     dist: DistInfo,
+    progress: Any = None,
 ) -> dict[str, float]:
     """top1/top5 of `module` on `dataset`, with the predictor's resize/crop/normalise."""
     import numpy as np
@@ -89,9 +162,12 @@ def validate_classifier(
     predictor = _predictor(module, info, device)
     scores: list[Any] = []
     labels: list[int] = []
-    for images, targets in _shard_loader(dataset, batch=batch, workers=workers, dist=dist):
+    loader = _shard_loader(dataset, batch=batch, workers=workers, dist=dist)
+    for images, targets in loader:
         scores.extend(p.probs.numpy() for p in predictor.predict(images))
         labels.extend(int(t) for t in targets)
+        if progress is not None:
+            progress(len(labels), len(loader.dataset))
     gathered = gather_objects((scores, labels), dist)
     all_scores = [s for part in gathered for s in part[0]]
     all_labels = [label for part in gathered for label in part[1]]

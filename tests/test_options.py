@@ -1,0 +1,116 @@
+"""One convention for options: every list option takes commas and repeated flags (numbers also
+several after one flag), garbage is one line and exit 2; every option has help; flags show no
+value type."""
+
+from __future__ import annotations
+
+import pytest
+import typer
+
+from visiontool.cli.main import app
+
+# (command path, option, a value written three ways -> the parsed value), one row per list option
+LIST_OPTIONS = [
+    (["detect"], "--classes", ["circle", "star"], ["circle", "star"]),
+    (["train"], "--returned-layers", ["1", "2", "3", "5"], [1, 2, 3, 5]),
+    (["train"], "--anchor-sizes", ["32", "64", "128"], [32.0, 64.0, 128.0]),
+    (["train"], "--anchor-ratios", ["1", "2", "0.5"], [1.0, 2.0, 0.5]),
+    (["eval"], "--iou-thresholds", ["0.5", "0.75"], [0.5, 0.75]),
+    (["eval"], "--fail-under", ["map50=0.5", "map=0.3"], [("map50", 0.5), ("map", 0.3)]),
+    (["anchors", "prior"], "--sizes", ["0.75", "0.5"], [0.75, 0.5]),
+    (["anchors", "prior"], "--ratios", ["1", "2", "0.5"], [1.0, 2.0, 0.5]),
+    (["anchors", "grid"], "--scales", ["8", "16"], [8.0, 16.0]),
+    (["anchors", "grid"], "--ratios", ["1", "2", "0.5"], [1.0, 2.0, 0.5]),
+    (["anchors", "label"], "--sizes", ["0.75", "0.5"], [0.75, 0.5]),
+    (["anchors", "label"], "--ratios", ["1", "2", "0.5"], [1.0, 2.0, 0.5]),
+]
+REQUIRED = {  # options a command needs before it parses at all
+    ("eval",): ["--data", "d"],
+    ("anchors", "prior"): ["--sizes", "0.5", "--ratios", "1"],
+    ("anchors", "label"): ["--gt", "gt.json"],
+}
+IDS = [" ".join([*path, option]) for path, option, _, _ in LIST_OPTIONS]
+
+
+def _command(path: list[str]):
+    command = typer.main.get_command(app)
+    for name in path:
+        command = command.commands[name]
+    return command
+
+
+def _parse(path: list[str], args: list[str]) -> dict:
+    """Parse (and run the option callbacks) without running the command."""
+    command = _command(path)
+    required = REQUIRED.get(tuple(path), [])
+    pairs = dict(zip(required[::2], required[1::2], strict=True))
+    extra = [x for k, v in pairs.items() if k not in args for x in (k, v)]
+    ctx = command.make_context(" ".join(path), [*args, *extra])
+    return ctx.params
+
+
+def _name(option: str) -> str:
+    return option.lstrip("-").replace("-", "_")
+
+
+@pytest.mark.parametrize(("path", "option", "values", "expected"), LIST_OPTIONS, ids=IDS)
+def test_list_option_takes_commas_and_repeated_flags(path, option, values, expected):
+    name = _name(option)
+    commas = _parse(path, [option, ",".join(values)])[name]
+    repeated = _parse(path, [x for v in values for x in (option, v)])[name]
+    assert commas == expected
+    assert repeated == expected
+
+
+@pytest.mark.parametrize(
+    ("path", "option", "values", "expected"),
+    [row for row in LIST_OPTIONS if row[1] not in ("--classes", "--fail-under")],
+    ids=[
+        i
+        for i, row in zip(IDS, LIST_OPTIONS, strict=True)
+        if row[1] not in ("--classes", "--fail-under")
+    ],
+)
+def test_numeric_list_option_takes_numbers_after_one_flag(path, option, values, expected):
+    assert _parse(path, [option, *values])[_name(option)] == expected
+
+
+@pytest.mark.parametrize(("path", "option", "values", "expected"), LIST_OPTIONS, ids=IDS)
+def test_list_option_refuses_garbage_in_one_line_exit_2(cli, path, option, values, expected):
+    garbage = "=" if option == "--fail-under" else ("" if option == "--classes" else "1,x")
+    result = cli(*path, option, garbage, *REQUIRED.get(tuple(path), []))
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and option in lines[0], lines
+
+
+def test_train_anchor_groups_per_level():
+    params = _parse(["train"], ["--anchor-sizes", "32,48;64,96"])
+    assert params["anchor_sizes"] == [[32.0, 48.0], [64.0, 96.0]]
+
+
+def test_eval_threshold_range():
+    params = _parse(["eval"], ["--iou-thresholds", "0.5:0.6:0.05"])
+    assert params["iou_thresholds"] == [0.5, 0.55, 0.6]
+
+
+def _walk(command, path=()):
+    yield path, command
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from _walk(sub, (*path, name))
+
+
+ALL = list(_walk(typer.main.get_command(app)))
+
+
+@pytest.mark.parametrize(
+    ("path", "command"), ALL, ids=[" ".join(p) or "visiontool" for p, _ in ALL]
+)
+def test_every_option_has_help_and_flags_take_no_value_type(path, command):
+    ctx = command.make_context(" ".join(path) or "visiontool", [], resilient_parsing=True)
+    for param in command.get_params(ctx):
+        assert (param.help or "").strip(), f"{' '.join(path)} {param.opts} has no help"
+        if getattr(param, "is_flag", False):
+            assert not param.display_type_rich(ctx), f"{param.opts} shows a value type"
+        else:
+            assert param.display_type_rich(ctx), f"{param.opts} shows no value type"
