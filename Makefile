@@ -11,16 +11,16 @@ STAMP := $(VENV)/.installed
 SHAPES_DATA := $(BIN)/visiontool data synth --out runs/data/shapes --n 1000 --imgsz 256 --format coco --seed 7
 SHAPES_TRAIN := $(BIN)/visiontool train --data runs/data/shapes --head frcnn --backbone mobilenet_v3_small \
 	--returned-layers 1 --returned-layers 2 --returned-layers 3 --returned-layers 5 --fpn-channels 64 \
-	--box-head 256 --anchor-sizes "12 24 48 96 192" --imgsz 256 --epochs 24 --batch 8 --lr 0.02 \
-	--workers 1 --augment frcnn --name shapes-frcnn --seed 0 --out runs/weights/shapes-frcnn-base --exist-ok
+	--box-head 256 --anchor-sizes 12,24,48,96,192 --imgsz 256 --epochs 24 --batch 8 --lr 0.02 \
+	--workers 1 --augment frcnn --model-name shapes-frcnn --seed 0 --out runs/weights/shapes-frcnn-base --exist-ok
 SHAPES_FINETUNE := $(BIN)/visiontool train --data runs/data/shapes --head frcnn --backbone mobilenet_v3_small \
 	--returned-layers 1 --returned-layers 2 --returned-layers 3 --returned-layers 5 --fpn-channels 64 \
-	--box-head 256 --anchor-sizes "12 24 48 96 192" --imgsz 352 --epochs 8 --batch 8 --lr 0.008 \
-	--warmup 0.3 --workers 1 --augment frcnn --name shapes-frcnn --seed 1 \
+	--box-head 256 --anchor-sizes 12,24,48,96,192 --imgsz 352 --epochs 8 --batch 8 --lr 0.008 \
+	--warmup 0.3 --workers 1 --augment frcnn --model-name shapes-frcnn --seed 1 \
 	--weights runs/weights/shapes-frcnn-base/weights/best.pt --out runs/weights/shapes-frcnn --exist-ok
 DIGITS_DATA := $(BIN)/visiontool data synth --task classify --kind digits --out runs/data/digits --n 5000 --imgsz 32 --seed 11
 DIGITS_TRAIN := $(BIN)/visiontool train --task classify --model lenet --data runs/data/digits --epochs 30 \
-	--batch 64 --optimizer adamw --lr 0.003 --weight-decay 0.0001 --warmup 1 --workers 0 --name digits-lenet \
+	--batch 64 --optimizer adamw --lr 0.003 --weight-decay 0.0001 --warmup 1 --workers 0 --model-name digits-lenet \
 	--seed 0 --out runs/weights/digits-lenet --exist-ok
 
 setup: $(STAMP)
