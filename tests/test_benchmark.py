@@ -33,6 +33,9 @@ def test_benchmark_prints_the_throughputs_it_measured(cli, monkeypatch):
     assert "naive loop       : 3.00 images/s" in printed.output
     assert "visiontool detect: 6.00 images/s" in printed.output
     assert "2.00x best vs best, 2.17x median of run pairs" in printed.output  # 3.0, 1.33
+    assert "random weights (speed only" in printed.output and "on cpu" in printed.output
+    printed = cli("benchmark", "--n", "6", "--repeat", "2", "--weights", "DEFAULT")
+    assert "weights DEFAULT" in printed.output and "random weights" not in printed.output
 
 
 @pytest.mark.slow

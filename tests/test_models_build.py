@@ -397,6 +397,10 @@ def test_default_backbone_weights_offline_is_a_model_load_error(tmp_path, monkey
     with pytest.raises(ModelLoadError, match="not cached") as info:
         build_detector(head="fcos", backbone="resnet18", num_classes=3, backbone_weights="DEFAULT")
     assert info.value.exit_code == 3
+    # the hint names the option in play, not --weights
+    assert "--backbone-weights PATH" in str(info.value) and "--weights PATH" not in str(info.value)
+    with pytest.raises(ModelLoadError, match="pass --weights PATH"):
+        create_model("frcnn-mobile-320", weights="DEFAULT")
 
 
 def test_rebuild_from_build_kwargs_has_the_same_state_dict(tmp_path):

@@ -28,7 +28,8 @@ def benchmark(
     if n < 1 or repeat < 1:
         raise ConfigError("--n and --repeat must be >= 1")
     console = Console(json_mode=json_out)
-    console.log(f"timing {repeat} x ({n} images naive, {n} images detect) with {model}...")
+    console.log(f"timing {repeat} x ({n} images naive, {n} images detect) with {model}, "
+                f"{_weights_note(weights)}, on {_device()}...")  # fmt: skip
     result = run_benchmark(
         BenchConfig(
             model=model,
@@ -47,3 +48,15 @@ def benchmark(
     console.final(f"visiontool detect: {result.ours_images_per_s:.2f} images/s")
     console.final(f"ratio            : {result.ratio:.2f}x best vs best, "
                   f"{result.median_paired_ratio:.2f}x median of run pairs")  # fmt: skip
+
+
+def _weights_note(weights: str) -> str:
+    if weights.lower() in ("none", "random"):
+        return "random weights (speed only; --weights DEFAULT or PATH for real ones)"
+    return f"weights {weights}"
+
+
+def _device() -> str:
+    from visiontool.runtime import resolve_device
+
+    return str(resolve_device("auto"))

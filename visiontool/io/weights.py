@@ -52,13 +52,14 @@ def host_reachable(url: str, timeout: float = 3.0) -> bool:
         return False
 
 
-def ensure_downloadable(url: str, *, model: str) -> Path:
-    """Return the cache path of `url`; raise ModelLoadError if it is missing and unreachable."""
+def ensure_downloadable(url: str, *, model: str, flag: str = "--weights") -> Path:
+    """Return the cache path of `url`; raise ModelLoadError if it is missing and unreachable.
+    `flag` is the option that asked for these weights, named in the hint."""
     path = cached_path(url)
     if path.is_file() or host_reachable(url):
         return path
     raise ModelLoadError(
         f"pretrained weights for {model!r} are not cached and the network is unreachable: "
         f"download {url} to {path} on a machine with internet access, "
-        f"or pass --weights PATH (a local checkpoint) or --weights none (random init)"
+        f"or pass {flag} PATH (a local file) or {flag} none (random init)"
     )

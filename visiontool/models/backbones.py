@@ -276,7 +276,7 @@ def _weights_state(family: Family, weights: Any, kind: str) -> tuple[dict[str, A
         from visiontool.io.weights import ensure_downloadable
 
         enum = getattr(tvm, family.weights_enum).DEFAULT
-        ensure_downloadable(enum.url, model=family.name)
+        ensure_downloadable(enum.url, model=family.name, flag="--backbone-weights")
         try:
             return enum.get_state_dict(progress=False), f"torchvision {enum}"
         except (OSError, RuntimeError, ValueError) as exc:
