@@ -121,20 +121,17 @@ def synth(
     if task == "classify" and format is not None:
         raise ConfigError("--format applies to --task detect only (classify writes ImageFolder)")
     kind = kind or "shapes"
-    out = resolve_out(out, "data/synth")
     if task == "detect":
         summary = synth_detection(
             out, n=n, imgsz=imgsz or 256, fmt=format or "coco", seed=seed,
             val_fraction=val_fraction, exist_ok=exist_ok,
         )  # fmt: skip
-    elif task == "classify":
+    else:  # classify (checked above)
         size = imgsz or (28 if kind == "digits" else 64)
         summary = synth_classification(
             out, n=n, imgsz=size, seed=seed, kind=kind, val_fraction=val_fraction,
             exist_ok=exist_ok,
         )  # fmt: skip
-    else:
-        raise ConfigError(f"--task must be 'detect' or 'classify', got {task!r}")
     console = Console(json_mode=json_out, quiet=quiet)
     if json_out:
         console.emit_json(summary)

@@ -32,7 +32,7 @@ JPEG_QUALITY = 92
 
 
 def synth_detection(
-    out: str | Path,
+    out: str | Path | None,
     *,
     n: int,
     imgsz: int = 256,
@@ -43,8 +43,8 @@ def synth_detection(
     exist_ok: bool = False,
 ) -> dict[str, Any]:
     """Write `n` shape images with boxes in `fmt` (coco, voc or yolo) with train/val splits.
-    `out` must be new or empty; with `exist_ok` an earlier synth set there is replaced (see
-    `SYNTH_OWNED`)."""
+    `out` must be new or empty (None: the next runs/data/synth/exp*); with `exist_ok` an
+    earlier synth set there is replaced (see `SYNTH_OWNED`)."""
 
     from visiontool import registry
 
@@ -52,7 +52,7 @@ def synth_detection(
     writer = registry.get("format", fmt)
     if writer.task != "detect":
         raise ConfigError(f"--format must be coco, voc or yolo for detection, got {fmt!r}")
-    with prepare_out(Path(out), "data/synth", exist_ok=exist_ok, owned=SYNTH_OWNED) as claimed:
+    with prepare_out(_out_path(out), "data/synth", exist_ok=exist_ok, owned=SYNTH_OWNED) as claimed:
         return _synth_detection(
             claimed.path, writer, n, imgsz, fmt, seed, val_fraction, max_objects
         )
@@ -115,7 +115,7 @@ def _synth_detection(
 
 
 def synth_classification(
-    out: str | Path,
+    out: str | Path | None,
     *,
     n: int,
     imgsz: int = 64,
@@ -129,7 +129,7 @@ def synth_classification(
     _check(n, imgsz, val_fraction)
     if kind not in ("shapes", "digits"):
         raise ConfigError(f"--kind must be 'shapes' or 'digits', got {kind!r}")
-    with prepare_out(Path(out), "data/synth", exist_ok=exist_ok, owned=SYNTH_OWNED) as claimed:
+    with prepare_out(_out_path(out), "data/synth", exist_ok=exist_ok, owned=SYNTH_OWNED) as claimed:
         return _synth_classification(claimed.path, n, imgsz, seed, kind, val_fraction)
 
 
@@ -201,6 +201,11 @@ SYNTH_OWNED = (
 """What `data synth --exist-ok` removes from a reused --out: the images and annotation files
 an earlier synth run wrote there, in any of its layouts (coco, voc, yolo, imagefolder);
 other files are kept."""
+
+
+def _out_path(out: str | Path | None) -> Path | None:
+    """None: a fresh runs/data/synth/exp* (chosen and claimed by `prepare_out`)."""
+    return None if out is None else Path(out)
 
 
 def _stage(out: Path) -> Path:
