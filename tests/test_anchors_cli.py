@@ -2,6 +2,9 @@
 
 prior, grid, label and fit write into a run folder (--out DIR, else runs/anchors/exp, exp2...)
 under fixed names: anchors.png, grid.png, labels.png, anchors.json + anchors.png.
+
+Conventions pinned here: sizes are WxH (`--size 640x480` = 640 wide; `--fmap 8x4` = 8 columns,
+4 rows; `--at X,Y`), in options, output and JSON alike; a ratio is width/height (2 = wide).
 """
 
 from __future__ import annotations
@@ -26,13 +29,18 @@ def invoke(*args: str):
     return runner.invoke(app, ["anchors", *args])
 
 
+CAPTION_MAX = 120  # px: the caption band under every anchors picture is at most this high
+
+
 def assert_picture(path: Path, size: tuple[int, int] | None = None, min_colors: int = 3) -> None:
-    """A real PNG with drawing on it: several colours, a fair share of non-background pixels."""
+    """A real PNG with drawing on it: several colours, a fair share of non-background pixels.
+    `size` (W, H) is the drawing's; the caption band adds a little height below it."""
     assert path.exists(), f"{path} not written"
     with Image.open(path) as image:
         assert image.format == "PNG"
         if size is not None:
-            assert image.size == size
+            assert image.size[0] == size[0], image.size
+            assert size[1] < image.size[1] <= size[1] + CAPTION_MAX, image.size
         pixels = np.asarray(image.convert("RGB")).reshape(-1, 3)
     colors = np.unique(pixels, axis=0)
     assert len(colors) >= min_colors
@@ -62,7 +70,7 @@ def test_help_does_not_import_torch():
 def test_prior_full_image_count_table_and_picture(tmp_path):
     out = tmp_path / "prior"
     result = invoke(
-        "prior", "--size", "561x728", "--sizes", "0.75", "0.5", "0.25",
+        "prior", "--size", "728x561", "--sizes", "0.75", "0.5", "0.25",
         "--ratios", "1", "2", "0.5", "--out", str(out),
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -79,13 +87,14 @@ def test_prior_json_at_cell_on_image_with_coarse_fmap(tmp_path):
     image = tmp_path / "img.png"
     Image.new("RGB", (80, 40), (20, 120, 20)).save(image)
     result = invoke(
-        "prior", "--image", str(image), "--fmap", "2x4", "--sizes", "0.5,0.25",
-        "--ratios", "1", "--at", "1,2", "--offset", "0", "--json", "--out", str(tmp_path / "p"),
+        "prior", "--image", str(image), "--fmap", "4x2", "--sizes", "0.5,0.25",
+        "--ratios", "1", "--at", "2,1", "--offset", "0", "--json", "--out", str(tmp_path / "p"),
     )  # fmt: skip
     doc = load_json(result)
     assert doc["out"] == str(tmp_path / "p") and doc["picture"] == str(tmp_path / "p/anchors.png")
     assert doc["count"] == 2 * 4 * 2 and doc["per_location"] == 2
-    assert doc["image_size"] == [40, 80] and doc["fmap"] == [2, 4] and doc["at"] == [1, 2]
+    # WxH everywhere: the 80 wide, 40 high image; 4 columns x 2 rows; column 2, row 1
+    assert doc["image_size"] == [80, 40] and doc["fmap"] == [4, 2] and doc["at"] == [2, 1]
     # centre (2/4, 1/2) with offset 0; size 0.5 -> half extent 0.25
     assert doc["anchors"][0]["box"] == [0.25, 0.25, 0.75, 0.75]
     assert doc["anchors"][1]["box_px"] == [30.0, 15.0, 50.0, 25.0]
@@ -108,7 +117,7 @@ def test_prior_usage_errors(tmp_path):
     result = invoke("prior", "--size", "10x10", "--sizes", "big", "--ratios", "1")
     assert result.exit_code == 2 and "--sizes" in result.output
     result = invoke("prior", "--sizes", "0.5", "--ratios", "1")
-    assert result.exit_code == 2 and "--image IMG or --size HxW" in result.output
+    assert result.exit_code == 2 and "--image IMG or --size WxH" in result.output
     result = invoke(
         "prior", "--image", str(tmp_path / "nope.jpg"), "--sizes", "0.5", "--ratios", "1"
     )
@@ -155,11 +164,12 @@ def test_default_run_folders_never_write_into_the_current_folder(tmp_path, monke
 def test_grid_counts_hand_case(tmp_path):
     out = tmp_path / "grid"
     doc = load_json(
-        invoke("grid", "--size", "32x48", "--stride", "16", "--scales", "1", "2", "--ratios", "1",
+        invoke("grid", "--size", "48x32", "--stride", "16", "--scales", "1", "2", "--ratios", "1",
                "--json", "--out", str(out))
     )  # fmt: skip
-    # 2x3 cells x 2 shapes; every 16x16 anchor inside, every 32x32 one crosses the border
+    # 3x2 (WxH) cells x 2 shapes; every 16x16 anchor inside, every 32x32 one crosses the border
     assert doc["count"] == 12 and doc["inside"] == 6
+    assert doc["image_size"] == [48, 32] and doc["fmap"] == [3, 2]
     assert [s["inside"] for s in doc["shapes"]] == [6, 0]
     assert doc["shapes"][1]["w"] == 32.0
     assert doc["out"] == str(out) and doc["picture"] == str(out / "grid.png")
@@ -168,9 +178,9 @@ def test_grid_counts_hand_case(tmp_path):
 
 def test_grid_faster_rcnn_defaults(tmp_path):
     out = tmp_path / "g"
-    result = invoke("grid", "--size", "600x1000", "--out", str(out))
+    result = invoke("grid", "--size", "1000x600", "--out", str(out))
     assert result.exit_code == 0, result.output
-    assert "21546 anchors = 38x63 cells x 9" in result.stdout
+    assert "21546 anchors = 63x38 (WxH) cells x 9" in result.stdout
     assert "fully inside" in result.stdout and f"results saved to {out}" in result.stdout
     assert_picture(out / "grid.png", (1000, 600))
 
@@ -255,7 +265,7 @@ def test_label_large_assignment_prints_a_summary_and_draws_a_sample(tmp_path):
     20 table rows and a count, and a picture of at most 50 anchors, not a solid block."""
     gt = write_gt(tmp_path)
     out = tmp_path / "big"
-    args = ["label", "--gt", str(gt), "--size", "96x128", "--sizes", "0.5", "--ratios", "1"]
+    args = ["label", "--gt", str(gt), "--size", "128x96", "--sizes", "0.5", "--ratios", "1"]
     result = invoke(*args, "--out", str(out))
     assert result.exit_code == 0, result.output
     doc = load_json(invoke(*args, "--json", "--out", str(tmp_path / "big_json")))
@@ -292,10 +302,10 @@ def test_label_reads_the_anchors_json_fit_writes(tmp_path):
     assert boxes[1] == pytest.approx([0.0, -0.1875, 0.5, 0.6875], abs=1e-4)
     assert doc["assigned"] >= 2
     default = load_json(
-        invoke("label", "--gt", str(gt), "--anchors", str(fitted), "--size", "64x128",
+        invoke("label", "--gt", str(gt), "--anchors", str(fitted), "--size", "128x64",
                "--json", "--out", str(tmp_path / "fit_default"))
     )  # fmt: skip
-    assert default["count"] == 4 * 8 * 2  # without --fmap: one cell per 16 canvas pixels
+    assert default["count"] == 8 * 4 * 2  # without --fmap: one cell per 16 canvas pixels
 
 
 # ---------------------------------------------------------------------------- fit / check
@@ -391,7 +401,7 @@ def test_check_frcnn_mobile_recall_buckets(dataset):
     assert sum(b["boxes"] for b in doc["buckets"]) == doc["boxes"] == doc["overall"]["boxes"] > 0
     for bucket in [*doc["buckets"], doc["overall"]]:
         assert 0 <= bucket["recall_70"] <= bucket["recall_50"] <= 1
-    assert doc["input_sizes"][0]["image"] == [128, 128]
+    assert doc["input_sizes"][0]["image"] == [128, 128]  # [W, H]
     assert doc["input_sizes"][0]["input"] == [320, 320]
     bad = [b for b in doc["buckets"] if b["boxes"] and b["recall_50"] < 0.9]
     assert all(b["hint"] for b in bad) and len(doc["hints"]) == len(bad)
@@ -450,3 +460,143 @@ def test_check_records_hand_case():
     assert result.overall.recall_50 == 0.5 and result.overall.recall_70 == 0.5
     small = result.buckets[0]
     assert small.boxes == 2 and small.hint  # half of the small boxes are missed
+
+
+# ---------------------------------------------------------------------------- conventions
+# Sizes WxH (x first) and ratios width/height (2 = wide), in every subcommand alike.
+
+
+def test_size_is_width_by_height_and_ratio_2_is_wide(tmp_path):
+    doc = load_json(
+        invoke("prior", "--size", "64x32", "--fmap", "4x2", "--sizes", "0.5", "--ratios", "2",
+               "--at", "3,0", "--json", "--out", str(tmp_path / "p"))
+    )  # fmt: skip
+    assert doc["image_size"] == [64, 32] and doc["fmap"] == [4, 2] and doc["at"] == [3, 0]
+    (anchor,) = doc["anchors"]
+    assert anchor["w"] == pytest.approx(2 * anchor["h"])  # w/h = 2 in normalized units
+    x1, y1, x2, y2 = anchor["box_px"]
+    assert (x1 + x2) / 2 == pytest.approx(56.0, abs=0.1)  # column 3 of 4 across 64 px
+    assert (y1 + y2) / 2 == pytest.approx(8.0, abs=0.1)  # row 0 of 2 down 32 px
+    assert_picture(tmp_path / "p" / "anchors.png", (512, 256))  # 64 wide, 32 high, scaled up
+    result = invoke("prior", "--size", "64x32", "--fmap", "4x2", "--sizes", "0.5",
+                    "--ratios", "1", "--at", "0,3", "--out", str(tmp_path / "bad"))  # fmt: skip
+    assert result.exit_code == 2 and "outside the 4x2 feature map" in result.output
+    result = invoke("prior", "--size", "64x32", "--fmap", "0x2", "--sizes", "0.5", "--ratios", "1")
+    assert result.exit_code == 2 and "--fmap 0x2" in result.output
+    grid = load_json(
+        invoke("grid", "--size", "64x32", "--scales", "2", "--ratios", "2", "--json",
+               "--out", str(tmp_path / "g"))
+    )  # fmt: skip
+    assert grid["image_size"] == [64, 32] and grid["fmap"] == [4, 2]
+    (shape,) = grid["shapes"]
+    assert shape["w"] == pytest.approx(2 * shape["h"], abs=0.01)
+
+
+def help_text(*args: str) -> str:
+    """--help as one line of words (rich's box borders and line wrapping removed)."""
+    output = runner.invoke(app, [*args, "--help"]).output
+    return " ".join(output.translate({ord(c): " " for c in "│╭╮╰╯─"}).split())
+
+
+def test_help_says_wxh_and_width_over_height():
+    for command in ("prior", "grid", "label"):
+        text = help_text("anchors", command)
+        assert "width/height (2 = wide)" in text and "WxH" in text and "HxW" not in text
+    assert "X,Y (column, row)" in help_text("anchors", "prior")
+    assert "width/height (2 = wide)" in help_text("anchors", "fit")
+    train = help_text("train")
+    assert "Anchor ratios width/height (2 = wide)" in train and "height/width" not in train
+
+
+def test_label_fit_file_on_a_wide_feature_map_is_x_first(tmp_path):
+    from visiontool.io.anchors_file import anchors_document, write_anchors_json
+
+    fitted = write_anchors_json(
+        tmp_path / "fit.json", anchors_document(np.array([[64.0, 64.0]]), imgsz=512)
+    )
+    doc = load_json(
+        invoke("label", "--gt", str(write_gt(tmp_path)), "--anchors", str(fitted),
+               "--fmap", "4x2", "--all", "--json", "--out", str(tmp_path / "l"))
+    )  # fmt: skip
+    assert doc["count"] == 4 * 2
+    centres = [((b[0] + b[2]) / 2, (b[1] + b[3]) / 2) for b in (r["box"] for r in doc["rows"])]
+    assert centres[:2] == [pytest.approx((0.125, 0.25)), pytest.approx((0.375, 0.25))]
+    assert centres[4] == pytest.approx((0.125, 0.75))  # 4 columns, then the second row
+
+
+@pytest.fixture(scope="module")
+def elongated(tmp_path_factory) -> Path:
+    """A COCO set with two box shapes: 80x20 (wide, w/h 4) and 15x60 (tall, w/h 0.25)."""
+    root = tmp_path_factory.mktemp("elongated")
+    (root / "coco").mkdir()
+    images, annotations = [], []
+    for i in range(6):
+        Image.new("RGB", (200, 200)).save(root / "coco" / f"{i}.jpg")
+        images.append({"id": i + 1, "file_name": f"{i}.jpg", "width": 200, "height": 200})
+        for j, bbox in enumerate(([10, 10, 80, 20], [100, 50, 15, 60])):
+            annotations.append({"id": 2 * i + j + 1, "image_id": i + 1, "category_id": 1,
+                                "bbox": bbox, "area": bbox[2] * bbox[3], "iscrowd": 0})  # fmt: skip
+    spec = {"images": images, "annotations": annotations,
+            "categories": [{"id": 1, "name": "thing"}]}  # fmt: skip
+    (root / "coco.json").write_text(json.dumps(spec))
+    return root / "coco.json"
+
+
+def test_fit_prints_and_writes_ratios_as_width_over_height(tmp_path, elongated):
+    out = tmp_path / "fit"
+    result = invoke("fit", "--data", str(elongated), "--num", "2", "--imgsz", "200",
+                    "--out", str(out))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "ratio w/h" in result.stdout
+    rows = [
+        line.split() for line in result.stdout.splitlines() if line.split()[:1] in (["0"], ["1"])
+    ]
+    printed = {(float(w), float(h)): float(r) for _, w, h, _, r in rows}
+    assert printed == {(15.0, 60.0): 0.25, (80.0, 20.0): 4.0}
+    spec = json.loads((out / "anchors.json").read_text())
+    assert spec["wh"] == [[15.0, 60.0], [80.0, 20.0]] and spec["ratios"] == [[0.25], [4.0]]
+
+
+def assert_legend_and_caption(path: Path, height: int) -> None:
+    """A legend tag in color(0) in the top-left corner and white caption text on the black
+    band below the `height` px drawing."""
+    from visiontool.io.draw import color
+
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert("RGB"))
+    corner = pixels[:40, :160].reshape(-1, 3)
+    assert (corner == np.array(color(0), np.uint8)).all(axis=1).sum() > 200
+    band = pixels[height:].reshape(-1, 3)
+    assert len(band) and (band == 0).all(axis=1).mean() > 0.7  # black
+    assert (band > 200).all(axis=1).sum() > 100  # white text
+
+
+def test_every_picture_has_a_legend_and_a_caption(tmp_path, elongated):
+    """The bug: `prior --fmap 4x4` drew every anchor with no key to sizes and ratios."""
+    out = tmp_path / "p"
+    assert invoke("prior", "--size", "256x256", "--fmap", "4x4", "--sizes", "0.3", "0.15",
+                  "--ratios", "1", "2", "--out", str(out)).exit_code == 0  # fmt: skip
+    assert_legend_and_caption(out / "anchors.png", 512)
+    assert invoke("grid", "--size", "64x64", "--out", str(tmp_path / "g")).exit_code == 0
+    assert_legend_and_caption(tmp_path / "g" / "grid.png", 512)
+    fit = tmp_path / "f"
+    assert invoke("fit", "--data", str(elongated), "--num", "2", "--imgsz", "200",
+                  "--out", str(fit)).exit_code == 0  # fmt: skip
+    assert_legend_and_caption(fit / "anchors.png", 512)
+    label = tmp_path / "l"
+    gt = write_gt(tmp_path)
+    assert invoke("label", "--gt", str(gt), "--size", "64x64", "--fmap", "2x2", "--sizes", "0.5",
+                  "--ratios", "1", "--out", str(label)).exit_code == 0  # fmt: skip
+    with Image.open(label / "labels.png") as image:
+        assert image.size[0] == 512 and image.size[1] > 512  # a caption band below
+        band = np.asarray(image.convert("RGB"))[512:].reshape(-1, 3)
+    assert (band > 200).all(axis=1).sum() > 100
+
+
+def test_check_hint_speaks_width_over_height():
+    from visiontool.engine.anchors.check import BucketRecall, coverage_hint
+
+    tall = np.array([[0, 0, 20, 100], [50, 50, 70, 150]], dtype=np.float32)  # w/h 0.2
+    shapes = np.array([[50.0, 50.0], [40.0, 60.0]])  # w/h 1 and 0.67
+    hint = coverage_hint("medium", BucketRecall("medium", 2, 0.0, 0.0, 0.1), tall, shapes)
+    assert "median width/height 0.20" in hint and "w/h (0.67..1.00)" in hint

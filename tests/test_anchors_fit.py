@@ -19,7 +19,12 @@ from visiontool.engine.anchors.fit import (
     kmeans_anchors,
 )
 from visiontool.errors import ConfigError, DataError
-from visiontool.io.anchors_file import anchors_for_levels, read_anchors_json, write_anchors_json
+from visiontool.io.anchors_file import (
+    anchors_document,
+    anchors_for_levels,
+    read_anchors_json,
+    write_anchors_json,
+)
 from visiontool.ops.anchors import anchor_generator_args
 
 PLANTED = np.array(
@@ -111,7 +116,7 @@ def test_anchors_json_schema_and_round_trip(tmp_path):
     assert len(doc["wh"]) == 9 and len(doc["sizes"]) == 9 and len(doc["ratios"]) == 9
     for (w, h), (size,), (ratio,) in zip(doc["wh"], doc["sizes"], doc["ratios"], strict=True):
         assert size == pytest.approx(np.sqrt(w * h), rel=1e-3)
-        assert ratio == pytest.approx(h / w, rel=1e-3)
+        assert ratio == pytest.approx(w / h, rel=1e-3)  # width / height, as every ratio
     assert 0 < doc["mean_iou"] <= 1 and 0 < doc["bpr"] <= 1
     path = write_anchors_json(tmp_path / "anchors.json", doc)
     assert read_anchors_json(path) == json.loads(json.dumps(doc))
@@ -184,3 +189,21 @@ def test_anchor_generator_args_reproduce_shapes_in_torchvision():
     assert anchor_generator_args(np.array(spec["wh"]), 4) == (sizes, ratios)
     with pytest.raises(ConfigError):
         anchor_generator_args(spec, 0)
+
+
+def test_anchors_json_ratios_are_width_over_height_and_readers_use_wh(tmp_path):
+    """A wide shape has ratio > 1 in the file; what readers build from the file (torchvision's
+    AnchorGenerator, whose aspect ratio is h/w) is that same wide shape, from `wh` alone."""
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+
+    doc = anchors_document(np.array([[80.0, 20.0], [15.0, 60.0]]), imgsz=200)
+    assert doc["wh"] == [[15.0, 60.0], [80.0, 20.0]]  # by area
+    assert doc["ratios"] == [[0.25], [4.0]]
+    path = write_anchors_json(tmp_path / "anchors.json", doc)
+    sizes, ratios = anchors_for_levels(path, 2)
+    assert ratios == ((4.0,), (0.25,))  # torchvision's h/w: the inverse of the file's ratios
+    cells = [c[0].tolist() for c in AnchorGenerator(sizes, ratios).cell_anchors]
+    assert [(x2 - x1, y2 - y1) for x1, y1, x2, y2 in cells] == [(16.0, 60.0), (80.0, 20.0)]
+    # the file's ratios are for people: readers take the shapes from wh, whatever they say
+    stale = {**doc, "ratios": [[4.0], [0.25]]}  # as files written before the change read
+    assert anchors_for_levels(stale, 2) == (sizes, ratios)

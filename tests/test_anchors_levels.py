@@ -1,8 +1,11 @@
-"""ops.anchors: fitted anchor shapes spread over any number of feature levels by size."""
+"""ops.anchors: fitted anchor shapes spread over any number of feature levels by size; and the
+one ratio meaning users see (width / height, 2 = wide) against torchvision's height / width
+inside the builders, with checkpoints rebuilding the anchors they were trained with."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -139,3 +142,148 @@ def test_bad_inputs():
         level_groups(np.zeros((0, 2)), 3)
     with pytest.raises(ValueError):
         level_groups(np.ones((3, 3)), 3)
+
+
+# ---------------------------------------------------------------------------- ratio convention
+# Users write width / height (2 = wide) everywhere; create_model("detector", anchor_ratios=...)
+# and the checkpoint's build dict hold torchvision's height / width, as they always have.
+
+SHIPPED = Path(__file__).resolve().parents[1] / "visiontool" / "weights" / "shapes-frcnn.pt"
+# shapes-frcnn's cell anchors (sizes 12..192, default ratios), recorded before the ratio
+# convention changed: the shipped checkpoint must keep rebuilding exactly these.
+SHIPPED_CELLS = [
+    [[-8, -4, 8, 4], [-6, -6, 6, 6], [-4, -8, 4, 8]],
+    [[-17, -8, 17, 8], [-12, -12, 12, 12], [-8, -17, 8, 17]],
+    [[-34, -17, 34, 17], [-24, -24, 24, 24], [-17, -34, 17, 34]],
+    [[-68, -34, 68, 34], [-48, -48, 48, 48], [-34, -68, 34, 68]],
+    [[-136, -68, 136, 68], [-96, -96, 96, 96], [-68, -136, 68, 136]],
+]
+TINY = {"head": "frcnn", "backbone": "mobilenet_v3_small", "num_classes": 3, "imgsz": 128,
+        "fpn_channels": 16, "box_head": 32}  # fmt: skip
+
+
+def cell_wh(model) -> list[list[tuple[float, float]]]:
+    """(w, h) of every cell anchor, per level, of a detector's own anchor generator."""
+    from visiontool.models.heads.torchvision_parts import anchor_generator
+
+    return [
+        [(float(x2 - x1), float(y2 - y1)) for x1, y1, x2, y2 in cells.tolist()]
+        for cells in anchor_generator(model).cell_anchors
+    ]
+
+
+class Captured(Exception):
+    pass
+
+
+def train_config(cli, monkeypatch, *args: str):
+    """The TrainConfig `visiontool train ARGS` hands the engine (the run itself is skipped)."""
+    from visiontool.engine.train import trainer
+
+    seen = []
+
+    def fake_run_train(config, callbacks=None):
+        seen.append(config)
+        raise Captured
+
+    monkeypatch.setattr(trainer, "run_train", fake_run_train)
+    result = cli("train", "--data", "unused", *args)
+    assert isinstance(result.exception, Captured), result.output
+    return seen[0]
+
+
+def test_train_anchor_ratio_2_builds_anchors_twice_as_wide_as_tall(cli, monkeypatch):
+    from types import SimpleNamespace
+
+    from visiontool.engine.train.setup import build_detector_for_training
+
+    config = train_config(
+        cli, monkeypatch, "--head", "frcnn", "--backbone", "mobilenet_v3_small",
+        "--anchor-sizes", "32,64,128", "--anchor-ratios", "2", "--imgsz", "128",
+        "--fpn-channels", "16", "--box-head", "32",
+    )  # fmt: skip
+    data = SimpleNamespace(classes=["a", "b"], category_ids=[1, 2])
+    module, info, _ = build_detector_for_training(config, data)
+    for level in cell_wh(module):
+        for w, h in level:
+            assert w / h == pytest.approx(2, rel=0.1)  # wide (torchvision rounds to 1 px)
+    # the checkpoint records torchvision's height / width, which every checkpoint holds
+    assert info.build["anchor_ratios"] == [0.5]
+    # a group per level and the default are converted alike
+    config = train_config(cli, monkeypatch, "--head", "frcnn", "--anchor-ratios", "4;1;0.25")
+    from visiontool.engine.train.setup import builder_ratios
+
+    assert builder_ratios(config) == [[0.25], [1.0], [4.0]]
+    assert builder_ratios(train_config(cli, monkeypatch, "--head", "frcnn")) is None
+
+
+def test_builder_ratio_meaning_is_torchvision_height_over_width():
+    """create_model's anchor_ratios (and a checkpoint's build) keep torchvision's h/w: an old
+    checkpoint built with anchor_ratios [[2.0]] still rebuilds tall anchors."""
+    from visiontool.models.factory import create_model
+
+    levels = cell_wh(create_model("detector", **TINY, anchor_ratios=[[2.0]]))
+    assert levels[0][0] == (22.0, 46.0)  # recorded before the convention change
+    for level in levels:
+        for w, h in level:
+            assert h / w == pytest.approx(2, rel=0.1)
+
+
+def test_fitted_anchors_rebuild_as_before():
+    from visiontool.models.factory import create_model
+
+    fit = {"wh": [[10, 20], [30, 15], [40, 40], [80, 50], [60, 120]], "scale": 0.5}
+    levels = cell_wh(create_model("detector", **TINY, anchor_fit=fit))
+    assert levels == [  # recorded before the convention change
+        [(6.0, 12.0), (12.0, 6.0)],
+        [(26.0, 26.0), (32.0, 20.0)],
+        [(46.0, 28.0), (26.0, 52.0)],
+    ]
+
+
+def test_shipped_model_rebuilds_the_same_anchors():
+    import torch
+
+    from visiontool.models.factory import load_model
+    from visiontool.models.heads.torchvision_parts import anchor_generator
+
+    loaded = load_model(None, weights=str(SHIPPED), device="cpu")
+    assert loaded.info.build["anchor_ratios"] is None
+    cells = anchor_generator(loaded.module).cell_anchors
+    assert [c.tolist() for c in cells] == SHIPPED_CELLS
+    assert all(c.dtype == torch.float32 for c in cells)
+
+
+def test_user_ratios_convert_once_keeping_order_and_groups():
+    from visiontool.models.heads.anchors import torchvision_ratios
+
+    assert torchvision_ratios(None) is None
+    assert torchvision_ratios([2, 1, 0.5]) == [0.5, 1.0, 2.0]  # anchor i stays anchor i
+    assert torchvision_ratios([[4.0], [1, 2]]) == [[0.25], [1.0, 0.5]]
+    assert torchvision_ratios([2, -1]) == [2, -1]  # left for per_level to report as given
+
+
+def test_ssd_user_ratio_gives_the_wide_and_the_tall_box():
+    """DefaultBoxGenerator (SSD) takes w/h and adds r and 1/r: --anchor-ratios 2 gives a 2:1
+    wide and a 1:2 tall box, whatever the meaning, and ratio 1 adds nothing."""
+    from visiontool.models.heads.anchors import ssd_box_options, torchvision_ratios
+
+    user = [1, 2, 3]
+    options = ssd_box_options(6, 300, None, torchvision_ratios(user), lite=True)
+    assert options["aspect_ratios"] == [[2.0, 3.0]] * 6
+    assert options == ssd_box_options(6, 300, None, user, lite=True)
+
+
+def test_resumed_run_keeps_its_checkpoint_ratios(tmp_path):
+    """Runs recorded before ratios meant w/h hold h/w in their train args: a resume takes the
+    ratios from the checkpoint's build, never converts them again."""
+    from types import SimpleNamespace
+
+    from visiontool.engine.train.setup import builder_ratios
+    from visiontool.io.checkpoint import make_checkpoint, save_checkpoint
+
+    last = tmp_path / "run" / "weights" / "last.pt"
+    save_checkpoint(last, make_checkpoint({}, {"build": {"anchor_ratios": [[2.0]]}}))
+    resumed = SimpleNamespace(resume=str(last), anchor_ratios=[[2.0]])
+    assert builder_ratios(resumed) == [[2.0]]
+    assert builder_ratios(SimpleNamespace(resume=None, anchor_ratios=[[2.0]])) == [[0.5]]

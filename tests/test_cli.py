@@ -24,7 +24,15 @@ print("HEAVY=" + ",".join(heavy))
 
 
 @pytest.mark.parametrize(
-    "argv", [["--help"], ["--version"], ["models", "--json"], ["detect", "-h"]]
+    "argv",
+    [
+        ["--help"],
+        ["--version"],
+        ["models", "--json"],
+        ["models"],
+        ["models", "--heads"],
+        ["detect", "-h"],
+    ],  # fmt: skip
 )
 def test_commands_without_a_model_do_not_import_torch(argv):
     code = LAZY_CHECK.format(argv=argv)

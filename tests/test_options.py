@@ -114,3 +114,72 @@ def test_every_option_has_help_and_flags_take_no_value_type(path, command):
             assert not param.display_type_rich(ctx), f"{param.opts} shows a value type"
         else:
             assert param.display_type_rich(ctx), f"{param.opts} shows no value type"
+
+
+# --- help screens: fit the terminal, one way to show defaults, one wording per option -------
+
+PATHS = [path for path, _ in ALL]
+
+
+def _help(cli, monkeypatch, path, columns: int) -> str:
+    monkeypatch.setenv("COLUMNS", str(columns))
+    result = cli(*path, "--help")
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+@pytest.mark.parametrize("path", PATHS, ids=[" ".join(p) or "visiontool" for p in PATHS])
+def test_help_fits_the_terminal_and_shows_defaults_one_way(cli, monkeypatch, path, columns):
+    text = _help(cli, monkeypatch, path, columns)
+    assert all(len(line) <= columns for line in text.splitlines())
+    flat = " ".join(text.replace("│", " ").split())  # rich may wrap anywhere
+    assert "[default: (" not in flat  # defaults in words read like values: [default: words]
+    assert "…" not in text  # nothing cut short
+
+
+def test_top_level_help_lists_each_command_on_one_line_at_80_columns(cli, monkeypatch):
+    text = _help(cli, monkeypatch, [], 80)
+    commands = typer.main.get_command(app).commands
+    rows = [line for line in text.splitlines() if line[2:].split()[:1] in ([n] for n in commands)]
+    assert len(rows) == len(commands)
+    panel = text[text.index("Commands") :].splitlines()[1 : len(commands) + 1]
+    assert panel == rows  # no continuation lines between them
+
+
+def _option_help(path: list[str], option: str) -> str:
+    command = _command(path)
+    ctx = command.make_context(" ".join(path), [], resilient_parsing=True)
+    (param,) = [p for p in command.get_params(ctx) if option in p.opts]
+    return param.help
+
+
+@pytest.mark.parametrize(
+    ("option", "paths"),
+    [
+        ("--model", [["detect"], ["eval"], ["benchmark"]]),
+        ("--weights", [["detect"], ["eval"]]),
+        ("--workers", [["detect"], ["eval"], ["benchmark"]]),
+        ("--half", [["detect"], ["eval"]]),
+        ("--imgsz", [["detect"], ["eval"]]),
+        ("--device", [["detect"], ["eval"], ["train"], ["anchors", "check"]]),
+        ("--out", [["detect"], ["eval"], ["data", "synth"], ["anchors", "prior"]]),
+        ("--format", [["data", "check"], ["data", "show"], ["data", "stats"]]),
+    ],
+)
+def test_the_same_option_reads_the_same_in_every_command(option, paths):
+    helps = {" ".join(path): _option_help(path, option) for path in paths}
+    assert len(set(helps.values())) == 1, helps
+
+
+def test_help_says_what_benchmark_runs_on_and_what_data_show_writes(cli, monkeypatch):
+    bench = " ".join(_help(cli, monkeypatch, ["benchmark"], 200).split())
+    assert "default device (cuda if available, else cpu)" in bench
+    assert "random weights unless --weights is given" in bench
+    assert "--weights -w <str> DEFAULT (pretrained), none (random init" in bench
+    assert "[default: none]" in bench
+    show = " ".join(_help(cli, monkeypatch, ["data", "show"], 200).split())
+    assert "PNG file to write (a file, not a folder)" in show
+    detect = " ".join(_help(cli, monkeypatch, ["detect"], 200).split())
+    assert "[default: cores-1, at most 4; 0 on 2 cores or fewer]" in detect
+    assert "Output folder. [default: runs/detect/exp, then exp2, exp3...]" in detect

@@ -232,7 +232,8 @@ def test_anchors_fit_output_configures_training(cli, shapes, tmp_path):
     generator = load_model(weights=out / "weights/best.pt").module.rpn.anchor_generator
     flat = [x for level in fitted["sizes"] for x in level]
     assert [s for level in generator.sizes for s in level] == pytest.approx(flat, abs=1e-3)
-    flat = [x for level in fitted["ratios"] for x in level]
+    # the file's ratios are width / height; torchvision's aspect_ratios height / width
+    flat = [1 / x for level in fitted["ratios"] for x in level]
     assert [r for level in generator.aspect_ratios for r in level] == pytest.approx(flat, abs=1e-3)
 
 

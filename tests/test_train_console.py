@@ -53,6 +53,7 @@ def test_plain_console_has_a_header_and_one_aligned_row_per_epoch(cli, digits, t
     assert [r.split()[0] for r in rows] == ["1/2", "2/2"]
     headers = [line for line in out.splitlines() if line.startswith("epoch ")]
     assert headers and headers[0].split() == ["epoch", "cls_loss", "lr", "top1", "top5", "time"]
+    assert len(headers) == 1  # once: the step and validation lines between rows are few
     # aligned: epoch left, then each value ends where its column's header ends
     ends = [m.end() for m in re.finditer(r"\S+", headers[0])][1:]
     for row in rows:
@@ -63,6 +64,18 @@ def test_plain_console_has_a_header_and_one_aligned_row_per_epoch(cli, digits, t
     assert re.fullmatch(r"\d\.\d{3}", second[3]) and re.fullmatch(r"\d\.\de-\d\d", second[2])
     assert not MINUS_ONE.search(out)
     assert "best epoch 2: top1" in out and f"results saved to {tmp_path / 'run'}" in out
+
+
+def test_plain_console_repeats_the_header_only_after_many_lines(cli, digits, tmp_path):
+    result = cli("train", "--data", digits, *LENET, "--epochs", "2", "--batch", "1",
+                 "--log-every", "1", "--out", tmp_path / "run")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    headers = [i for i, line in enumerate(lines) if line.startswith("epoch ")]
+    rows = [i for i, line in enumerate(lines) if re.match(r"\d+/2 ", line)]
+    # 30 step lines an epoch: the second row gets the header again, right above it
+    assert [i + 1 for i in headers] == rows
+    assert headers[1] - headers[0] > 20
 
 
 def test_one_epoch_is_singular(cli, digits, tmp_path):

@@ -18,7 +18,12 @@ from visiontool.errors import UnknownName
 
 # Modules whose import registers the members of a kind, loaded on the first lookup of that kind.
 _PROVIDERS: dict[str, tuple[str, ...]] = {
-    "model": ("visiontool.models.zoo", "visiontool.models.own", "visiontool.models.shipped"),
+    "model": (
+        "visiontool.models.zoo",
+        "visiontool.models.own",
+        "visiontool.models.shipped",
+        "visiontool.models.recipes",
+    ),
     "backbone": ("visiontool.models.backbones",),
     "head": ("visiontool.models.heads",),
     "format": ("visiontool.data.formats",),

@@ -5,6 +5,10 @@ Thin commands: parse options, build a config, call one engine function, print. L
 repeated, or several numbers after one flag (`--ratios 0.5 1 2`): see `common.list_option`.
 prior, grid, label and fit write into a run folder, `--out DIR` or runs/anchors/exp, exp2, ...
 like every other command.
+
+One convention in every subcommand, its help, output and pictures (docs/anchors.md): sizes are
+width x height as image tools print them (`--size 640x480` is 640 wide, 480 high; `--fmap 8x4`
+is 8 columns, 4 rows; `--at X,Y` is column X, row Y), and a ratio is width / height (2 = wide).
 """
 
 from __future__ import annotations
@@ -36,12 +40,17 @@ app = typer.Typer(
 
 
 def _pair(text: str | None, name: str, sep: str = "x") -> tuple[int, int] | None:
+    """'WxH' as (W, H), or 'X,Y' as (x, y) with sep=',': the order given, as the engine takes it."""
     return None if text is None else parse_pair(text, sep=sep, name=name)
 
 
 ImageOpt = typer.Option(None, "--image", help="Draw on this image (its size is the image size).")
-SizeOpt = typer.Option(None, "--size", help="Image size HxW of a blank canvas, e.g. 561x728.")
-FmapOpt = typer.Option(None, "--fmap", help="Feature map HxW (default: one cell per pixel).")
+SizeOpt = typer.Option(
+    None, "--size", help="Blank canvas WxH (width x height), e.g. 728x561 = 728 wide, 561 high."
+)
+FmapOpt = typer.Option(
+    None, "--fmap", help="Feature map WxH: columns x rows, e.g. 8x4 (default: one cell per pixel)."
+)
 OffsetOpt = typer.Option(0.5, "--offset", help="Anchor centre within a cell (0 = corner).")
 OutOpt = out_option("anchors")
 
@@ -58,7 +67,9 @@ def prior(
     size: str = SizeOpt,
     fmap: str = FmapOpt,
     offset: float = OffsetOpt,
-    at: str = typer.Option(None, "--at", help="Feature-map cell Y,X to draw (default: centre)."),
+    at: str = typer.Option(
+        None, "--at", help="Feature-map cell X,Y (column, row) to draw (default: centre)."
+    ),
     out: Path = OutOpt,
     exist_ok: bool = ExistOkOpt,
     json_out: bool = JsonOpt,
@@ -88,11 +99,11 @@ def prior(
     if json_out:
         console.emit_json(result.to_dict())
         return
-    fh, fw = result.fmap
-    where = f"cell {result.at[0]},{result.at[1]}" if result.at else "every cell"
+    fw, fh = result.fmap
+    where = f"cell {result.at[0]},{result.at[1]} (x,y)" if result.at else "every cell"
     console.table(
-        f"anchors at {where} (image {result.image_size[0]}x{result.image_size[1]})",
-        ["#", "size", "ratio", "w", "h", "w px", "h px", "box (normalized xyxy)"],
+        f"anchors at {where} (image {_wxh(result.image_size)})",
+        ["#", "size", "w/h", "w", "h", "w px", "h px", "box (normalized xyxy)"],
         [
             [a["index"], f"{a['size']:g}", f"{a['ratio']:g}", f"{a['w']:.3f}", f"{a['h']:.3f}",
              f"{a['w_px']:.1f}", f"{a['h_px']:.1f}", a["box"]]
@@ -100,7 +111,7 @@ def prior(
         ],
     )  # fmt: skip
     console.final(
-        f"{result.count} anchors = {fh}x{fw} cells x {result.per_location} per cell; "
+        f"{result.count} anchors = {fw}x{fh} (WxH) cells x {result.per_location} per cell; "
         f"picture: {result.picture}"
     )
     console.final(f"results saved to {result.out}")
@@ -115,7 +126,10 @@ def grid(
         "--scales", kind="positive", default="8,16,32", help="Anchor scales (multiples of stride)."
     ),
     ratios: list[str] = list_option(
-        "--ratios", kind="positive", default="0.5,1,2", help="Anchor ratios width/height."
+        "--ratios",
+        kind="positive",
+        default="0.5,1,2",
+        help="Anchor ratios width/height (2 = wide).",
     ),
     border: float = typer.Option(0.0, "--border", help="Pixels an inside anchor may cross by."),
     out: Path = OutOpt,
@@ -147,15 +161,15 @@ def grid(
         return
     console.table(
         "anchor shapes",
-        ["#", "scale", "ratio", "w", "h", "inside"],
+        ["#", "scale", "ratio w/h", "w", "h", "inside"],
         [
             [s["index"], f"{s['scale']:g}", f"{s['ratio']:g}", s["w"], s["h"], s["inside"]]
             for s in result.shapes
         ],
     )
-    fh, fw = result.fmap
+    fw, fh = result.fmap
     console.final(
-        f"{result.count} anchors = {fh}x{fw} cells x {result.per_location}; "
+        f"{result.count} anchors = {fw}x{fh} (WxH) cells x {result.per_location}; "
         f"{result.inside} fully inside the image; picture: {result.picture}"
     )
     console.final(f"results saved to {result.out}")
@@ -169,12 +183,14 @@ def label(
         "--sizes", kind="positive", help="Generate anchors: sizes (fractions of the image)."
     ),
     ratios: list[str] = list_option(
-        "--ratios", kind="positive", help="Generate anchors: ratios width/height."
+        "--ratios", kind="positive", help="Generate anchors: ratios width/height (2 = wide)."
     ),
     fmap: str = FmapOpt,
     offset: float = OffsetOpt,
     image: Path = ImageOpt,
-    size: str = typer.Option(None, "--size", help="Canvas HxW when there is no --image."),
+    size: str = typer.Option(
+        None, "--size", help="Canvas WxH (width x height) when there is no --image; 512x512."
+    ),
     iou: float = typer.Option(0.5, "--iou", help="IoU an extra anchor needs to take a box."),
     show_all: bool = typer.Option(False, "--all", help="List every anchor, not only assigned."),
     out: Path = OutOpt,
@@ -248,14 +264,17 @@ def fit(
     split: str = typer.Option(None, "--split", help="Data set split (default: the reader's)."),
     generations: int = typer.Option(1000, "--generations", help="Evolution generations."),
     iou: float = typer.Option(0.5, "--iou", help="IoU a box's best anchor needs for recall."),
-    thr: float = typer.Option(4.0, "--thr", help="Width/height ratio-metric threshold."),
+    thr: float = typer.Option(
+        4.0, "--thr", help="Ratio-metric threshold: max box/anchor width or height ratio."
+    ),
     out: Path = OutOpt,
     exist_ok: bool = ExistOkOpt,
     seed: int = SeedOpt,
     json_out: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    """Fit K anchor shapes to a data set's boxes; write anchors.json and anchors.png."""
+    """Fit K anchor shapes to a data set's boxes; write anchors.json and anchors.png. Shapes
+    are width x height in pixels, ratios width/height (2 = wide)."""
     from visiontool.engine.anchors.fit import FitConfig, run_fit
 
     config = FitConfig(
@@ -269,7 +288,7 @@ def fit(
     doc = result.to_dict()
     console.table(
         f"{doc['num']} anchors at imgsz {imgsz} (pixels)",
-        ["#", "w", "h", "size", "ratio h/w"],
+        ["#", "w", "h", "size", "ratio w/h"],
         [
             [i, f"{w:.1f}", f"{h:.1f}", f"{s[0]:.1f}", f"{r[0]:.3f}"]
             for i, ((w, h), s, r) in enumerate(
@@ -284,8 +303,8 @@ def fit(
         console.warn(f"{result.dropped} boxes under {config.min_size:g} px at imgsz were ignored")
     console.final(
         f"{stats.boxes} boxes: mean IoU {stats.mean_iou:.3f}, best possible recall "
-        f"{stats.bpr:.3f} (IoU >= {iou:g}), {stats.bpr_ratio:.3f} (ratio < {thr:g}), "
-        f"{stats.anchors_per_box:.2f} anchors/box; wrote {result.extra['json']} and "
+        f"{stats.bpr:.3f} (IoU >= {iou:g}), {stats.bpr_ratio:.3f} (box/anchor sides within "
+        f"{thr:g}x), {stats.anchors_per_box:.2f} anchors/box; wrote {result.extra['json']} and "
         f"{result.extra['picture']}"
     )
     console.final(f"results saved to {result.extra['out']}")
@@ -338,6 +357,11 @@ def check(
     )
 
 
+def _wxh(size: Any) -> str:
+    """A (W, H) pair as WxH."""
+    return f"{size[0]}x{size[1]}"
+
+
 def _rate(bucket: Any, value: float) -> str:
     return f"{value:.3f}" if bucket.boxes else "-"
 
@@ -350,4 +374,4 @@ def _need(flag: str, values: list[Any] | None) -> None:
 
 def _need_canvas(image: Path | None, size: str | None) -> None:
     if image is None and size is None:
-        raise typer.BadParameter("give --image IMG or --size HxW", param_hint="--image/--size")
+        raise typer.BadParameter("give --image IMG or --size WxH", param_hint="--image/--size")

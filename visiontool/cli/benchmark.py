@@ -4,21 +4,30 @@ from __future__ import annotations
 
 import typer
 
-from visiontool.cli.common import WORKERS_HELP, Console, JsonOpt
+from visiontool.cli.common import MODEL_HELP, Console, JsonOpt, WorkersOpt
 
 HELP = (
     "Time `detect` against a naive one-image-at-a-time loop on synthetic 1080p photos "
-    "(whole processes, same model and outputs) and print both throughputs and the ratio."
+    "(whole processes, same model and outputs) and print both throughputs and the ratio. "
+    "Runs on this machine's default device (cuda if available, else cpu) with random weights "
+    "unless --weights is given: speed only, the boxes mean nothing."
 )
 
 
 def benchmark(
-    model: str = typer.Option("frcnn-mobile-320", "--model", "-m", help="Registry name."),
-    weights: str = typer.Option("none", "--weights", "-w", help="DEFAULT, none or PATH."),
+    model: str = typer.Option("frcnn-mobile-320", "--model", "-m", help=MODEL_HELP),
+    weights: str = typer.Option(
+        "none",
+        "--weights",
+        "-w",
+        help="DEFAULT (pretrained), none (random init: timing only) or a checkpoint PATH.",
+    ),
     n: int = typer.Option(32, "--n", help="Number of images."),
-    batch: int = typer.Option(1, "--batch", "-b", help="detect's --batch."),
-    workers: int = typer.Option(None, "--workers", help=WORKERS_HELP),
-    inflight: int = typer.Option(None, "--inflight", help="detect's --inflight."),
+    batch: int = typer.Option(1, "--batch", "-b", help="Images per forward pass (detect's)."),
+    workers: int = WorkersOpt,
+    inflight: int = typer.Option(
+        None, "--inflight", help="Batches in the model at once (detect's).", show_default="2"
+    ),
     repeat: int = typer.Option(3, "--repeat", help="Runs of each; the best counts."),
     json_out: bool = JsonOpt,
 ) -> None:

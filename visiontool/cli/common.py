@@ -16,26 +16,28 @@ from typing import Any
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-DeviceOpt = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N.")
+# Help conventions: a sentence or two ending in a full stop; a default that is not a plain value
+# is still shown as `[default: ...]` (`show_default="words"`, see `_plain_defaults`), never in
+# the sentence; the same option reads the same in every command.
+DeviceOpt = typer.Option("auto", "--device", help="auto (cuda if available), cpu, cuda or cuda:N.")
 JsonOpt = typer.Option(False, "--json", help="Machine-readable output on stdout; logs on stderr.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="Print only errors and the final summary.")
 SeedOpt = typer.Option(0, "--seed", help="Random seed.")
 ExistOkOpt = typer.Option(
     False,
     "--exist-ok",
-    help="Write into an existing --out (or runs/<cmd>/exp): this command's earlier files there "
-    "are replaced, other files kept.",
+    help="Reuse the output folder (no new exp2...); only this command's files there are replaced.",
 )
-
-
-WORKERS_HELP = "Image-decoding processes (default: cores-1, at most 4; 0 on 2 cores or fewer)."
+WEIGHTS_HELP = "DEFAULT (pretrained), none (random init) or a checkpoint PATH."
+MODEL_HELP = "Registry name (see `visiontool models`)."
+WORKERS_HELP = "Image-decoding processes."
+WORKERS_DEFAULT = "cores-1, at most 4; 0 on 2 cores or fewer"
+WorkersOpt = typer.Option(None, "--workers", help=WORKERS_HELP, show_default=WORKERS_DEFAULT)
 
 
 def out_option(command: str) -> Any:
     return typer.Option(
-        None,
-        "--out",
-        help=f"Output folder (default runs/{command}/exp, auto-incremented exp2, exp3...).",
+        None, "--out", help="Output folder.", show_default=f"runs/{command}/exp, then exp2, exp3..."
     )
 
 
@@ -102,7 +104,7 @@ _METAVARS = {
     "positive": "N,N...",
     "int": "N,N...",
     "name": "NAME,...",
-    "threshold": "T,T...|A:B:S",
+    "threshold": "T,T...",  # or start:stop:step, which the option's help says
     "gate": "KEY=VALUE",
 }
 _EXAMPLES = {
@@ -203,11 +205,13 @@ def list_option(
     default: str | None = None,
     metavar: str | None = None,
     groups: bool = False,
+    show_default: str | None = None,
 ) -> Any:
     """An option taking several values (declare its parameter as `list[str]`; the command body
     receives the parsed list, or None when the option is not given). `kind`: positive (numbers
     > 0), int, name, threshold (numbers or start:stop:step), gate (KEY=VALUE -> (key, value)
-    pairs)."""
+    pairs). `show_default`: what --help says the default is when `default` is None (the
+    command then decides, e.g. "0.5:0.95:0.05")."""
     parser = ListParser(kind, groups=groups)
 
     def callback(ctx: typer.Context, param: typer.CallbackParam, value: Any) -> Any:
@@ -220,15 +224,26 @@ def list_option(
         callback=callback,
         metavar=metavar or _METAVARS[kind],
         help=help,
-        show_default=default if default is not None else False,
+        show_default=default if default is not None else (show_default or False),
     )
 
 
 def _hide_flag_types(params: list[Any]) -> list[Any]:
-    """Boolean flags take no value: show no `<bool>` type beside them in --help."""
+    """Boolean flags take no value: show no `<bool>` type beside them in --help; and defaults
+    given in words read like the others (`_plain_defaults`)."""
     for param in params:
         if getattr(param, "is_flag", False) and not param.metavar:
             param.metavar = ""
+    return _plain_defaults(params)
+
+
+def _plain_defaults(params: list[Any]) -> list[Any]:
+    """A default given in words (`show_default="cores-1, at most 4"`) shows as
+    `[default: cores-1, at most 4]`, like a plain value, not as typer's `[default: (...)]`."""
+    for param in params:
+        text = getattr(param, "show_default", None)
+        if isinstance(text, str) and hasattr(param, "_get_default_string"):
+            param._get_default_string = lambda *_, _text=text, **__: _text
     return params
 
 

@@ -18,6 +18,7 @@ from visiontool.cli.common import (
     JsonOpt,
     QuietOpt,
     SeedOpt,
+    out_option,
     resolve_out,
 )
 
@@ -29,14 +30,19 @@ app = typer.Typer(
 )
 
 FormatOpt = typer.Option(
-    None, "--format", "-f", help="Force the format: coco, voc, yolo, imagefolder, csv."
+    None,
+    "--format",
+    "-f",
+    help="Read as coco, voc, yolo, imagefolder or csv.",
+    show_default="detected from the files",
 )
+PATH_HELP = "Data set folder, COCO json, CSV or data spec."
 MAX_LISTED = 20
 
 
 @app.command("check", cls=Command)
 def check(
-    path: Path = typer.Argument(..., help="Data set folder, COCO json, CSV or data spec."),
+    path: Path = typer.Argument(..., help=PATH_HELP),
     format: str = FormatOpt,
     max_issues: int = typer.Option(MAX_LISTED, "--max-issues", help="Problems to list (0: all)."),
     json_out: bool = JsonOpt,
@@ -77,7 +83,9 @@ def _print_check(console: Console, report: object, max_issues: int) -> None:
 @app.command("convert", cls=Command)
 def convert(
     src: Path = typer.Argument(..., help="Source data set (any readable format)."),
-    to: str = typer.Option(..., "--to", help="coco, voc or yolo (imagefolder, csv: classify)."),
+    to: str = typer.Option(
+        ..., "--to", help="coco, voc or yolo (detection); imagefolder or csv (classification)."
+    ),
     out: Path = typer.Option(..., "--out", help="Output folder (must be new or empty)."),
     link: bool = typer.Option(False, "--link", help="Symlink images instead of copying them."),
     format: str = FormatOpt,
@@ -98,12 +106,21 @@ def convert(
 
 @app.command("synth", cls=Command)
 def synth(
-    out: Path = typer.Option(None, "--out", help="Output folder (default runs/data/synth/exp)."),
+    out: Path = out_option("data/synth"),
     n: int = typer.Option(200, "--n", help="Number of images."),
-    imgsz: int = typer.Option(None, "--imgsz", help="Image size (default 256; 28 for digits)."),
-    format: str = typer.Option(None, "--format", help="detect only: coco (default), voc or yolo."),
+    imgsz: int = typer.Option(
+        None,
+        "--imgsz",
+        help="Image size in pixels.",
+        show_default="256 (detect), 64 (classify shapes), 28 (digits)",
+    ),
+    format: str = typer.Option(
+        None, "--format", help="Annotations (detect): coco, voc or yolo.", show_default="coco"
+    ),
     task: str = typer.Option("detect", "--task", help="detect, or classify (ImageFolder)."),
-    kind: str = typer.Option(None, "--kind", help="classify only: shapes (default) or digits."),
+    kind: str = typer.Option(
+        None, "--kind", help="What to draw (classify): shapes or digits.", show_default="shapes"
+    ),
     val_fraction: float = typer.Option(0.2, "--val-fraction", help="Share of images for val."),
     seed: int = SeedOpt,
     exist_ok: bool = ExistOkOpt,
@@ -144,12 +161,17 @@ def synth(
 
 @app.command("show", cls=Command)
 def show(
-    path: Path = typer.Argument(..., help="Data set folder, COCO json, CSV or data spec."),
-    split: str = typer.Option("train", "--split", help="Which split to draw."),
+    path: Path = typer.Argument(..., help=PATH_HELP),
+    split: str = typer.Option("train", "--split", help="Data set split."),
     n: int = typer.Option(16, "--n", help="Number of samples."),
-    augment: str = typer.Option("none", "--augment", help="frcnn, ssd, classify or none."),
+    augment: str = typer.Option(
+        "none", "--augment", help="Augmentation preset: frcnn, ssd, classify or none."
+    ),
     out: Path = typer.Option(
-        None, "--out", help="PNG file to write (default runs/data/show/exp/grid.png, then exp2...)."
+        None,
+        "--out",
+        help="PNG file to write (a file, not a folder).",
+        show_default="runs/data/show/exp/grid.png, then exp2...",
     ),
     format: str = FormatOpt,
     seed: int = SeedOpt,
@@ -174,10 +196,14 @@ def show(
 
 @app.command("stats", cls=Command)
 def stats(
-    path: Path = typer.Argument(..., help="Data set folder, COCO json, CSV or data spec."),
-    split: str = typer.Option("train", "--split", help="Which split (whole set if none)."),
+    path: Path = typer.Argument(..., help=PATH_HELP),
+    split: str = typer.Option(
+        "train", "--split", help="Data set split (a set without splits is read whole)."
+    ),
     format: str = FormatOpt,
-    plot: Path = typer.Option(None, "--plot", help="Also write histograms to this PNG."),
+    plot: Path = typer.Option(
+        None, "--plot", help="Also write box histograms to this PNG file (detection sets)."
+    ),
     json_out: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:

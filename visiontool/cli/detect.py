@@ -8,13 +8,15 @@ from typing import TYPE_CHECKING
 import typer
 
 from visiontool.cli.common import (
-    WORKERS_HELP,
+    MODEL_HELP,
+    WEIGHTS_HELP,
     Console,
     DeviceOpt,
     ExistOkOpt,
     JsonOpt,
     QuietOpt,
     SeedOpt,
+    WorkersOpt,
     list_option,
     out_option,
 )
@@ -30,31 +32,38 @@ HELP = (
 
 
 def detect(
-    sources: list[str] = typer.Argument(None, help="Images, folders, globs, .txt lists or -."),
-    model: str = typer.Option(None, "--model", "-m", help="Registry name (see `models`)."),
-    weights: str = typer.Option(
-        None, "--weights", "-w", help="DEFAULT (pretrained), none (random) or a checkpoint PATH."
+    sources: list[str] = typer.Argument(
+        None, help="Images, folders, globs, .txt lists or - (stdin)."
     ),
+    model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP),
+    weights: str = typer.Option(None, "--weights", "-w", help=WEIGHTS_HELP, show_default="DEFAULT"),
     conf: float = typer.Option(0.25, "--conf", help="Score threshold."),
-    iou: float = typer.Option(None, "--iou", help="NMS IoU threshold (model default if unset)."),
+    iou: float = typer.Option(None, "--iou", help="NMS IoU threshold.", show_default="the model's"),
     max_det: int = typer.Option(300, "--max-det", help="Most detections kept per image."),
     classes: list[str] = list_option(
         "--classes", kind="name", help="Keep only these class names or ids, e.g. circle,star."
     ),
-    imgsz: int = typer.Option(None, "--imgsz", help="Override the model's input size."),
+    imgsz: int = typer.Option(
+        None, "--imgsz", help="Model input size.", show_default="the model's"
+    ),
     batch: int = typer.Option(1, "--batch", "-b", help="Images per forward pass."),
-    workers: int = typer.Option(None, "--workers", help=WORKERS_HELP),
+    workers: int = WorkersOpt,
     inflight: int = typer.Option(
-        None, "--inflight", help="Batches in the model at once, one thread each (default 2)."
+        None, "--inflight", help="Batches in the model at once, one thread each.", show_default="2"
     ),
     half: bool = typer.Option(False, "--half", help="fp16/bf16 autocast on GPU."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders."),
-    max_pixels: int = typer.Option(100_000_000, "--max-pixels", help="Reject larger images."),
+    max_pixels: int = typer.Option(
+        100_000_000,
+        "--max-pixels",
+        help="Refuse images with more pixels (0: no limit).",
+        show_default="100000000 (100 MP)",
+    ),
     topk: int = typer.Option(5, "--topk", help="Classes reported per image (classifiers)."),
-    save_img: bool = typer.Option(True, "--save-img/--no-save-img", help="Annotated images."),
-    save_txt: bool = typer.Option(False, "--save-txt", help="YOLO labels/<name>.txt files."),
+    save_img: bool = typer.Option(True, "--save-img/--no-save-img", help="Save annotated images."),
+    save_txt: bool = typer.Option(False, "--save-txt", help="Save YOLO labels/<name>.txt files."),
     save_conf: bool = typer.Option(False, "--save-conf", help="Add scores to --save-txt lines."),
-    save_coco: bool = typer.Option(False, "--save-coco", help="coco_results.json."),
+    save_coco: bool = typer.Option(False, "--save-coco", help="Save coco_results.json."),
     data: Path = typer.Option(
         None,
         "--data",

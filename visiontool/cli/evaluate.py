@@ -12,12 +12,14 @@ from typing import Any
 import typer
 
 from visiontool.cli.common import (
-    WORKERS_HELP,
+    MODEL_HELP,
+    WEIGHTS_HELP,
     Console,
     DeviceOpt,
     ExistOkOpt,
     JsonOpt,
     QuietOpt,
+    WorkersOpt,
     list_option,
     out_option,
 )
@@ -32,26 +34,24 @@ MAX_WARNINGS = 10
 
 def evaluate(
     data: Path = typer.Option(
-        ..., "--data", help="Data set folder, data spec, or a bare COCO annotations json."
+        ..., "--data", help="Data set folder, COCO json, CSV or data spec (the ground truth)."
     ),
     pred: Path = typer.Option(
         None, "--pred", help="Predictions to score: predictions.jsonl or a COCO results json."
     ),
-    model: str = typer.Option(None, "--model", "-m", help="Registry name (see `models`)."),
-    weights: str = typer.Option(
-        None, "--weights", "-w", help="Checkpoint path, DEFAULT or none (default DEFAULT)."
-    ),
-    split: str = typer.Option("val", "--split", help="Which split of the data set."),
+    model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP),
+    weights: str = typer.Option(None, "--weights", "-w", help=WEIGHTS_HELP, show_default="DEFAULT"),
+    split: str = typer.Option("val", "--split", help="Data set split."),
     iou_thresholds: list[str] = list_option(
         "--iou-thresholds",
         kind="threshold",
-        help="COCO IoU thresholds: 0.5,0.75 or start:stop:step (default 0.5:0.95:0.05).",
+        help="COCO IoU thresholds: 0.5,0.75 or start:stop:step.",
+        show_default="0.5:0.95:0.05",
     ),
     fail_under: list[str] = list_option(
         "--fail-under",
         kind="gate",
-        help="Gates KEY=VALUE, comma-separated or repeated (e.g. map50=0.5,top1=0.9); exit 1 if "
-        "one is missed.",
+        help="Exit 1 when a metric is under its gate, e.g. map50=0.5,top1=0.9.",
     ),
     conf: float = typer.Option(0.25, "--conf", help="Confusion matrix: minimum score."),
     iou: float = typer.Option(0.45, "--iou", help="Confusion matrix: IoU for a match."),
@@ -59,10 +59,12 @@ def evaluate(
         False, "--lenient", help="Skip bad prediction lines with a warning instead of exiting 2."
     ),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write PNG plots."),
-    batch: int = typer.Option(8, "--batch", help="Images per batch (model runs)."),
-    workers: int = typer.Option(None, "--workers", help=WORKERS_HELP),
-    half: bool = typer.Option(False, "--half", help="Half precision on GPU."),
-    imgsz: int = typer.Option(None, "--imgsz", help="Model input size."),
+    batch: int = typer.Option(8, "--batch", help="Images per forward pass (with --model)."),
+    workers: int = WorkersOpt,
+    half: bool = typer.Option(False, "--half", help="fp16/bf16 autocast on GPU."),
+    imgsz: int = typer.Option(
+        None, "--imgsz", help="Model input size.", show_default="the model's"
+    ),
     device: str = DeviceOpt,
     out: Path = out_option("eval"),
     exist_ok: bool = ExistOkOpt,

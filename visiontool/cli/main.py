@@ -134,13 +134,27 @@ def main(
     ctx.obj = {"debug": debug}
 
 
-app.command("detect", help=detect.HELP, cls=Command)(detect.detect)
-app.command("eval", help=evaluate.HELP, cls=Command)(evaluate.evaluate)
-app.command("train", help=train.HELP, cls=Command)(train.train)
-app.command("benchmark", help=benchmark.HELP, cls=Command)(benchmark.benchmark)
-app.command("models", help=models.HELP, cls=Command)(models.models)
-app.add_typer(data.app, name="data")
-app.add_typer(anchors.app, name="anchors")
+# One line each in `visiontool --help` (at 80 columns too); `visiontool CMD --help` says the rest.
+SHORT_HELP = {
+    "detect": "Detect objects, or classify, in images, folders, globs or stdin.",
+    "eval": "Score a model or predictions on a data set (mAP, AP50, top-1).",
+    "train": "Train a detector (head + backbone, or a model) or a classifier.",
+    "benchmark": "Time `detect` against a naive loop (random weights by default).",
+    "models": "List models (weights offline or to download), heads, backbones.",
+    "data": "Check, convert, generate, preview and summarise data sets.",
+    "anchors": "Generate, see, label, fit and check anchor boxes.",
+}
+app.command("detect", help=detect.HELP, short_help=SHORT_HELP["detect"], cls=Command)(detect.detect)
+app.command("eval", help=evaluate.HELP, short_help=SHORT_HELP["eval"], cls=Command)(
+    evaluate.evaluate
+)
+app.command("train", help=train.HELP, short_help=SHORT_HELP["train"], cls=Command)(train.train)
+app.command("benchmark", help=benchmark.HELP, short_help=SHORT_HELP["benchmark"], cls=Command)(
+    benchmark.benchmark
+)
+app.command("models", help=models.HELP, short_help=SHORT_HELP["models"], cls=Command)(models.models)
+app.add_typer(data.app, name="data", short_help=SHORT_HELP["data"])
+app.add_typer(anchors.app, name="anchors", short_help=SHORT_HELP["anchors"])
 
 
 _TERMINATED = threading.Event()

@@ -70,7 +70,7 @@ def train(
         "--anchor-ratios",
         kind="positive",
         groups=True,
-        help="Anchor ratios height/width (2 = tall), e.g. 0.5,1,2 on every level; or a group per "
+        help="Anchor ratios width/height (2 = wide), e.g. 0.5,1,2 on every level; or a group per "
         "level split by ';'.",
     ),
     anchors: Path = typer.Option(None, "--anchors", help="anchors.json from `anchors fit`."),
@@ -88,7 +88,9 @@ def train(
     accumulate: int = typer.Option(1, "--accumulate", help="Steps of gradient accumulation."),
     clip_grad: float = typer.Option(None, "--clip-grad", help="Max gradient norm."),
     ema: bool = typer.Option(False, "--ema", help="Keep an EMA of the weights."),
-    amp: bool = typer.Option(False, "--amp", help="bf16/fp16 autocast on GPU."),
+    amp: bool = typer.Option(
+        False, "--amp", help="Mixed precision: bf16/fp16 on GPU; bf16 on CPUs with AVX512-BF16/AMX."
+    ),
     imgsz: int = typer.Option(None, "--imgsz", help="Input size."),
     augment: str = typer.Option(None, "--augment", help="frcnn, ssd, classify or none."),
     workers: int = typer.Option(
@@ -173,7 +175,13 @@ class _TrainView:
     """What a person sees while training (modelled on Ultralytics' console): a header, per
     epoch a progress bar (losses, images/s, ETA of the whole run) and a validation bar on a
     terminal, or a plain line every --log-every steps and "validating N images" otherwise;
-    then one aligned table row per epoch. Undefined values (-1) are shown as `-`."""
+    then one aligned table row per epoch. Undefined values (-1) are shown as `-`.
+
+    The table's header is printed once, above the first row. Plain output (CI logs) repeats it
+    only when HEADER_EVERY lines or more have gone by since it was last printed, so a row is
+    never read far from its column names, and short runs are not cluttered with copies."""
+
+    HEADER_EVERY = 20
 
     def __init__(self, console: Console, *, log_every: int) -> None:
         self.console = console
@@ -183,7 +191,7 @@ class _TrainView:
         self.run: RunInfo | None = None
         self.columns: list[tuple[str, str, int]] = []  # (header, row key, width)
         self.header_shown = False
-        self.lines_since_row = False
+        self.lines_since_header = 0  # lines printed since the table's header (plain output)
         self.first_step: tuple[float, int] | None = None  # (time, run-wide step index)
 
     @property
@@ -228,19 +236,25 @@ class _TrainView:
         eta = (now - t0) / (done - d0) * (total - done) if done > d0 else None
         losses = "  ".join(f"{_short(k)} {v:.3f}" for k, v in info.losses.items())
         losses = losses or f"loss {info.loss:.3f}"
+        summed = f"loss {sum(info.losses.values()) if info.losses else info.loss:.3f}"
         tail = f"{info.images_per_s:.1f} img/s  ETA {_duration(eta)}"
+        width = self.console.rich.width
         if self.plain:
             if info.step % self.log_every == 0 or info.step == info.steps:
-                self._line(f"  {info.epoch}/{info.epochs}  step {info.step}/{info.steps}  "
-                           f"{losses}  {tail}")  # fmt: skip
+                head = f"  {info.epoch}/{info.epochs}  step {info.step}/{info.steps}  "
+                # a line never wraps: too wide, the losses fold into their sum (the epoch's
+                # table row has each of them)
+                if len(head) + len(losses) + 2 + len(tail) > width:
+                    losses = summed
+                self._line(f"{head}{losses}  {tail}")
             return
         description = f"{info.epoch}/{info.epochs}"
         # the bar keeps its width: on a narrow terminal the losses fold into their sum
         if (
             7 + 1 + 20 + 1 + len(f"{info.steps}/{info.steps}") + 1 + len(losses) + 2 + len(tail)
-            > self.console.rich.width
+            > width
         ):
-            losses = f"loss {sum(info.losses.values()) if info.losses else info.loss:.3f}"
+            losses = summed
         if self.task is None:
             self.task = self._bar().add_task(description, total=info.steps, info="")
         self.bar.update(self.task, completed=info.step, description=description,
@@ -266,13 +280,14 @@ class _TrainView:
             self.task = None
         if not self.columns:
             self.columns = _columns(row, self.run.task if self.run else "detect")
-        if not self.header_shown or (self.plain and self.lines_since_row):
+        if not self.header_shown or (self.plain and self.lines_since_header >= self.HEADER_EVERY):
             self._print(_table_line([h for h, _, _ in self.columns], self.columns))
             self.header_shown = True
+            self.lines_since_header = 0
         epochs = self.run.epochs if self.run else row.get("epoch")
         cells = [_cell(key, row, epochs) for _, key, _ in self.columns]
         self._print(_table_line(cells, self.columns))
-        self.lines_since_row = False
+        self.lines_since_header += 1
 
     def on_end(self, summary: Any) -> None:
         """The best epoch and the validation per class (as `yolo val` shows it)."""
@@ -280,18 +295,22 @@ class _TrainView:
         if summary.best_value is not None:
             self.console.log(f"best epoch {summary.best_epoch}: {summary.best_metric} "
                              f"{summary.best_value:.4f}")  # fmt: skip
-        if summary.per_class:
-            self.console.log(
-                f"validation of epoch {summary.per_class_epoch} (P and R at conf {_pr_conf()}):"
-            )
-            columns = [("class", "class", max(5, *(len(r["class"]) for r in summary.per_class))),
-                       ("images", "images", 6), ("instances", "instances", 9),
-                       ("P", "precision", 5), ("R", "recall", 5), ("mAP50", "map50", 5),
-                       ("mAP50-95", "map", 8)]  # fmt: skip
-            self.console.log(_table_line([h for h, _, _ in columns], columns))
-            for values in summary.per_class:
-                cells = [_cell(key, values, None) for _, key, _ in columns]
-                self.console.log(_table_line(cells, columns))
+        if not summary.per_class:
+            return
+        rows = summary.per_class
+        detection = "instances" in rows[0]
+        if detection:
+            note = f"P and R at conf {_pr_conf()}"
+        else:
+            top = rows[0]
+            note = (f"top1 {_cell('top1', top, None)}, top5 {_cell('top5', top, None)}; "
+                    "R = the class's top-1 accuracy")  # fmt: skip
+        self.console.log(f"validation of epoch {summary.per_class_epoch} ({note}):")
+        columns = _per_class_columns(rows, detection=detection)
+        self.console.log(_table_line([h for h, _, _ in columns], columns))
+        for values in rows:
+            self.console.log(_table_line([_cell(key, values, None) for _, key, _ in columns],
+                                         columns))  # fmt: skip
 
     # --- output --------------------------------------------------------------------------------
 
@@ -315,14 +334,14 @@ class _TrainView:
 
     def _line(self, text: str) -> None:
         self.console.log(text)
-        self.lines_since_row = True
+        self.lines_since_header += 1
 
     def log(self, message: str) -> None:
         if self.bar is not None:
             self.bar.console.print(message, markup=False, highlight=False)
         else:
             self.console.log(message)
-        self.lines_since_row = True
+        self.lines_since_header += 1
 
     def stop(self) -> None:
         if self.bar is not None:
@@ -359,6 +378,18 @@ def _columns(row: dict, task: str) -> list[tuple[str, str, int]]:
                     ("mAP50", "val/map50", 5), ("mAP50-95", "val/map", 8)]  # fmt: skip
     columns.append(("time", "time_s", 6))
     return columns
+
+
+def _per_class_columns(rows: list[dict], *, detection: bool) -> list[tuple[str, str, int]]:
+    """The end-of-training table: detection as `yolo val` (images, instances, P, R, mAP50,
+    mAP50-95), classification images, P, R, F1 (all: their mean over classes)."""
+    columns = [("class", "class", max(5, *(len(r["class"]) for r in rows)))]
+    if detection:
+        return columns + [("images", "images", 6), ("instances", "instances", 9),
+                          ("P", "precision", 5), ("R", "recall", 5), ("mAP50", "map50", 5),
+                          ("mAP50-95", "map", 8)]  # fmt: skip
+    return columns + [("images", "images", 6), ("P", "precision", 5), ("R", "recall", 5),
+                      ("F1", "f1", 5)]  # fmt: skip
 
 
 def _cell(key: str, row: dict, epochs: Any) -> str:

@@ -8,8 +8,12 @@ The one place that knows the schema (docs/anchors.md): `anchors_document` builds
      ...statistics and provenance...}
 
 `wh` holds K anchor widths and heights in pixels at `imgsz`, sorted by area; `sizes` and
-`ratios` the same anchors in torchvision `AnchorGenerator` form, one level per anchor
-(size = sqrt(w*h), ratio = h/w).
+`ratios` the same anchors as size = sqrt(w*h) and ratio = w/h (width / height, 2 = wide, as
+every visiontool ratio), one level per anchor. They are for people: readers (`train
+--anchors`, `anchors label --anchors`, `anchors_for_levels`) use `wh` only. Files written
+before ratios meant width / height hold h/w there; their `wh` reads the same.
+`anchors_for_levels` gives torchvision's `AnchorGenerator` arguments, whose aspect ratio is
+height / width.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ def anchors_document(wh: Any, *, imgsz: int, **fields: Any) -> dict[str, Any]:
         "imgsz": int(imgsz),
         "wh": _round(wh.tolist()),
         "sizes": [[_round(math.sqrt(w * h))] for w, h in wh],
-        "ratios": [[_round(h / w)] for w, h in wh],
+        "ratios": [[_round(w / h)] for w, h in wh],  # width / height
         **fields,
     }
 
@@ -98,7 +102,8 @@ def anchors_for_levels(
     Any K anchors work for any number of levels: see `visiontool.ops.anchors.level_groups`.
     `imgsz`: the image size the model sees, to scale the anchors from the file's `imgsz` (None
     keeps them as fitted). Default: the torchvision `AnchorGenerator` form, one size per level
-    and that level's m ratios (m the same on every level). With `sizes_only`: `((s1,), (s2,),
+    and that level's m aspect ratios, height / width as torchvision takes them (the inverse of
+    the file's `ratios`; m the same on every level). With `sizes_only`: `((s1,), (s2,),
     ...)` one size per level and `None` for ratios (anchor-free FCOS, heads taking one size per
     level).
     """

@@ -36,11 +36,17 @@ STYLE: dict[str, Any] = {
 
 @contextmanager
 def figure(
-    path: str | Path, *, size: tuple[float, float] = (7, 4), nrows: int = 1, ncols: int = 1
+    path: str | Path,
+    *,
+    size: tuple[float, float] = (7, 4),
+    nrows: int = 1,
+    ncols: int = 1,
+    mosaic: list[list[str]] | None = None,
 ) -> Iterator[tuple[Any, Any]]:
     """`with figure(path, size=(w, h)) as (fig, ax):` draw on `ax` (an array of axes when
-    nrows/ncols > 1); on leaving the block the figure is laid out and written to `path` as a
-    PNG, atomically. Nothing is written when the block raises."""
+    nrows/ncols > 1; with `mosaic`, e.g. [["a", "a"], ["b", "c"]], a dict name -> axes, for
+    panels of different sizes); on leaving the block the figure is laid out and written to
+    `path` as a PNG, atomically. Nothing is written when the block raises."""
     from matplotlib import rc_context
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -48,7 +54,7 @@ def figure(
     with rc_context(STYLE):
         fig = Figure(figsize=size, dpi=DPI)
         FigureCanvasAgg(fig)
-        axes = fig.subplots(nrows, ncols)
+        axes = fig.subplot_mosaic(mosaic) if mosaic else fig.subplots(nrows, ncols)
         yield fig, axes
         save_figure(fig, path)
 

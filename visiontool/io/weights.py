@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -30,9 +31,19 @@ def weights_kind(weights: object) -> str:
 
 
 def cache_dir() -> Path:
-    import torch.hub
+    """Where torchvision keeps downloaded weights: `torch.hub.get_dir()/checkpoints`.
 
-    return Path(torch.hub.get_dir()) / "checkpoints"
+    While torch.hub is not imported (`visiontool models`), the same folder is found the way
+    torch.hub finds it, without importing torch: `$TORCH_HOME/hub`, where TORCH_HOME defaults
+    to `$XDG_CACHE_HOME/torch`, itself defaulting to `~/.cache/torch`. (Only
+    `torch.hub.set_dir` could make them differ, and that needs torch.hub imported.)
+    """
+    hub = sys.modules.get("torch.hub")
+    if hub is not None:
+        return Path(hub.get_dir()) / "checkpoints"
+    xdg = os.getenv("XDG_CACHE_HOME", os.path.join("~", ".cache"))
+    home = os.path.expanduser(os.getenv("TORCH_HOME", os.path.join(xdg, "torch")))
+    return Path(home) / "hub" / "checkpoints"
 
 
 def cached_path(url: str) -> Path:

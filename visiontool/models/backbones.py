@@ -38,7 +38,8 @@ class Family:
     """One registered backbone: which torchvision classifier it cuts and its layer presets.
 
     `layers` maps a preset to default `returned_layers`: "fpn" (two-stage heads), "dense"
-    (RetinaNet/FCOS: stride >= 8, as torchvision) and "ssd" (the native maps SSD starts from).
+    (RetinaNet/FCOS: stride >= 8, as torchvision), "ssd" (the native maps SSD starts from) and
+    "last" (the last map only: the focal-loss SSD and YOLO heads).
     """
 
     name: str
@@ -50,8 +51,8 @@ class Family:
     std: tuple[float, float, float] = IMAGENET_STD
 
 
-_RESNET_LAYERS = {"fpn": (1, 2, 3, 4), "dense": (2, 3, 4), "ssd": (3, 4)}
-_MOBILE_LAYERS = {"fpn": (4, 5), "dense": (4, 5), "ssd": (3, 5)}
+_RESNET_LAYERS = {"fpn": (1, 2, 3, 4), "dense": (2, 3, 4), "ssd": (3, 4), "last": (4,)}
+_MOBILE_LAYERS = {"fpn": (4, 5), "dense": (4, 5), "ssd": (3, 5), "last": (5,)}
 
 FAMILIES = (
     Family("resnet18", "resnet", "ResNet18_Weights", _RESNET_LAYERS, "ResNet-18"),
@@ -75,14 +76,14 @@ FAMILIES = (
         "vgg16",
         "vgg",
         "VGG16_Weights",
-        {"fpn": (2, 3, 4), "dense": (3, 4), "ssd": (3, 4)},
+        {"fpn": (2, 3, 4), "dense": (3, 4), "ssd": (3, 4), "last": (4,)},
         "VGG-16 (conv layers only)",
     ),
     Family(
         "googlenet",
         "googlenet",
         "GoogLeNet_Weights",
-        {"fpn": (1, 2, 3, 4), "dense": (2, 3, 4), "ssd": (3, 4)},
+        {"fpn": (1, 2, 3, 4), "dense": (2, 3, 4), "ssd": (3, 4), "last": (4,)},
         "GoogLeNet (Inception v1)",
         # torchvision's GoogLeNet weights expect inputs scaled to [-1, 1] (its transform_input)
         mean=(0.5, 0.5, 0.5),
@@ -306,5 +307,49 @@ def _register(family: Family) -> None:
     )
 
 
+def build_tinyssd_base(
+    *,
+    weights: Any = None,
+    fpn: bool = False,
+    returned_layers: Any = None,
+    trainable_layers: int | None = None,
+    **_: Any,
+) -> Any:
+    """TinySSD's base network (3 -> 16 -> 32 -> 64, one map at stride 8): trained from scratch,
+    so it has no pretrained weights, no FPN and one returned map."""
+    if weights_kind(weights) != "none":
+        raise ConfigError("backbone 'tinyssd-base' has no pretrained weights: it trains from "
+                          "scratch (drop --backbone-weights)")  # fmt: skip
+    if fpn:
+        raise ConfigError("backbone 'tinyssd-base' has one map and no FPN: use --no-fpn")
+    if returned_layers and list(returned_layers) != [2]:
+        raise ConfigError(f"backbone 'tinyssd-base' returns its last block (2) only, got "
+                          f"{list(returned_layers)}")  # fmt: skip
+    from visiontool.models.onestage.tinyssd import TinySSDBase
+
+    module = TinySSDBase()
+    if trainable_layers is not None:
+        from visiontool.models.parts import matches
+
+        frozen = [p for s in module.stages[: len(module.stages) - trainable_layers] for p in s]
+        for name, param in module.named_parameters():
+            if matches(name, frozen):
+                param.requires_grad_(False)
+    return module
+
+
 for _family in FAMILIES:
     _register(_family)
+registry.add(
+    "backbone",
+    BackboneSpec(
+        name="tinyssd-base",
+        build=build_tinyssd_base,
+        layers={"fpn": (2,), "dense": (2,), "ssd": (2,), "last": (2,)},
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        fpn=False,
+        family="tinyssd",
+        description="TinySSD base: 3 conv blocks 16-32-64, stride 8 (no pretrained weights)",
+    ),
+)

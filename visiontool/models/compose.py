@@ -40,6 +40,7 @@ class DetectorConfig:
     box_head: int = 1024
     returned_layers: list[int] | None = None
     anchor_fit: dict[str, Any] | None = None  # `anchors fit` shapes, spread over the levels
+    arch: dict[str, Any] | None = None  # the head's own options (`HeadSpec.arch_options`)
 
     def to_build(self) -> dict[str, Any]:
         """The checkpoint's `build` dict: `create_model("detector", **rest)` rebuilds it."""
@@ -70,6 +71,8 @@ def check_combination(head: str, backbone: str, fpn: bool | None = None) -> bool
 
 
 def _combination_error(head: HeadSpec, backbone: str, fpn: bool) -> str | None:
+    if fpn and not registry.get("backbone", backbone).fpn:
+        return f"backbone {backbone!r} has one feature map and cannot build an FPN: use --no-fpn"
     if head.backbones and backbone not in head.backbones:
         return (
             f"head {head.name!r} does not work with backbone {backbone!r}: "
@@ -111,6 +114,7 @@ def build_detector(
     box_head: int = 1024,
     returned_layers: list[int] | None = None,
     anchor_fit: dict[str, Any] | None = None,
+    arch: dict[str, Any] | None = None,
 ) -> Any:
     """A detector: registered `backbone` under registered `head`.
 
@@ -119,7 +123,8 @@ def build_detector(
     `returned_layers` overrides which backbone stages feed the head (e.g. [1, 2, 3, 5] gives a
     MobileNet FPN strides 4-32, for small objects). `anchor_fit` ({"wh": K fitted shapes,
     "scale": training size / fit size}, from `anchors fit`) replaces the anchor sizes and ratios
-    with the fitted shapes spread over the head's levels by size.
+    with the fitted shapes spread over the head's levels by size. `arch` holds the head's own
+    options (`train --arch KEY=VALUE`), checked against `HeadSpec.arch_options`.
 
     `num_classes` counts background (index 0). `fpn=None` takes the head's natural layout.
     `imgsz` is the longest image side (the fixed square size for fixed-size heads); without it
@@ -130,6 +135,7 @@ def build_detector(
     if num_classes < 2:
         raise ConfigError(f"a detector needs num_classes >= 2 (background + 1), got {num_classes}")
     head_spec: HeadSpec = registry.get("head", head)
+    arch = check_arch(head_spec, arch)
     backbone_spec = registry.get("backbone", backbone)
     pretrained = weights_kind(backbone_weights) != "none"
     frozen = pretrained if frozen_bn is None else bool(frozen_bn)
@@ -159,6 +165,7 @@ def build_detector(
         size=int(imgsz or head_spec.default_imgsz),
         box_head=box_head,
         anchor_fit=anchor_fit,
+        **arch,
     )
     config = DetectorConfig(
         head=head_spec.name,
@@ -176,9 +183,23 @@ def build_detector(
         box_head=int(box_head),
         returned_layers=[int(x) for x in returned_layers] if returned_layers else None,
         anchor_fit=anchor_fit,
+        arch=arch or None,
     )
     model.build_kwargs = config.to_build()
     return model
+
+
+def check_arch(head: HeadSpec, arch: dict[str, Any] | None) -> dict[str, Any]:
+    """The head's own options, each one the head declares (ConfigError naming the valid
+    ones otherwise)."""
+    arch = dict(arch or {})
+    unknown = sorted(set(arch) - set(head.arch_options) - {"box_head"})
+    if unknown:
+        valid = ", ".join(o for o in head.arch_options if o != "box_head") or "none"
+        raise ConfigError(
+            f"head {head.name!r} has no option {', '.join(unknown)} (its --arch options: {valid})"
+        )
+    return arch
 
 
 def _resolved_trainable(body: Any, requested: int | None) -> int:

@@ -48,6 +48,7 @@ class BackboneSpec:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     weights: str = "none"  # label of the ImageNet weights `--backbone-weights DEFAULT` loads
+    fpn: bool = True  # can build an FPN (several stages); False: one map only
     family: str = ""
     description: str = ""
     aliases: tuple[str, ...] = ()
@@ -115,6 +116,9 @@ class ModelSpec:
     - `replace_class_layers(model, num_classes) -> [param names]` (fine-tuning).
     - `head`: the detection head family of a detector (its `HeadSpec` configures inference);
       None for classifiers.
+    - `composes`: a recipe name: the head it composes over `--backbone` (the head's default
+      backbone otherwise) for the data set's classes; `train --model NAME` is `train --head
+      HEAD` under a name users know from the papers.
     `source` says where the weights come from ("torchvision", "visiontool", "shipped"); it is
     for listing and reports only: behaviour lives in the functions above.
     """
@@ -133,5 +137,6 @@ class ModelSpec:
     checkpoint: Callable[[], Path] | None = None  # shipped models: the verified file
     preprocess: dict[str, Any] = field(default_factory=dict)
     hidden: bool = False  # rebuild-only entries (checkpoints name them), not listed
+    composes: str | None = None  # recipes: the head `train --model NAME` composes
     description: str = ""
     aliases: tuple[str, ...] = ()

@@ -33,6 +33,11 @@ class TorchvisionModel:
     aliases: tuple[str, ...] = ()
     description: str = ""
     head: str | None = None  # detectors: the head family (its HeadSpec adapts the model)
+    # the DEFAULT weights' file under WEIGHTS_URL and its size, so `visiontool models` can say
+    # whether they are in torch's cache without importing torchvision (a test checks them
+    # against torchvision's enum)
+    weights_file: str = ""
+    weights_mb: float | None = None
     # builder arguments when building without weights, and when training a classifier from it
     random_init: tuple[tuple[str, Any], ...] = ()
     classifier_init: tuple[tuple[str, Any], ...] = ()
@@ -49,6 +54,8 @@ DETECTORS = (
         ("fasterrcnn_resnet50_fpn",),
         "Faster R-CNN, ResNet-50 FPN",
         head="frcnn",
+        weights_file="fasterrcnn_resnet50_fpn_coco-258fb6c6.pth",
+        weights_mb=159.7,
     ),
     TorchvisionModel(
         "frcnn-v2",
@@ -60,6 +67,8 @@ DETECTORS = (
         ("fasterrcnn_resnet50_fpn_v2",),
         "Faster R-CNN v2, ResNet-50 FPN",
         head="frcnn",
+        weights_file="fasterrcnn_resnet50_fpn_v2_coco-dd69338a.pth",
+        weights_mb=167.1,
     ),
     TorchvisionModel(
         "frcnn-mobile",
@@ -71,6 +80,8 @@ DETECTORS = (
         ("fasterrcnn_mobilenet_v3_large_fpn",),
         "Faster R-CNN, MobileNetV3-Large FPN",
         head="frcnn",
+        weights_file="fasterrcnn_mobilenet_v3_large_fpn-fb6a3cc7.pth",
+        weights_mb=74.2,
     ),
     TorchvisionModel(
         "frcnn-mobile-320",
@@ -82,6 +93,8 @@ DETECTORS = (
         ("fasterrcnn_mobilenet_v3_large_320_fpn",),
         "Faster R-CNN, MobileNetV3-Large FPN at 320 px (fast on CPU)",
         head="frcnn",
+        weights_file="fasterrcnn_mobilenet_v3_large_320_fpn-907ea3f9.pth",
+        weights_mb=74.2,
     ),
     TorchvisionModel(
         "retinanet",
@@ -93,6 +106,8 @@ DETECTORS = (
         ("retinanet_resnet50_fpn",),
         "RetinaNet, ResNet-50 FPN",
         head="retinanet",
+        weights_file="retinanet_resnet50_fpn_coco-eeacb38b.pth",
+        weights_mb=130.3,
     ),
     TorchvisionModel(
         "retinanet-v2",
@@ -104,6 +119,8 @@ DETECTORS = (
         ("retinanet_resnet50_fpn_v2",),
         "RetinaNet v2, ResNet-50 FPN",
         head="retinanet",
+        weights_file="retinanet_resnet50_fpn_v2_coco-5905b1c5.pth",
+        weights_mb=146.0,
     ),
     TorchvisionModel(
         "ssd",
@@ -115,6 +132,8 @@ DETECTORS = (
         ("ssd300_vgg16", "ssd300"),
         "SSD300, VGG-16",
         head="ssd",
+        weights_file="ssd300_vgg16_coco-b556d3b4.pth",
+        weights_mb=136.0,
     ),
     TorchvisionModel(
         "ssdlite",
@@ -126,6 +145,8 @@ DETECTORS = (
         ("ssdlite320_mobilenet_v3_large", "ssdlite320"),
         "SSDlite320, MobileNetV3-Large",
         head="ssdlite",
+        weights_file="ssdlite320_mobilenet_v3_large_coco-a79551df.pth",
+        weights_mb=13.4,
     ),
     TorchvisionModel(
         "fcos",
@@ -137,6 +158,8 @@ DETECTORS = (
         ("fcos_resnet50_fpn",),
         "FCOS, ResNet-50 FPN",
         head="fcos",
+        weights_file="fcos_resnet50_fpn_coco-99b0c9b7.pth",
+        weights_mb=123.6,
     ),
 )
 
@@ -155,19 +178,45 @@ CLASSIFIERS = tuple(
         224,
         (),
         desc,
+        weights_file=file,
+        weights_mb=mb,
         **(_GOOGLENET if name == "googlenet" else {}),
     )  # fmt: skip
-    for name, enum, desc in (
-        ("resnet18", "ResNet18_Weights", "ResNet-18"),
-        ("resnet34", "ResNet34_Weights", "ResNet-34"),
-        ("resnet50", "ResNet50_Weights", "ResNet-50"),
-        ("vgg11", "VGG11_Weights", "VGG-11"),
-        ("vgg16", "VGG16_Weights", "VGG-16"),
-        ("googlenet", "GoogLeNet_Weights", "GoogLeNet (Inception v1)"),
-        ("mobilenet_v3_large", "MobileNet_V3_Large_Weights", "MobileNetV3-Large"),
-        ("mobilenet_v3_small", "MobileNet_V3_Small_Weights", "MobileNetV3-Small"),
+    for name, enum, desc, file, mb in (
+        ("resnet18", "ResNet18_Weights", "ResNet-18", "resnet18-f37072fd.pth", 44.7),
+        ("resnet34", "ResNet34_Weights", "ResNet-34", "resnet34-b627a593.pth", 83.3),
+        ("resnet50", "ResNet50_Weights", "ResNet-50", "resnet50-11ad3fa6.pth", 97.8),
+        ("vgg11", "VGG11_Weights", "VGG-11", "vgg11-8a719046.pth", 506.8),
+        ("vgg16", "VGG16_Weights", "VGG-16", "vgg16-397923af.pth", 527.8),
+        (
+            "googlenet",
+            "GoogLeNet_Weights",
+            "GoogLeNet (Inception v1)",
+            "googlenet-1378be20.pth",
+            49.7,
+        ),
+        (
+            "mobilenet_v3_large",
+            "MobileNet_V3_Large_Weights",
+            "MobileNetV3-Large",
+            "mobilenet_v3_large-5c1a4163.pth",
+            21.1,
+        ),
+        (
+            "mobilenet_v3_small",
+            "MobileNet_V3_Small_Weights",
+            "MobileNetV3-Small",
+            "mobilenet_v3_small-047dcff4.pth",
+            9.8,
+        ),
     )
 )
+WEIGHTS_URL = "https://download.pytorch.org/models/"  # where torchvision's weight files live
+
+
+def zoo_entry(name: str) -> TorchvisionModel | None:
+    """The torchvision row registered as `name` (None for models that are not from the zoo)."""
+    return next((m for m in (*DETECTORS, *CLASSIFIERS) if m.name == name), None)
 
 
 def weights_enum(spec: TorchvisionModel) -> Any:

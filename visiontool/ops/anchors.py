@@ -4,6 +4,11 @@ Multibox conventions (kept at this edge only, see design.md): boxes are normaliz
 [0, 1]; class ids in targets are 0-based, and the labels produced use background = 0 with object
 classes shifted by +1. `grid_anchors` and `rpn_labels` work in pixels like Faster R-CNN.
 
+Orders and ratios: sizes here are (H, W), as torch orders them (the CLI and the anchors
+engine show and take WxH and convert). `anchor_shapes`, `multibox_prior` and `grid_anchors` take
+ratio = width / height, the meaning users see everywhere; `anchor_generator_args` returns
+torchvision `AnchorGenerator` aspect ratios, height / width.
+
 Every function runs on the device of its inputs. Nothing here materialises a full anchors x boxes
 IoU matrix for the multibox path: it is computed in cache-sized blocks of anchors and reduced on
 the fly, so two million anchors against twenty boxes never builds an (A, G, 2) temporary.

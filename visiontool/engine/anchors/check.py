@@ -56,7 +56,7 @@ class CheckResult:
     images: int
     boxes: int
     generator: str
-    input_sizes: list[dict[str, Any]]  # original size -> model input size -> anchors
+    input_sizes: list[dict[str, Any]]  # image [W, H] -> model input [W, H] -> anchor count
     buckets: list[BucketRecall]
     overall: BucketRecall
     hints: list[str] = field(default_factory=list)
@@ -144,8 +144,8 @@ def check_records(
         images=len(records),
         boxes=int(len(best)),
         generator=generator,
-        input_sizes=[
-            {"image": list(k), "input": list(v[1]), "anchors": int(v[0].shape[0])}
+        input_sizes=[  # width x height, as every size visiontool shows
+            {"image": [k[1], k[0]], "input": [v[1][1], v[1][0]], "anchors": int(v[0].shape[0])}
             for k, v in sorted(geometry.items())
         ],
         buckets=buckets,
@@ -213,13 +213,13 @@ def coverage_hint(name: str, bucket: BucketRecall, missed: np.ndarray, shapes: n
             f"{head}; the missed boxes are ~{box_size:.0f} px but the largest anchor is "
             f"{sizes.max():.0f} px: add larger anchor sizes or use a smaller input size."
         )
-    box_ratio = float(np.exp(np.median(np.log(wh[:, 1] / wh[:, 0]))))
-    ratios = shapes[:, 1] / shapes[:, 0]
+    box_ratio = float(np.exp(np.median(np.log(wh[:, 0] / wh[:, 1]))))  # width / height
+    ratios = shapes[:, 0] / shapes[:, 1]
     if abs(np.log(box_ratio)) > np.abs(np.log(ratios)).max() + 0.3:
         return (
-            f"{head}; the missed boxes are elongated (median h/w {box_ratio:.2f}) beyond the "
-            f"anchors' aspect ratios ({ratios.min():.2f}..{ratios.max():.2f}): add ratios near "
-            f"{box_ratio:.2f}."
+            f"{head}; the missed boxes are elongated (median width/height {box_ratio:.2f}) "
+            f"beyond the anchors' ratios w/h ({ratios.min():.2f}..{ratios.max():.2f}): add "
+            f"ratios near {box_ratio:.2f} (`train --anchor-ratios`, width/height)."
         )
     return (
         f"{head}; anchor sizes ({sizes.min():.0f}..{sizes.max():.0f} px) span these boxes but "

@@ -10,10 +10,10 @@ tail of odd boxes. Evolution (random multiplicative mutations kept when the mean
 improves) then escapes the local optima k-means settles in.
 
 anchors.json (read by `train --anchors`, see docs/anchors.md) stores the fitted shapes as pixel
-(w, h) pairs at `imgsz`, and the same anchors in torchvision's AnchorGenerator form:
-size = sqrt(w*h), aspect ratio = h/w, one feature level per anchor (sorted by area). Its schema
-lives in `visiontool.io.anchors_file`; spreading the anchors over a model's feature levels in
-`visiontool.ops.anchors.anchor_generator_args`.
+(w, h) pairs at `imgsz`, and for people the same anchors as size = sqrt(w*h) and ratio = w/h
+(width / height, as every visiontool ratio), sorted by area. Its schema lives in
+`visiontool.io.anchors_file`; spreading the anchors over a model's feature levels (in
+torchvision's height / width form) in `visiontool.ops.anchors.anchor_generator_args`.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class FitConfig:
     imgsz: int = 640
     algo: str = "kmeans"
     iou: float = 0.5  # IoU a box's best anchor must reach to count as recalled
-    thr: float = 4.0  # width/height ratio metric threshold (YOLO-style)
+    thr: float = 4.0  # ratio metric threshold (YOLO-style): box/anchor width and height ratios
     generations: int = 1000
     max_boxes: int = 50_000  # boxes used for fitting (all boxes are used for the stats)
     min_size: float = 2.0  # boxes smaller than this (pixels at imgsz) are ignored

@@ -4,7 +4,14 @@ Each function takes a config dataclass, returns a result dataclass with `to_dict
 its PNG atomically into the run folder: `config.out`, else runs/anchors/exp, exp2, ... (see
 `output_dir`), under a fixed name (anchors.png, grid.png, labels.png). Pictures are drawn with
 visiontool.io.draw (OpenCV, the shared palette) on the given image, or on a blank canvas of the
-given size; small canvases are scaled up so the labels stay readable.
+given size; small canvases are scaled up so the labels stay readable. Every picture has a
+legend (one tag per anchor shape, in its colour) and, in a band below it, a caption saying what
+it shows.
+
+Conventions, the same in every command (docs/anchors.md): sizes are width x height, as image
+tools print them: `size` (W, H) pixels, `fmap` (W, H) = columns x rows, `at` (x, y) = column,
+row; results report `image_size`, `fmap` and `at` in the same order. A ratio is width / height
+(2 = twice as wide as tall).
 """
 
 from __future__ import annotations
@@ -33,22 +40,22 @@ class PriorConfig:
     sizes: list[float]
     ratios: list[float]
     image: Path | None = None
-    size: tuple[int, int] | None = None  # (H, W) of a blank canvas
-    fmap: tuple[int, int] | None = None  # (H, W); default: one cell per image pixel
+    size: tuple[int, int] | None = None  # (W, H) of a blank canvas
+    fmap: tuple[int, int] | None = None  # (W, H) = columns, rows; default one cell per pixel
     offset: float = 0.5
-    at: tuple[int, int] | None = None  # (y, x) feature-map cell to draw
+    at: tuple[int, int] | None = None  # (x, y) = column, row of the cell to draw
     out: Path | None = None  # run folder; default runs/anchors/exp, exp2, ...
     exist_ok: bool = False  # reuse runs/anchors/exp instead of making the next expN
 
 
 @dataclass
 class PriorResult:
-    image_size: tuple[int, int]
-    fmap: tuple[int, int]
+    image_size: tuple[int, int]  # (W, H) pixels
+    fmap: tuple[int, int]  # (W, H) = columns, rows
     per_location: int
     count: int
     mode: str  # "location" or "all"
-    at: tuple[int, int] | None
+    at: tuple[int, int] | None  # (x, y) cell drawn; None when every cell is
     anchors: list[dict[str, Any]]  # the drawn location's anchors (or one per shape)
     out: str  # the run folder
     picture: str  # the PNG written in it
@@ -59,26 +66,27 @@ class PriorResult:
 
 def prior_view(config: PriorConfig) -> PriorResult:
     """multibox_prior on the feature map, a table of one location's anchors, and a picture."""
-    from visiontool.ops.anchors import anchor_shapes, multibox_prior
+    from visiontool.ops.anchors import anchor_shapes
 
     _check_number(config.offset, "--offset")
     check_out(config.out, exist_ok=config.exist_ok)
     canvas = load_canvas(config.image, config.size)
     height, width = canvas.shape[:2]
-    fh, fw = config.fmap or (height, width)
+    fw, fh = _checked_fmap(config.fmap, (width, height))
     shapes = _checked_shapes(config.sizes, config.ratios, anchor_shapes)
-    try:
-        anchors = multibox_prior(fh, fw, config.sizes, config.ratios, config.offset)[0]
-    except ValueError as exc:
-        raise ConfigError(f"--fmap {fh}x{fw}: {exc}") from exc
+    anchors = _prior(fw, fh, config.sizes, config.ratios, config.offset)
     k = len(shapes)
     mode = "all" if config.at is None and config.fmap and fh * fw * k <= MAX_DRAWN else "location"
     at = None
     if mode == "location":
-        at = config.at if config.at is not None else (fh // 2, fw // 2)
-        if not (0 <= at[0] < fh and 0 <= at[1] < fw):
-            raise ConfigError(f"--at {at[0]},{at[1]} is outside the {fh}x{fw} feature map")
-        start = (at[0] * fw + at[1]) * k
+        at = config.at if config.at is not None else (fw // 2, fh // 2)
+        x, y = at
+        if not (0 <= x < fw and 0 <= y < fh):
+            raise ConfigError(
+                f"--at {x},{y} is outside the {fw}x{fh} feature map (--at X,Y: column x < {fw}, "
+                f"row y < {fh})"
+            )
+        start = (y * fw + x) * k
         drawn = anchors[start : start + k]
     else:
         drawn = anchors
@@ -99,18 +107,26 @@ def prior_view(config: PriorConfig) -> PriorResult:
             }
         )
     pixel_boxes = [[v * f for v, f in zip(box, scale, strict=True)] for box in drawn.tolist()]
-    labels = [f"s={s:g} r={r:g}" for s, r in shapes] if mode == "location" else None
     colors = [color(i % k) for i in range(len(pixel_boxes))]
     picture, factor = picture_of(canvas)
     draw_boxes(picture, factor, pixel_boxes, colors)
     mark_points(picture, factor, [_centre(box) for box in pixel_boxes[::k]])
-    draw_legend(picture, labels or [])
+    draw_legend(picture, [f"s={s:g} w/h={r:g}" for s, r in shapes])
+    where = f"cell {at[0]},{at[1]} (x,y)" if at is not None else "every cell"
+    picture = with_caption(
+        picture,
+        [
+            f"multibox: sizes {_listed(config.sizes)} (of the image), "
+            f"ratios w/h {_listed(config.ratios)}",
+            f"image {width}x{height}, fmap {fw}x{fh} (WxH); {where}",
+        ],
+    )
     with output_dir(config.out, exist_ok=config.exist_ok, owned=(PRIOR_NAME,)) as claimed:
         folder = claimed.path
         path = save_png(picture, folder / PRIOR_NAME)
     return PriorResult(
-        image_size=(height, width),
-        fmap=(fh, fw),
+        image_size=(width, height),
+        fmap=(fw, fh),
         per_location=k,
         count=int(anchors.shape[0]),
         mode=mode,
@@ -125,6 +141,38 @@ def _check_number(value: float, option: str) -> None:
     """nan and inf are no numbers for an option (ConfigError, exit 2)."""
     if not math.isfinite(value):
         raise ConfigError(f"{option} must be a finite number, got {value}")
+
+
+def _checked_fmap(fmap: tuple[int, int] | None, default: tuple[int, int]) -> tuple[int, int]:
+    """--fmap (W, H), or `default`: positive columns and rows, else ConfigError (exit 2)."""
+    fw, fh = fmap or default
+    if fw < 1 or fh < 1:
+        raise ConfigError(f"--fmap {fw}x{fh}: columns and rows (WxH) must be positive")
+    return fw, fh
+
+
+def _prior(fw: int, fh: int, sizes: Sequence[float], ratios: Sequence[float], offset: float) -> Any:
+    """`multibox_prior` on a fw x fh map, (A, 4); its errors as ConfigError in WxH terms (ops
+    speak H x W, as torch does)."""
+    from visiontool.ops.anchors import multibox_prior
+
+    try:
+        return multibox_prior(fh, fw, sizes, ratios, offset)[0]
+    except ValueError as exc:
+        raise ConfigError(f"--sizes/--ratios/--fmap {fw}x{fh}: {exc}") from exc
+    except ConfigError as exc:  # over the memory budget
+        raise ConfigError(_in_wxh(str(exc), fw, fh)) from exc
+
+
+def _in_wxh(message: str, width: int, height: int) -> str:
+    """An ops message naming a size as HxW, with that size written WxH."""
+    if width == height:
+        return message
+    return message.replace(f"{height}x{width}", f"{width}x{height} (WxH)")
+
+
+def _listed(values: Sequence[float]) -> str:
+    return ", ".join(f"{v:g}" for v in values)
 
 
 def _checked_shapes(sizes: Sequence[float], ratios: Sequence[float], make: Any) -> list:
@@ -147,7 +195,7 @@ class GridConfig:
     ratios: list[float]
     stride: int = 16
     image: Path | None = None
-    size: tuple[int, int] | None = None
+    size: tuple[int, int] | None = None  # (W, H) of a blank canvas
     border: float = 0.0
     out: Path | None = None  # run folder; default runs/anchors/exp, exp2, ...
     exist_ok: bool = False
@@ -155,8 +203,8 @@ class GridConfig:
 
 @dataclass
 class GridResult:
-    image_size: tuple[int, int]
-    fmap: tuple[int, int]
+    image_size: tuple[int, int]  # (W, H) pixels
+    fmap: tuple[int, int]  # (W, H) = columns, rows
     per_location: int
     count: int
     inside: int
@@ -179,8 +227,11 @@ def grid_view(config: GridConfig) -> GridResult:
     _check_number(config.border, "--border")
     check_out(config.out, exist_ok=config.exist_ok)
     canvas = load_canvas(config.image, config.size)
-    size = canvas.shape[:2]
-    anchors = grid_anchors(size, config.stride, config.scales, config.ratios)
+    size = canvas.shape[:2]  # (H, W), as ops take it
+    try:
+        anchors = grid_anchors(size, config.stride, config.scales, config.ratios)
+    except ConfigError as exc:  # over the memory budget
+        raise ConfigError(_in_wxh(str(exc), size[1], size[0])) from exc
     inside = inside_image(anchors, size, config.border)
     k = len(config.scales) * len(config.ratios)
     fh, fw = math.ceil(size[0] / config.stride), math.ceil(size[1] / config.stride)
@@ -200,17 +251,27 @@ def grid_view(config: GridConfig) -> GridResult:
         )
     centre = ((fh // 2) * fw + fw // 2) * k
     drawn = anchors[centre : centre + k].tolist()
-    labels = [f"{s['scale']:g}x r={s['ratio']:g} ({s['w']:.0f}x{s['h']:.0f})" for s in shapes]
+    labels = [
+        f"scale {s['scale']:g} w/h={s['ratio']:g}: {s['w']:.0f}x{s['h']:.0f} px" for s in shapes
+    ]
     picture, factor = picture_of(canvas)
     draw_centres(picture, factor, config.stride, fh, fw)
     draw_boxes(picture, factor, drawn, [color(i) for i in range(k)])
     draw_legend(picture, labels)
+    picture = with_caption(
+        picture,
+        [
+            f"grid: stride {config.stride} px, scales {_listed(config.scales)} (x stride), "
+            f"ratios w/h {_listed(config.ratios)}",
+            f"image {size[1]}x{size[0]}, fmap {fw}x{fh} (WxH); centre cell's anchors",
+        ],
+    )
     with output_dir(config.out, exist_ok=config.exist_ok, owned=(GRID_NAME,)) as claimed:
         folder = claimed.path
         path = save_png(picture, folder / GRID_NAME)
     return GridResult(
-        image_size=size,
-        fmap=(fh, fw),
+        image_size=(size[1], size[0]),
+        fmap=(fw, fh),
         per_location=k,
         count=int(anchors.shape[0]),
         inside=int(inside.sum()),
@@ -229,10 +290,10 @@ class LabelConfig:
     anchors: Path | None = None
     sizes: list[float] = field(default_factory=list)
     ratios: list[float] = field(default_factory=list)
-    fmap: tuple[int, int] | None = None
+    fmap: tuple[int, int] | None = None  # (W, H) = columns, rows
     offset: float = 0.5
     image: Path | None = None
-    size: tuple[int, int] | None = None
+    size: tuple[int, int] | None = None  # (W, H) of a blank canvas
     iou_threshold: float = 0.5
     show_all: bool = False
     out: Path | None = None  # run folder; default runs/anchors/exp, exp2, ...
@@ -262,7 +323,7 @@ def label_view(config: LabelConfig) -> LabelResult:
     """multibox_target on anchors vs ground truth: per-anchor table and a picture."""
     import torch
 
-    from visiontool.ops.anchors import assign_anchors, multibox_prior, multibox_target
+    from visiontool.ops.anchors import anchor_shapes, assign_anchors, multibox_target
     from visiontool.ops.boxes import iou_with_box
 
     _check_number(config.offset, "--offset")
@@ -270,16 +331,21 @@ def label_view(config: LabelConfig) -> LabelResult:
     check_out(config.out, exist_ok=config.exist_ok)
     classes, gt = read_gt(config.gt)
     canvas = load_canvas(config.image, config.size)
+    canvas_wh = (canvas.shape[1], canvas.shape[0])
     if config.anchors is not None:
+        fmap = _checked_fmap(config.fmap, (1, 1)) if config.fmap else None
         anchors = read_anchor_boxes(
-            config.anchors, fmap=config.fmap, offset=config.offset, canvas=canvas.shape[:2]
+            config.anchors, fmap=fmap, offset=config.offset, canvas=canvas_wh
         )
+        source = f"anchors from {Path(config.anchors).name}"
     elif config.sizes and config.ratios:
-        fh, fw = config.fmap or canvas.shape[:2]
-        try:
-            anchors = multibox_prior(fh, fw, config.sizes, config.ratios, config.offset)[0]
-        except ValueError as exc:
-            raise ConfigError(f"--sizes/--ratios: {exc}") from exc
+        fw, fh = _checked_fmap(config.fmap, canvas_wh)
+        _checked_shapes(config.sizes, config.ratios, anchor_shapes)
+        anchors = _prior(fw, fh, config.sizes, config.ratios, config.offset)
+        source = (
+            f"anchors: sizes {_listed(config.sizes)}, ratios w/h {_listed(config.ratios)}, "
+            f"fmap {fw}x{fh} (WxH)"
+        )
     else:
         raise ConfigError("give --anchors FILE, or --sizes and --ratios to generate them")
     labels = gt[None]
@@ -323,6 +389,13 @@ def label_view(config: LabelConfig) -> LabelResult:
         [f"{classes[c]} (gt {i})" for i, c in enumerate(gt_cls)]
         + [f"a{int(a)}" if len(assigned_ids) <= TAGGED else "" for a in assigned_ids],
         thickness=[3] * len(gt_px) + [1] * len(boxes_px),
+    )
+    picture = with_caption(
+        picture,
+        [
+            source,
+            f"thick: ground truth; thin: {len(assigned_ids)} assigned anchors, class colours",
+        ],
     )
     with output_dir(config.out, exist_ok=config.exist_ok, owned=(LABEL_NAME,)) as claimed:
         folder = claimed.path
@@ -451,9 +524,10 @@ def read_anchor_boxes(
     canvas: tuple[int, int] = (512, 512),
 ) -> Any:
     """Normalized xyxy anchors (A, 4) from a JSON list of boxes, {"anchors": [...]}, or the
-    anchors.json `anchors fit` writes: its K shapes (pixels at `imgsz`, read as fractions of
-    it) centred on every cell of `fmap` (H, W; default one cell per FIT_STRIDE pixels of the
-    `canvas` (H, W)), row-major, K per cell."""
+    anchors.json `anchors fit` writes: its K shapes (its `wh`, pixels at `imgsz`, read as
+    fractions of it; its `ratios` are not read) centred on every cell of `fmap` (W, H) =
+    columns, rows (default one cell per FIT_STRIDE pixels of the `canvas` (W, H)), row-major,
+    K per cell."""
     import torch
 
     data = _read_json(path)
@@ -464,7 +538,7 @@ def read_anchor_boxes(
         if fmap is None:
             fmap = (math.ceil(canvas[0] / FIT_STRIDE), math.ceil(canvas[1] / FIT_STRIDE))
         wh = torch.tensor(doc["wh"], dtype=torch.float32) / float(doc["imgsz"])
-        fh, fw = fmap
+        fw, fh = fmap
         ys = (torch.arange(fh, dtype=torch.float32) + offset) / fh
         xs = (torch.arange(fw, dtype=torch.float32) + offset) / fw
         cy, cx = torch.meshgrid(ys, xs, indexing="ij")
@@ -504,7 +578,8 @@ MARK_OUTER, MARK_INNER = (0, 0, 0), (255, 255, 255)  # a ring that shows on any 
 
 
 def load_canvas(image: Path | None, size: tuple[int, int] | None) -> Any:
-    """The picture to draw on (BGR array): the image, or a blank canvas of size (H, W)."""
+    """The picture to draw on (BGR array, H x W x 3): the image, or a blank canvas of `size`
+    (W, H)."""
     from visiontool.io.draw import blank, to_bgr_array
 
     if image is not None:
@@ -517,10 +592,10 @@ def load_canvas(image: Path | None, size: tuple[int, int] | None) -> Any:
             raise DataError(f"{image}: {exc}") from exc
         return to_bgr_array(pixels)
     if size is None:
-        raise ConfigError("give --image IMG or --size HxW")
-    height, width = size
+        raise ConfigError("give --image IMG or --size WxH")
+    width, height = size
     if height < 1 or width < 1 or height * width > 100_000_000:
-        raise ConfigError(f"--size {height}x{width} is not a usable image size")
+        raise ConfigError(f"--size {width}x{height} (WxH) is not a usable image size")
     return blank(height, width)
 
 
@@ -549,12 +624,43 @@ def draw_boxes(
     return draw.draw_boxes(picture, scaled, colors, labels, thickness=thickness)
 
 
+LEGEND_SCALE = 0.45  # smallest font scale of legends and captions (readable at 512 px)
+
+
 def draw_legend(picture: Any, labels: Sequence[str]) -> Any:
     """Label i in `color(i)`, stacked in the top-left corner: the key to boxes that share a
     centre, whose own corner tags would pile on each other."""
-    from visiontool.io.draw import draw_tags
+    from visiontool.io.draw import draw_tags, line_style
 
-    return draw_tags(picture, [(label, i) for i, label in enumerate(labels)])
+    scale = max(LEGEND_SCALE, line_style(*picture.shape[:2])[1])
+    return draw_tags(picture, [(label, i) for i, label in enumerate(labels)], font_scale=scale)
+
+
+CAPTION_RGB = (0, 0, 0)  # the caption band: black, so its tags' text is drawn white
+
+
+def with_caption(picture: Any, lines: Sequence[str]) -> Any:
+    """The picture with a black band below it holding `lines` (white text): what it shows
+    (sizes, ratios as w/h, WxH), never covering a box. The font shrinks until the longest line
+    fits the width. Drawn with visiontool.io.draw: each line is a black tag."""
+    import cv2
+    import numpy as np
+
+    from visiontool.io.draw import blank, draw_box, line_style
+
+    height, width = picture.shape[:2]
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    scale = max(LEGEND_SCALE, line_style(height, width)[1])
+    widest = max(cv2.getTextSize(line, font, scale, 1)[0][0] for line in lines)
+    if widest > width - 8:
+        scale *= (width - 8) / widest
+    (_, text_h), baseline = cv2.getTextSize("Ag", font, scale, 1)
+    step = text_h + baseline + 6  # a tag's height (text, baseline, 2 px padding each side)
+    band = blank(step * len(lines) + 4, width, CAPTION_RGB)
+    for i, line in enumerate(lines):
+        y = 2 + (i + 1) * step  # a tag sits above its corner
+        draw_box(band, (2, y, 2, y), CAPTION_RGB, thickness=1, label=line, font_scale=scale)
+    return np.ascontiguousarray(np.concatenate([picture, band], axis=0))
 
 
 def mark_points(picture: Any, factor: float, points: Sequence[Sequence[float]]) -> Any:
@@ -580,7 +686,7 @@ def draw_centres(picture: Any, factor: float, stride: int, fh: int, fw: int) -> 
 
 
 def draw_fit(anchors_wh: Any, boxes_wh: Any, imgsz: int, path: Path) -> Path:
-    """Fitted anchors (coloured, with a w x h legend) over a sample of box shapes (faint), all
+    """Fitted anchors (coloured, with a WxH and w/h legend) over a sample of box shapes (faint), all
     centred on an imgsz x imgsz canvas, so one sees which shapes each anchor stands for."""
     from visiontool.io.draw import FAINT, blank
     from visiontool.io.draw import draw_boxes as draw_plain
@@ -598,7 +704,14 @@ def draw_fit(anchors_wh: Any, boxes_wh: Any, imgsz: int, path: Path) -> Path:
     draw_plain(picture, samples, [FAINT] * len(samples), thickness=1)
     anchors = [centred(w, h) for w, h in anchors_wh]
     draw_plain(picture, anchors, [color(i) for i in range(len(anchors))], thickness=2)
-    draw_legend(picture, [f"{w:.0f}x{h:.0f}" for w, h in anchors_wh])
+    draw_legend(picture, [f"{w:.0f}x{h:.0f} px w/h={w / h:.2f}" for w, h in anchors_wh])
+    picture = with_caption(
+        picture,
+        [
+            f"{len(anchors)} fitted anchors at imgsz {imgsz}: WxH px, ratio w/h",
+            "faint: a sample of the data set's box shapes; all centred",
+        ],
+    )
     save_png(picture, path)
     return path
 

@@ -1,17 +1,20 @@
 """Evaluation plots as PNG files: precision-recall curves and confusion matrices.
 
-Drawn through `visiontool.io.plotting` (the one plotting setup: Agg canvas, shared style,
-atomic save); matplotlib is imported only when a plot is made.
+`visiontool eval` and training (the best epoch's validation) draw them here, from the same
+scores, so the two look alike. Drawn through `visiontool.io.plotting` (the one plotting setup:
+Agg canvas, shared style, atomic save); matplotlib is imported only when a plot is made.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 MAX_LEGEND = 20
 MAX_ANNOTATED = 30
+BACKGROUND = "background"
 
 
 def plot_pr_curves(
@@ -68,6 +71,44 @@ def plot_confusion(
                 ax.text(j, i, f"{int(matrix[i, j])}", ha="center", va="center", color=color,
                         fontsize=7)  # fmt: skip
     return Path(path)
+
+
+def plot_detection_confusion(
+    gt: Any, dets: Any, path: Path, *, conf: float, iou: float, title: str | None = None
+) -> Path:
+    """The detection confusion matrix of `dets` against `gt` (`metrics.confusion`, with a
+    background class), drawn by `plot_confusion`; the title names the thresholds."""
+    from visiontool.metrics.confusion import detection_confusion
+
+    matrix = detection_confusion(
+        gt.image, gt.boxes, gt.labels, gt.difficult | gt.crowd, dets.image_ids, dets.boxes,
+        dets.scores, dets.labels, num_classes=len(gt.classes), conf=conf, iou=iou,
+    )  # fmt: skip
+    title = title or f"Confusion matrix (conf >= {conf:g}, IoU >= {iou:g})"
+    return plot_confusion(matrix, [*gt.classes, BACKGROUND], path, title=title)
+
+
+def pr_curves(
+    gt: Any, metrics: dict[str, Any], extras: dict[str, Any]
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, float]]:
+    """What `plot_pr_curves` draws from `score_detections`' (metrics, extras): per class with
+    ground truth, COCO's interpolated curve at IoU 0.5 (what AP50 averages), or the raw VOC
+    curve when 0.5 is not among the thresholds; and each class's AP50."""
+    coco, voc = extras["coco"], extras["voc"]
+    rows = np.flatnonzero(np.isclose(coco.iou_thresholds, 0.5))
+    recall_points = np.linspace(0.0, 1.0, 101)
+    curves, ap = {}, {}
+    for k, name in enumerate(gt.classes):
+        if voc.n_pos[k] == 0 and metrics["per_class"][name]["ap50"] < 0:
+            continue
+        if rows.size:
+            precision = np.clip(coco.precision[rows[0], :, k, 0, -1], 0.0, None)
+            curves[name] = (recall_points, precision)
+            ap[name] = metrics["per_class"][name]["ap50"]
+        else:
+            curves[name] = voc.curves[k]
+            ap[name] = metrics["per_class"][name]["voc_ap50"]
+    return curves, ap
 
 
 def _envelope(recall: np.ndarray, precision: np.ndarray, grid: np.ndarray) -> np.ndarray:

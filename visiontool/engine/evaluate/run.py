@@ -25,7 +25,6 @@ from visiontool.metrics.coco import COCO_KEYS
 
 DETECTION_KEYS = (*COCO_KEYS, "voc07_map50", "voc_map50")
 CLASSIFICATION_KEYS = ("top1", "top5")
-BACKGROUND = "background"
 
 
 @dataclass
@@ -236,52 +235,19 @@ def _write_detection(
     files = [str(write_json(out / "metrics.json", metrics))]
     if not config.plots:
         return files
-    from visiontool.engine.evaluate.plots import plot_confusion, plot_pr_curves
-    from visiontool.metrics.confusion import detection_confusion
-
-    curves, ap50 = _pr_curves(gt, metrics, extras)
-    files.append(str(plot_pr_curves(curves, out / "pr_curve.png", ap=ap50)))
-    matrix = detection_confusion(
-        gt.image,
-        gt.boxes,
-        gt.labels,
-        gt.difficult | gt.crowd,
-        dets.image_ids,
-        dets.boxes,
-        dets.scores,
-        dets.labels,
-        num_classes=len(gt.classes),
-        conf=config.conf,
-        iou=config.iou,
+    from visiontool.engine.evaluate.plots import (
+        plot_detection_confusion,
+        plot_pr_curves,
+        pr_curves,
     )
-    title = f"Confusion matrix (conf >= {config.conf:g}, IoU >= {config.iou:g})"
-    path = plot_confusion(
-        matrix, [*gt.classes, BACKGROUND], out / "confusion_matrix.png", title=title
+
+    curves, ap50 = pr_curves(gt, metrics, extras)
+    files.append(str(plot_pr_curves(curves, out / "pr_curve.png", ap=ap50)))
+    path = plot_detection_confusion(
+        gt, dets, out / "confusion_matrix.png", conf=config.conf, iou=config.iou
     )
     files.append(str(path))
     return files
-
-
-def _pr_curves(
-    gt: GroundTruth, metrics: dict[str, Any], extras: dict[str, Any]
-) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, float]]:
-    """Per class with ground truth: COCO's interpolated curve at IoU 0.5 (what AP50 averages),
-    or the raw VOC curve when 0.5 is not among the thresholds."""
-    coco, voc = extras["coco"], extras["voc"]
-    rows = np.flatnonzero(np.isclose(coco.iou_thresholds, 0.5))
-    recall_points = np.linspace(0.0, 1.0, 101)
-    curves, ap = {}, {}
-    for k, name in enumerate(gt.classes):
-        if voc.n_pos[k] == 0 and metrics["per_class"][name]["ap50"] < 0:
-            continue
-        if rows.size:
-            precision = np.clip(coco.precision[rows[0], :, k, 0, -1], 0.0, None)
-            curves[name] = (recall_points, precision)
-            ap[name] = metrics["per_class"][name]["ap50"]
-        else:
-            curves[name] = voc.curves[k]
-            ap[name] = metrics["per_class"][name]["voc_ap50"]
-    return curves, ap
 
 
 def _run_classification(config: EvalConfig, dataset: Any, log: Log) -> EvalReport:

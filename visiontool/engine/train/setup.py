@@ -31,7 +31,8 @@ def resolve_model_choice(cfg: Any) -> tuple[str | None, str | None]:
             raise ConfigError("--head is for detection; classifiers are named with --model")
         return cfg.model or DEFAULT_CLASSIFIER, None
     if cfg.model:
-        return cfg.model, None
+        spec: ModelSpec = registry.get("model", cfg.model)
+        return spec.name, spec.composes  # a recipe composes its head over --backbone
     return None, cfg.head or DEFAULT_HEAD
 
 
@@ -45,6 +46,40 @@ def anchor_fit(cfg: Any, imgsz: int) -> dict[str, Any] | None:
     data = read_anchors_json(cfg.anchors)
     return {"wh": [list(map(float, wh)) for wh in data["wh"]],
             "scale": imgsz / float(data["imgsz"])}  # fmt: skip
+
+
+def builder_ratios(cfg: Any) -> Any:
+    """`--anchor-ratios` as the detector builder takes them. Users write width / height (2 =
+    wide); the builder, and the `build` dict every checkpoint records, hold torchvision's
+    height / width (`models.heads.anchors.torchvision_ratios`: r -> 1/r, order kept), so old
+    and new checkpoints rebuild the same anchors. A resumed run keeps the ratios its
+    checkpoint was built with: train args recorded before ratios meant width / height hold
+    height / width values."""
+    if cfg.resume:
+        build = _resumed_build(cfg.resume)
+        if build is not None:
+            return build.get("anchor_ratios")
+    from visiontool.models.heads.anchors import torchvision_ratios
+
+    return torchvision_ratios(cfg.anchor_ratios)
+
+
+def _resumed_build(path: str) -> dict[str, Any] | None:
+    """The `build` dict of the checkpoint a run resumes (memory-mapped: its tensors are not
+    read), or None when it has none (a registry model)."""
+    import pickle
+
+    import torch
+
+    from visiontool.io.checkpoint import read_checkpoint
+
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (RuntimeError, OSError, ValueError, pickle.UnpicklingError):  # the plain reader
+        checkpoint = read_checkpoint(path)
+    info = checkpoint.get("model_info") if isinstance(checkpoint, dict) else None
+    build = info.get("build") if isinstance(info, dict) else None
+    return build if isinstance(build, dict) and "anchor_ratios" in build else None
 
 
 def build_detector_for_training(cfg: Any, dataset: Any) -> tuple[Any, ModelInfo, list[str]]:
@@ -92,7 +127,7 @@ def _composed_detector(cfg: Any, head_name: str, num_classes: int) -> tuple[Any,
         fpn=cfg.fpn,
         imgsz=imgsz,
         anchor_sizes=cfg.anchor_sizes,
-        anchor_ratios=cfg.anchor_ratios,
+        anchor_ratios=builder_ratios(cfg),
         anchor_fit=anchor_fit(cfg, imgsz),
         fpn_channels=cfg.fpn_channels,
         box_head=cfg.box_head,

@@ -3,7 +3,9 @@
 `run_train(config)` builds the model and data, then runs epochs of
 forward -> loss -> backward -> (accumulate) -> clip -> step -> schedule -> EMA, validates every
 `val_every` epochs, writes `weights/last.pt` and `weights/best.pt`, `results.csv` and plots, and
-stops early after `patience` epochs without improvement. `resume` restores the model, optimizer,
+stops early after `patience` epochs without improvement. Rank 0 also draws the pictures of
+`pictures` (labels, first batch, the best epoch's PR curve and confusion matrix); a picture
+that fails is a warning, never the end of the run. `resume` restores the model, optimizer,
 scheduler, scaler, EMA, position (epoch and step) and random states, so an interrupted run ends
 with the same weights as an uninterrupted one (CPU; any --workers: each sample's augmentation
 has its own seed, see `state.SeededSamples`). A resumed run keeps its recorded options; only
@@ -16,6 +18,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -117,8 +120,10 @@ class TrainSummary:
     stopped_early: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
     rank: int = 0  # under torchrun, only rank 0 reports
-    # the validation per class (detection) of `per_class_epoch` (the best epoch when it ran in
-    # this process): class, images, instances, precision, recall, map50, map; -1: undefined
+    # the validation per class of `per_class_epoch` (the best epoch when it ran in this
+    # process), `all` first; detection: class, images, instances, precision, recall, map50,
+    # map; classification: class, images, precision, recall, f1 (all: + top1, top5); -1:
+    # undefined
     per_class: list[dict[str, Any]] = field(default_factory=list)
     per_class_epoch: int | None = None
 
@@ -204,6 +209,10 @@ TRAIN_OWNED = (
     "args.json",
     "losses.png",
     "metrics.png",
+    "labels.png",
+    "train_batch.jpg",
+    "pr_curve.png",
+    "confusion_matrix.png",
     ".*.tmp",
 )
 """What `train --exist-ok` removes from a reused --out: the files an earlier training run
@@ -300,7 +309,7 @@ class Trainer:
         total = self.steps_per_epoch * cfg.epochs
         warmup = int(round(cfg.warmup * self.steps_per_epoch))
         self.scheduler = build_scheduler(self.optimizer, cfg.schedule, total=total, warmup=warmup)
-        self.amp_dtype = autocast_dtype(self.device) if cfg.amp else None
+        self.amp_dtype = autocast_dtype(self.device, training=True) if cfg.amp else None
         self.scaler = torch.amp.GradScaler(
             self.device.type, enabled=self.amp_dtype == torch.float16
         )
@@ -315,6 +324,8 @@ class Trainer:
         self.per_class: list[dict[str, Any]] = []
         self.best_per_class: tuple[int, list[dict[str, Any]]] | None = None
         self.last_per_class: tuple[int, list[dict[str, Any]]] | None = None
+        self.val_plots: Any = None  # the last validation's PlotInputs
+        self.best_plots: tuple[int, Any] | None = None  # (epoch, PlotInputs) of the best
         self._step_in_epoch = 0
         self._partial: tuple[dict[str, float], int] = ({}, 0)
         # where a resume would continue: (epoch, optimizer steps done in it); an epoch whose
@@ -410,6 +421,8 @@ class Trainer:
                 f"{_plural(run.epochs, 'epoch')}, batch {run.batch} x "
                 f"{_plural(run.world_size, 'process', 'processes')}, device {run.device}"
             )
+        if not self.cfg.resume or not (self.out / "labels.png").exists():
+            self._picture("labels.png", self._draw_labels)
         stopped_early = False
         epoch = self.start_epoch
         try:
@@ -422,6 +435,8 @@ class Trainer:
             self.log("interrupted: saving weights/last.pt")
             self._save("last.pt", epoch=self._position[0], step=self._position[1])
             raise
+        if self.best_plots is not None:
+            self._picture("pr_curve.png and confusion_matrix.png", self._draw_validation)
         return TrainSummary(
             out=str(self.out),
             epochs_run=len(self.history),
@@ -510,6 +525,8 @@ class Trainer:
         self._position = (epoch, skip)
         n_micro = len(self.loader)
         for micro, (images, targets) in enumerate(self.loader, start=1):
+            if epoch == 0 and micro == 1 and skip == 0:
+                self._picture("train_batch.jpg", partial(self._draw_batch, images, targets))
             losses = self._forward(images, targets)
             loss = sum(losses.values())
             if not math.isfinite(float(loss.detach())):
@@ -614,7 +631,7 @@ class Trainer:
             ) from exc
 
     def _validate(self) -> dict[str, float]:
-        from visiontool.engine.train.validate import detector_report, validate_classifier
+        from visiontool.engine.train.validate import classifier_report, detector_report
 
         module = self.ema.module if self.ema is not None else self.model
         progress = self.cb.on_validate if self.dist.is_main else None
@@ -622,11 +639,11 @@ class Trainer:
             progress(0, len(range(self.dist.rank, len(self.val_set), self.dist.world_size)))
         kwargs = dict(info=self.info, device=self.device, batch=self.cfg.batch,
                       workers=self.cfg.workers, dist=self.dist, progress=progress)  # fmt: skip
-        if self.cfg.task == "detect":
-            metrics, self.per_class = detector_report(module, self.val_set, **kwargs)
-        else:
-            metrics, self.per_class = validate_classifier(module, self.val_set, **kwargs), []
-        return {f"val/{k}": v for k, v in metrics.items()}
+        report_of = detector_report if self.cfg.task == "detect" else classifier_report
+        report = report_of(module, self.val_set, **kwargs)
+        self.per_class = report.per_class
+        self.val_plots = report.plots if self.dist.is_main else None
+        return {f"val/{k}": v for k, v in report.metrics.items()}
 
     def _end_epoch(self, row: dict[str, Any], epoch: int) -> None:
         value = row.get(f"val/{self.metric}")
@@ -650,8 +667,11 @@ class Trainer:
             self.best_value, self.best_epoch, self.bad_epochs = value, epoch + 1, 0
             if self.per_class:
                 self.best_per_class = (epoch + 1, self.per_class)
+            if self.val_plots is not None:
+                self.best_plots = (epoch + 1, self.val_plots)
         elif value is not None:
             self.bad_epochs += 1
+        self.val_plots = None  # only the best epoch's are kept
         if self.dist.is_main:
             from visiontool.engine.train.log import append_results, plot_results
 
@@ -670,6 +690,31 @@ class Trainer:
             self.log(f"early stop: no {self.metric} improvement in {patience} validations")
             return True
         return False
+
+    # --- pictures --------------------------------------------------------------------------
+
+    def _picture(self, name: str, draw: Callable[[], object]) -> None:
+        """Rank 0 draws; a failure is one warning line (`pictures.drawn`)."""
+        if self.dist.is_main:
+            from visiontool.engine.train.pictures import drawn
+
+            drawn(name, draw, self.log)
+
+    def _draw_labels(self) -> None:
+        from visiontool.engine.train.pictures import LABELS, write_labels
+
+        write_labels(self.train_set, self.out / LABELS)
+
+    def _draw_batch(self, images: list[Any], targets: list[Any]) -> None:
+        from visiontool.engine.train.pictures import TRAIN_BATCH, write_train_batch
+
+        write_train_batch(images, targets, self.info.classes, self.out / TRAIN_BATCH)
+
+    def _draw_validation(self) -> None:
+        from visiontool.engine.train.pictures import write_validation_plots
+
+        epoch, plots = self.best_plots  # type: ignore[misc]
+        write_validation_plots(plots, self.out, epoch=epoch)
 
     # --- checkpoints -----------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
 """Validation during training, through the eval engine: COCO/VOC metrics for detectors,
-top-1/top-5 for classifiers.
+top-1/top-5 for classifiers, each with a per-class table and the data behind the PR curve and
+confusion matrix (`ValidationReport`).
 
 The model being trained is wrapped in the same `Predictor` that `detect` and `eval` use, and
 scored by the same functions as `visiontool eval`, so a validation number is exactly what
@@ -9,10 +10,36 @@ predictions are gathered so every rank sees the same metrics (and stops at the s
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from visiontool.engine.train.distributed import DistInfo, gather_objects
 from visiontool.models.info import ModelInfo
+
+
+@dataclass
+class PlotInputs:
+    """What an epoch's PR curve and confusion matrix are drawn from, kept for the best epoch
+    and drawn once at the end (`pictures.write_validation_plots`). Small: 101 points per class
+    for the curves; a detector's confusion matrix is matched from `gt` and `dets` only when it
+    is drawn, so an epoch that does not become the best never pays for it."""
+
+    classes: list[str]
+    curves: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # detection: (R, P)
+    ap50: dict[str, float] = field(default_factory=dict)
+    confusion: Any = None  # classification: (K, K) counts
+    gt: Any = None  # detection: the ground truth and the detections scored against it
+    dets: Any = None
+
+
+@dataclass
+class ValidationReport:
+    """One validation: the scalars results.csv keeps, one row per class (the table printed at
+    the end of training, `all` first) and the data behind its plots."""
+
+    metrics: dict[str, float]
+    per_class: list[dict[str, Any]]
+    plots: PlotInputs
 
 
 def _shard_loader(dataset: Any, *, batch: int, workers: int, dist: DistInfo) -> Any:
@@ -54,7 +81,7 @@ def validate_detector(
     """The scalar metrics of `visiontool eval` (map, map50, ..., voc_map50) on `dataset`, plus
     `precision` and `recall` at PR_CONF."""
     return detector_report(module, dataset, info=info, device=device, batch=batch,
-                           workers=workers, dist=dist, progress=progress)[0]  # fmt: skip
+                           workers=workers, dist=dist, progress=progress).metrics  # fmt: skip
 
 
 def detector_report(
@@ -67,9 +94,10 @@ def detector_report(
     workers: int,
     dist: DistInfo,
     progress: Any = None,
-) -> tuple[dict[str, float], list[dict[str, Any]]]:
-    """(`validate_detector`'s metrics, one row per class): class, images, instances,
-    precision, recall (at PR_CONF), map50, map; -1 where undefined (no ground truth)."""
+) -> ValidationReport:
+    """`validate_detector`'s metrics, one row per class (class, images, instances, precision,
+    recall (at PR_CONF), map50, map; -1 where undefined: no ground truth) and the PR curves
+    `visiontool eval` draws."""
     import numpy as np
 
     from visiontool.data.formats.coco import to_coco_dict
@@ -78,6 +106,7 @@ def detector_report(
         detections_from_parts,
         ground_truth_from_coco,
     )
+    from visiontool.engine.evaluate.plots import pr_curves
     from visiontool.engine.evaluate.run import score_detections
 
     module.eval()
@@ -92,7 +121,7 @@ def detector_report(
         parts["scores"].append(dets.scores)
         parts["labels"].append(dets.labels)
     dets = detections_from_parts(parts)
-    metrics, _ = score_detections(gt, dets)
+    metrics, extras = score_detections(gt, dets)
     scalars = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
     precision, recall = _precision_recall(gt, dets, conf=PR_CONF)
     rows = []
@@ -113,7 +142,9 @@ def detector_report(
     all_row = {"class": "all", "images": len(gt.coco["images"]), "instances": int(gt.labels.size),
                "precision": scalars["precision"], "recall": scalars["recall"],
                "map50": scalars.get("map50", -1.0), "map": scalars.get("map", -1.0)}  # fmt: skip
-    return scalars, [all_row, *rows]
+    curves, ap50 = pr_curves(gt, metrics, extras)
+    plots = PlotInputs(list(gt.classes), curves=curves, ap50=ap50, gt=gt, dets=dets)
+    return ValidationReport(scalars, [all_row, *rows], plots)
 
 
 def _precision_recall(gt: Any, dets: Any, *, conf: float) -> tuple[Any, Any]:
@@ -154,6 +185,23 @@ def validate_classifier(
     progress: Any = None,
 ) -> dict[str, float]:
     """top1/top5 of `module` on `dataset`, with the predictor's resize/crop/normalise."""
+    return classifier_report(module, dataset, info=info, device=device, batch=batch,
+                             workers=workers, dist=dist, progress=progress).metrics  # fmt: skip
+
+
+def classifier_report(
+    module: Any,
+    dataset: Any,
+    *,
+    info: ModelInfo,
+    device: Any,
+    batch: int,
+    workers: int,
+    dist: DistInfo,
+    progress: Any = None,
+) -> ValidationReport:
+    """`validate_classifier`'s metrics, one row per class (`classification_rows`) and the
+    confusion matrix, all from `metrics.classification` as `visiontool eval` reports them."""
     import numpy as np
 
     from visiontool.metrics.classification import classification_metrics
@@ -174,4 +222,29 @@ def validate_classifier(
     result = classification_metrics(
         np.stack(all_scores), np.asarray(all_labels), num_classes=len(dataset.classes)
     )
-    return {"top1": result.top1, "top5": result.top5}
+    classes = list(dataset.classes)
+    plots = PlotInputs(classes, confusion=result.confusion)
+    metrics = {"top1": result.top1, "top5": result.top5}
+    return ValidationReport(metrics, classification_rows(result, classes), plots)
+
+
+def classification_rows(result: Any, classes: list[str]) -> list[dict[str, Any]]:
+    """`all` (the mean over classes, as detection's row, with top1 and top5), then per class:
+    class, images, precision, recall (the class's top-1 accuracy), f1. -1 where undefined:
+    recall and f1 of a class without images, precision of one never predicted and without."""
+    predicted = result.confusion.sum(axis=0)
+    rows = []
+    for k, name in enumerate(classes):
+        has_images = bool(result.support[k])
+        rows.append({
+            "class": name,
+            "images": int(result.support[k]),
+            "precision": float(result.precision[k]) if has_images or predicted[k] else -1.0,
+            "recall": float(result.recall[k]) if has_images else -1.0,
+            "f1": float(result.f1[k]) if has_images else -1.0,
+        })  # fmt: skip
+    all_row: dict[str, Any] = {"class": "all", "images": int(result.support.sum()),
+                               "top1": result.top1, "top5": result.top5}  # fmt: skip
+    for key in ("precision", "recall", "f1"):
+        all_row[key] = _mean_defined([row[key] for row in rows])
+    return [all_row, *rows]

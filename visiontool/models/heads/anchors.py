@@ -2,12 +2,22 @@
 
 `--anchor-sizes`/`--anchor-ratios` and `anchors fit` files arrive in several shapes; these
 functions turn them into one tuple per feature level, or say clearly why they do not fit. Sizes
-given as a flat list mean one size per level; ratios (height / width) given as a flat list apply
-at every level; a list of one group is repeated on every level.
+given as a flat list mean one size per level; ratios given as a flat list apply at every level;
+a list of one group is repeated on every level.
+
+Two ratio meanings, one boundary. Users write a ratio as width / height everywhere (2 = twice
+as wide as tall: `train --anchor-ratios`, `TrainConfig.anchor_ratios`, `anchors prior|grid|
+label --ratios`, `anchors fit` output). The builders (`create_model("detector",
+anchor_ratios=...)`, the checkpoint's `build` dict, `DetectorConfig.anchor_ratios`) and
+everything below them take torchvision's `AnchorGenerator` meaning, height / width, which is
+what checkpoints have always recorded. `torchvision_ratios` converts user values once, in
+`engine.train.setup`, before they enter the build dict, so every checkpoint written before or
+after rebuilds the same anchors.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from itertools import pairwise
 from typing import Any
@@ -16,6 +26,29 @@ from visiontool.errors import ConfigError
 
 Levels = tuple[tuple[float, ...], ...]
 DEFAULT_RATIOS = (0.5, 1.0, 2.0)
+
+
+def torchvision_ratios(ratios: Any) -> Any:
+    """User anchor ratios (width / height, 2 = wide) as the detector builders take them
+    (torchvision's height / width): every value r becomes 1/r, in the same order and the same
+    shape (None, a flat list, or a list of per-level groups). The same anchors result. Values
+    that are not positive finite numbers come back as given, for `per_level` to report."""
+    if ratios is None:
+        return None
+    groups = [list(v) if isinstance(v, (list, tuple)) else v for v in ratios]
+    flat = [x for v in groups for x in (v if isinstance(v, list) else [v])]
+    if not all(_positive(x) for x in flat):
+        return ratios
+    return [[1.0 / float(x) for x in v] if isinstance(v, list) else 1.0 / float(v) for v in groups]
+
+
+def _positive(value: Any) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
 
 
 def per_level(values: Any, levels: int, *, what: str, flat_is_per_level: bool) -> Levels | None:
@@ -85,7 +118,12 @@ def generator_levels(
 
 
 def ssd_box_options(levels: int, size: int, sizes: Any, ratios: Any, *, lite: bool) -> dict:
-    """Keyword arguments of DefaultBoxGenerator: ratios > 1 per level, scales from pixel sizes."""
+    """Keyword arguments of DefaultBoxGenerator: ratios > 1 per level, scales from pixel sizes.
+
+    DefaultBoxGenerator's aspect ratio is width / height and it adds both r and 1/r, so a ratio
+    and its inverse give the same boxes: `ratios` may be in either meaning (the builders pass
+    torchvision's height / width; a user's `--anchor-ratios 2` gives a 2:1 wide and a 1:2 tall
+    box)."""
     if ratios is None:
         aspect = [[2, 3]] * levels
         if not lite and levels == 6:
@@ -109,7 +147,8 @@ def fitted_levels(anchor_fit: dict[str, Any], levels: int, *, one_size: bool) ->
     """(sizes, ratios) per level from `anchors fit` shapes: `anchor_fit` holds "wh" (K fitted
     widths and heights) and "scale" (training size / the fit's imgsz). The K anchors are
     spread over the levels by size (`ops.anchors.anchor_generator_args`); heads that take one
-    size per level and no ratios (anchor-free FCOS) get `one_size`."""
+    size per level and no ratios (anchor-free FCOS) get `one_size`. The ratios are
+    torchvision's height / width, read off the shapes (never off a file's "ratios")."""
     from visiontool.ops.anchors import anchor_generator_args, level_sizes
 
     scale = float(anchor_fit.get("scale", 1.0))
