@@ -99,13 +99,14 @@ class Console:
 
 NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 _SPLIT = re.compile(r"[,\s]+")
-LIST_KINDS = ("positive", "int", "name", "threshold", "gate")
+LIST_KINDS = ("positive", "int", "name", "threshold", "gate", "option")
 _METAVARS = {
     "positive": "N,N...",
     "int": "N,N...",
     "name": "NAME,...",
     "threshold": "T,T...",  # or start:stop:step, which the option's help says
     "gate": "KEY=VALUE",
+    "option": "KEY=VALUE",
 }
 _EXAMPLES = {
     "positive": "numbers like 0.5,1,2",
@@ -113,6 +114,7 @@ _EXAMPLES = {
     "name": "names like circle,star",
     "threshold": "'0.5,0.75' or '0.5:0.95:0.05'",
     "gate": "KEY=VALUE like map50=0.5",
+    "option": "KEY=VALUE like noobj=0.5 or multiscale=true",
 }
 
 
@@ -137,6 +139,8 @@ class ListParser:
         name = max(param.opts, key=len) if param is not None else "value"
         if self.kind == "gate":
             return list(_gates(items, name).items())  # (key, value) pairs: typer keeps lists
+        if self.kind == "option":
+            return list(_options(items, name).items())
         if self.groups and any(";" in item for item in items):
             text = ";".join(items)
             return [self._values(group, name, text) for group in text.split(";") if group.strip()]
@@ -174,6 +178,32 @@ def _range(token: str) -> list[float]:
     if count < 1 or count > 1000:
         raise ValueError
     return [round(start + i * step, 10) for i in range(count)]
+
+
+def _options(items: list[str], name: str) -> dict[str, Any]:
+    """KEY=VALUE items (repeated or comma-separated) -> {key: value}; values are true/false,
+    numbers or words."""
+    options: dict[str, Any] = {}
+    for item in (t.strip() for i in items for t in i.split(",")):
+        if not item:
+            continue
+        key, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or not key or not value:
+            raise typer.BadParameter(f"{name} takes {_EXAMPLES['option']}, got {item!r}")
+        if key in options:
+            raise typer.BadParameter(f"{name} sets {key} twice; keep one")
+        options[key] = _option_value(value)
+    return options
+
+
+def _option_value(text: str) -> Any:
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    if re.fullmatch(r"[-+]?\d+", text):
+        return int(text)
+    if NUMBER.match(text):
+        return float(text)
+    return text
 
 
 def _gates(items: list[str], name: str) -> dict[str, float]:

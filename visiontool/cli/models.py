@@ -145,5 +145,8 @@ def _parts(json_out: bool) -> None:
     for h in heads:
         if h["backbones"] != ["any"]:
             console.log(f"{h['name']} takes only these backbones: {', '.join(h['backbones'])}")
+    for h in heads:
+        if h["arch_options"]:
+            console.log(f"{h['name']} --arch options: {', '.join(h['arch_options'])}")
     _table(console, "backbones", ["backbone", "description"],
            [[b["name"], b["description"]] for b in backbones])  # fmt: skip

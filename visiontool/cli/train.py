@@ -54,6 +54,12 @@ def train(
     ),
     fpn_channels: int = typer.Option(256, "--fpn-channels", help="Feature width (detection)."),
     box_head: int = typer.Option(1024, "--box-head", help="Faster R-CNN box-head width."),
+    arch: list[str] = list_option(
+        "--arch",
+        kind="option",
+        help="The head's own options, e.g. noobj=0.5,multiscale=true for yolo (`visiontool "
+        "models --heads` lists them).",
+    ),
     returned_layers: list[str] = list_option(
         "--returned-layers", kind="int", help="Backbone stages feeding the head, e.g. 1,2,3,5."
     ),
@@ -129,7 +135,7 @@ def train(
     config = TrainConfig(
         data=data, task=task, model=model, head=head, backbone=backbone, fpn=fpn,
         trainable_layers=trainable_layers, backbone_weights=backbone_weights, weights=weights,
-        fpn_channels=fpn_channels, box_head=box_head,
+        fpn_channels=fpn_channels, box_head=box_head, arch=dict(arch) if arch else None,
         returned_layers=list(returned_layers) if returned_layers else None,
         freeze=freeze, head_lr_mult=head_lr_mult,
         anchor_sizes=anchor_sizes, anchor_ratios=anchor_ratios,

@@ -350,6 +350,6 @@ registry.add(
         std=IMAGENET_STD,
         fpn=False,
         family="tinyssd",
-        description="TinySSD base: 3 conv blocks 16-32-64, stride 8 (no pretrained weights)",
+        description="TinySSD base (16-32-64 convs, stride 8)",
     ),
 )

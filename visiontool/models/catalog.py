@@ -72,6 +72,8 @@ def availability(spec: ModelSpec) -> dict[str, Any]:
 
 def list_heads() -> list[dict[str, Any]]:
     """Detection heads for `train --head`, with their layout and training defaults."""
+    from visiontool.models.compose import arch_options
+
     return [
         {
             "name": head.name,
@@ -79,6 +81,7 @@ def list_heads() -> list[dict[str, Any]]:
             "backbones": list(head.backbones) or ["any"],
             "default_backbone": head.default_backbone,
             "input_size": head.default_imgsz,
+            "arch_options": arch_options(head),
             "description": head.description,
         }
         for head in registry.specs("head")

@@ -16,6 +16,7 @@ from visiontool.errors import ConfigError
 from visiontool.io.weights import weights_kind
 from visiontool.models.specs import HeadSpec
 
+OWN_FLAGS = ("box_head",)  # head options that have their own `train` flag
 DEFAULT_MIN_SIZE = 800
 DEFAULT_MAX_SIZE = 1333
 
@@ -191,15 +192,21 @@ def build_detector(
 
 def check_arch(head: HeadSpec, arch: dict[str, Any] | None) -> dict[str, Any]:
     """The head's own options, each one the head declares (ConfigError naming the valid
-    ones otherwise)."""
+    ones otherwise). Options with their own flag (`--box-head`) are not taken here."""
     arch = dict(arch or {})
-    unknown = sorted(set(arch) - set(head.arch_options) - {"box_head"})
+    valid = arch_options(head)
+    unknown = sorted(set(arch) - set(valid))
     if unknown:
-        valid = ", ".join(o for o in head.arch_options if o != "box_head") or "none"
         raise ConfigError(
-            f"head {head.name!r} has no option {', '.join(unknown)} (its --arch options: {valid})"
+            f"head {head.name!r} has no option {', '.join(unknown)} "
+            f"(its --arch options: {', '.join(valid) or 'none'})"
         )
     return arch
+
+
+def arch_options(head: HeadSpec) -> list[str]:
+    """What `train --arch` may set for `head` (`box_head` has its own flag, --box-head)."""
+    return [o for o in head.arch_options if o not in OWN_FLAGS]
 
 
 def _resolved_trainable(body: Any, requested: int | None) -> int:

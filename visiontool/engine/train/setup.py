@@ -17,7 +17,9 @@ from visiontool.models.specs import HeadSpec, ModelSpec
 DEFAULT_HEAD = "frcnn"  # `train` with neither --model nor --head
 DEFAULT_CLASSIFIER = "resnet18"
 # options that shape a composed detector (backbone x head); a registry model ignores them
-COMPOSE_OPTIONS = ("backbone", "fpn", "trainable_layers", "returned_layers", "backbone_weights")
+COMPOSE_OPTIONS = (
+    "backbone", "fpn", "trainable_layers", "returned_layers", "backbone_weights", "arch",
+)  # fmt: skip
 
 
 def resolve_model_choice(cfg: Any) -> tuple[str | None, str | None]:
@@ -131,6 +133,7 @@ def _composed_detector(cfg: Any, head_name: str, num_classes: int) -> tuple[Any,
         anchor_fit=anchor_fit(cfg, imgsz),
         fpn_channels=cfg.fpn_channels,
         box_head=cfg.box_head,
+        arch=cfg.arch,
         returned_layers=cfg.returned_layers,
         trainable_layers=cfg.trainable_layers,
         backbone_weights=cfg.backbone_weights,

@@ -53,6 +53,7 @@ class TrainConfig:
     weights: str | None = None
     fpn_channels: int = 256
     box_head: int = 1024
+    arch: dict[str, Any] | None = None  # the head's own options (`HeadSpec.arch_options`)
     returned_layers: list[int] | None = None
     freeze: int = 0
     head_lr_mult: float = 1.0

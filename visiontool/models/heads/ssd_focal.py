@@ -63,6 +63,6 @@ SPEC = registry.add(
         default_augment="frcnn",
         fixed_size=True,
         arch_options=("width", "dropout", "alpha", "gamma"),
-        description="SSD with focal loss (fast.ai): 4x4/2x2/1x1 grids, 9 anchors per cell",
+        description="SSD + focal loss (fast.ai): 3 grids, 9 anchors a cell",
     ),
 )

@@ -59,6 +59,6 @@ SPEC = registry.add(
         default_augment="frcnn",
         fixed_size=True,
         arch_options=("neg_ratio",),
-        description="TinySSD (d2l: 5 scales of multibox anchors, CE + L1, from scratch)",
+        description="TinySSD (d2l): 5 scales of multibox anchors, CE + L1",
     ),
 )

@@ -89,6 +89,6 @@ SPEC = registry.add(
         default_augment="frcnn",
         fixed_size=True,
         arch_options=("width", "coord", "noobj", "ignore", "multiscale"),
-        description="YOLOv2-style (direct location, 5 priors, IoU objectness, multi-scale)",
+        description="YOLOv2-style: 5 priors, direct location, multi-scale",
     ),
 )
