@@ -273,3 +273,14 @@ def test_resuming_a_run_started_before_head_existed_keeps_its_head():
     new = {"train_args": {"data": "d", "task": "detect", "model": "frcnn", "head": None}}
     merged = _merge_resume_config(TrainConfig(data="d", resume="last.pt"), new)
     assert (merged.model, merged.head) == ("frcnn", None)
+
+
+def test_cpu_amp_is_bf16_for_training_only_and_only_with_native_bf16(monkeypatch):
+    from visiontool import runtime
+
+    cpu = torch.device("cpu")
+    assert runtime.autocast_dtype(cpu) is None  # inference (--half): never on CPU
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: True)
+    assert runtime.autocast_dtype(cpu, training=True) is torch.bfloat16
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: False)
+    assert runtime.autocast_dtype(cpu, training=True) is None

@@ -15,7 +15,13 @@ HELP = (
 
 
 def benchmark(
-    model: str = typer.Option("frcnn-mobile-320", "--model", "-m", help=MODEL_HELP),
+    model: str = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help=MODEL_HELP,
+        show_default="frcnn-mobile-320, or the --weights checkpoint's model",
+    ),
     weights: str = typer.Option(
         "none",
         "--weights",
@@ -37,7 +43,10 @@ def benchmark(
     if n < 1 or repeat < 1:
         raise ConfigError("--n and --repeat must be >= 1")
     console = Console(json_mode=json_out)
-    console.log(f"timing {repeat} x ({n} images naive, {n} images detect) with {model}, "
+    from visiontool.engine.bench import DEFAULT_MODEL
+
+    shown = model or (weights if weights not in ("none", "DEFAULT") else DEFAULT_MODEL)
+    console.log(f"timing {repeat} x ({n} images naive, {n} images detect) with {shown}, "
                 f"{_weights_note(weights)}, on {_device()}...")  # fmt: skip
     result = run_benchmark(
         BenchConfig(

@@ -19,9 +19,12 @@ from typing import Any
 from visiontool.errors import ConfigError, ModelLoadError
 
 
+DEFAULT_MODEL = "frcnn-mobile-320"  # timed when neither --model nor a checkpoint says
+
+
 @dataclass
 class BenchConfig:
-    model: str = "frcnn-mobile-320"
+    model: str | None = None  # None: the checkpoint's own model, else DEFAULT_MODEL
     weights: str = "none"
     n: int = 32
     width: int = 1920
@@ -103,7 +106,17 @@ def make_photos(folder: Path, n: int, width: int = 1920, height: int = 1080) -> 
         )
 
 
-def naive_loop(images: Path, out: Path, model: str, weights: str, conf: float) -> None:
+def bench_model(config: BenchConfig) -> str | None:
+    """The model to time: `--model`, else the checkpoint's own (a `--weights` path records
+    it), else DEFAULT_MODEL."""
+    from visiontool.io.weights import weights_kind
+
+    if config.model:
+        return config.model
+    return None if weights_kind(config.weights) == "path" else DEFAULT_MODEL
+
+
+def naive_loop(images: Path, out: Path, model: str | None, weights: str, conf: float) -> None:
     """The loop most people write first: PIL -> to_tensor -> model([x]) -> draw -> save."""
     import torch
     from PIL import Image
@@ -160,7 +173,7 @@ def check_config(config: BenchConfig) -> None:
         3 * 4 * 8 * config.width * config.height * config.batch,
         f"--width {config.width} --height {config.height}",
     )
-    load_model(config.model, config.weights)
+    load_model(bench_model(config), config.weights)
 
 
 def run_benchmark(config: BenchConfig) -> BenchResult:
@@ -169,9 +182,11 @@ def run_benchmark(config: BenchConfig) -> BenchResult:
     with tempfile.TemporaryDirectory() as tmp:
         images = Path(tmp) / "images"
         make_photos(images, config.n, config.width, config.height)
-        common = ["--model", config.model, "--weights", config.weights, "--conf", str(config.conf)]
+        model = bench_model(config)
+        common = ["--model", model] if model else []
+        common += ["--weights", config.weights, "--conf", str(config.conf)]
         naive_cmd = [sys.executable, "-m", "visiontool.engine.bench", str(images),
-                     f"{tmp}/naive", config.model, config.weights, str(config.conf)]  # fmt: skip
+                     f"{tmp}/naive", model or "", config.weights, str(config.conf)]  # fmt: skip
         ours_cmd = [sys.executable, "-m", "visiontool", "detect", str(images), *common,
                     "--batch", str(config.batch), "--out", f"{tmp}/ours", "--exist-ok",
                     "--quiet"]  # fmt: skip
@@ -186,4 +201,5 @@ def run_benchmark(config: BenchConfig) -> BenchResult:
 
 
 if __name__ == "__main__":  # the naive loop's own process: IMAGES OUT MODEL WEIGHTS CONF
-    naive_loop(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4], float(sys.argv[5]))
+    naive_loop(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3] or None, sys.argv[4],
+               float(sys.argv[5]))  # fmt: skip
