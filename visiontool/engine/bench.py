@@ -18,7 +18,6 @@ from typing import Any
 
 from visiontool.errors import ConfigError, ModelLoadError
 
-
 DEFAULT_MODEL = "frcnn-mobile-320"  # timed when neither --model nor a checkpoint says
 
 
