@@ -6,7 +6,26 @@ from __future__ import annotations
 from typing import Any
 
 from visiontool.errors import ConfigError
+from visiontool.models.heads import torchvision_parts as tv
 from visiontool.models.heads.anchors import per_level
+from visiontool.models.specs import HeadSpec
+
+
+def head_spec(**fields: Any) -> HeadSpec:
+    """A `HeadSpec` with what these heads share: their model swaps its own class layers, keeps
+    torchvision's one-stage inference settings and fixed-square transform, lays its anchors
+    from its own maps, and builds its multi-scale maps without an FPN."""
+    shared: dict[str, Any] = {
+        "replace_class_layers": replace_class_layers,
+        "configure": tv.configure_one_stage,
+        "set_input_size": tv.set_input_size,
+        "preresize": tv.preresize,
+        "image_anchors": image_anchors,
+        "fpn": False,
+        "default_augment": "frcnn",
+        "fixed_size": True,
+    }
+    return HeadSpec(**{**shared, **fields})
 
 
 def replace_class_layers(model: Any, num_classes: int) -> list[str]:

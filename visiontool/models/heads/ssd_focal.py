@@ -11,8 +11,6 @@ from typing import Any
 from visiontool import registry
 from visiontool.errors import ConfigError
 from visiontool.models.heads import onestage_parts as parts
-from visiontool.models.heads import torchvision_parts as tv
-from visiontool.models.specs import HeadSpec
 
 
 def build(
@@ -48,20 +46,12 @@ def build(
 
 SPEC = registry.add(
     "head",
-    HeadSpec(
+    parts.head_spec(
         name="ssd-focal",
         build=build,
-        replace_class_layers=parts.replace_class_layers,
-        configure=tv.configure_one_stage,
-        set_input_size=tv.set_input_size,
-        preresize=tv.preresize,
-        image_anchors=parts.image_anchors,
-        fpn=False,
         layers="last",
         default_backbone="resnet18",
         default_imgsz=224,
-        default_augment="frcnn",
-        fixed_size=True,
         arch_options=("width", "dropout", "alpha", "gamma"),
         description="SSD + focal loss (fast.ai): 3 grids, 9 anchors a cell",
     ),

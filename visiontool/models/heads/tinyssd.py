@@ -11,8 +11,6 @@ from typing import Any
 
 from visiontool import registry
 from visiontool.models.heads import onestage_parts as parts
-from visiontool.models.heads import torchvision_parts as tv
-from visiontool.models.specs import HeadSpec
 
 
 def build(
@@ -44,20 +42,12 @@ def build(
 
 SPEC = registry.add(
     "head",
-    HeadSpec(
+    parts.head_spec(
         name="tinyssd",
         build=build,
-        replace_class_layers=parts.replace_class_layers,
-        configure=tv.configure_one_stage,
-        set_input_size=tv.set_input_size,
-        preresize=tv.preresize,
-        image_anchors=parts.image_anchors,
-        fpn=False,
         layers="ssd",
         default_backbone="tinyssd-base",
         default_imgsz=256,
-        default_augment="frcnn",
-        fixed_size=True,
         arch_options=("neg_ratio",),
         description="TinySSD (d2l): 5 scales of multibox anchors, CE + L1",
     ),

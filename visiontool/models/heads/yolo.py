@@ -14,8 +14,6 @@ from typing import Any
 from visiontool import registry
 from visiontool.errors import ConfigError
 from visiontool.models.heads import onestage_parts as parts
-from visiontool.models.heads import torchvision_parts as tv
-from visiontool.models.specs import HeadSpec
 
 
 def priors(
@@ -74,20 +72,12 @@ def build(
 
 SPEC = registry.add(
     "head",
-    HeadSpec(
+    parts.head_spec(
         name="yolo",
         build=build,
-        replace_class_layers=parts.replace_class_layers,
-        configure=tv.configure_one_stage,
-        set_input_size=tv.set_input_size,
-        preresize=tv.preresize,
-        image_anchors=parts.image_anchors,
-        fpn=False,
         layers="last",
         default_backbone="resnet18",
         default_imgsz=416,
-        default_augment="frcnn",
-        fixed_size=True,
         arch_options=("width", "coord", "noobj", "ignore", "multiscale"),
         description="YOLOv2-style: 5 priors, direct location, multi-scale",
     ),
