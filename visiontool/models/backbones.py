@@ -12,7 +12,7 @@ Every builder is keyword-only and returns a torchvision-style backbone module:
 The module also carries `stages`: parameter-name prefixes of the trunk's stages from the input
 on, which `trainable_layers` and `visiontool.models.finetune.freeze_backbone_stages` use.
 `returned_layers` index that stage list (ResNet 1-4 = layer1-4 and MobileNet 0-5 as in
-torchvision; VGG-16 0-4 = conv1-conv5 blocks; GoogLeNet 0-4 = conv1, conv3, inception3-5).
+torchvision; VGG 0-4 = conv1-conv5 blocks; GoogLeNet 0-4 = conv1, conv3, inception3-5).
 
 This module imports without torch so the registry can list it; builders import inside.
 """
@@ -53,6 +53,9 @@ class Family:
 
 _RESNET_LAYERS = {"fpn": (1, 2, 3, 4), "dense": (2, 3, 4), "ssd": (3, 4), "last": (4,)}
 _MOBILE_LAYERS = {"fpn": (4, 5), "dense": (4, 5), "ssd": (3, 5), "last": (5,)}
+# VGG stage i ends at the ReLU before max-pool i+1: "last" is conv5's last ReLU, stride 16
+_VGG_LAYERS = {"fpn": (2, 3, 4), "dense": (3, 4), "ssd": (3, 4), "last": (4,)}
+_VGG_CONFIGS = {"vgg11": "A", "vgg16": "D"}  # torchvision's layer tables
 
 FAMILIES = (
     Family("resnet18", "resnet", "ResNet18_Weights", _RESNET_LAYERS, "ResNet-18"),
@@ -72,13 +75,8 @@ FAMILIES = (
         _MOBILE_LAYERS,
         "MobileNetV3-Small",
     ),
-    Family(
-        "vgg16",
-        "vgg",
-        "VGG16_Weights",
-        {"fpn": (2, 3, 4), "dense": (3, 4), "ssd": (3, 4), "last": (4,)},
-        "VGG-16 (conv layers only)",
-    ),
+    Family("vgg11", "vgg", "VGG11_Weights", _VGG_LAYERS, "VGG-11 (conv layers only)"),
+    Family("vgg16", "vgg", "VGG16_Weights", _VGG_LAYERS, "VGG-16 (conv layers only)"),
     Family(
         "googlenet",
         "googlenet",
@@ -142,16 +140,17 @@ def _classifier(family: Family, *, frozen_bn: bool) -> Any:
         return getattr(tvm, family.name)(weights=None, norm_layer=norm)
     if family.kind == "googlenet":
         return tvm.googlenet(weights=None, aux_logits=False, init_weights=True)
-    return _vgg16_features_only()
+    return _vgg_features_only(_VGG_CONFIGS[family.name])
 
 
-def _vgg16_features_only() -> Any:
-    """VGG-16's conv stack under the name `features` (skips the 120M-parameter classifier)."""
+def _vgg_features_only(config: str) -> Any:
+    """A VGG conv stack (torchvision's layer table `config`: "A" VGG-11, "D" VGG-16) under the
+    name `features`, as in the classifier (skips the 120M-parameter classifier)."""
     from torch import nn
     from torchvision.models.vgg import cfgs, make_layers
 
     holder = nn.Module()
-    holder.features = make_layers(cfgs["D"], batch_norm=False)
+    holder.features = make_layers(cfgs[config], batch_norm=False)
     for layer in holder.features.modules():
         if isinstance(layer, nn.Conv2d):  # same init as torchvision's VGG
             nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")

@@ -1,5 +1,6 @@
 """Recipes: detectors from the classic papers under the names users know (`tinyssd`,
-`ssd-focal`, `yolo`), each a head composed over its default backbone (or `--backbone`).
+`ssd-focal`, `yolo`, `frcnn-vgg16`), each a head composed over its default backbone (or
+`--backbone`).
 
 A recipe has no default weights: it trains per data set. `create_model("tinyssd")` builds it
 with random weights for 20 classes (PASCAL VOC's count, for speed measurements);
@@ -49,3 +50,6 @@ recipe(
     "ssd-focal", "ssd-focal", 224, "SSD with focal loss (fast.ai): ResNet-18, 3 grids x 9 anchors"
 )
 recipe("yolo", "yolo", 416, "YOLOv2-style: ResNet-18, 5 priors, direct location prediction")
+recipe(
+    "frcnn-vgg16", "frcnn-classic", 800, "Faster R-CNN (2015 paper): VGG-16, 9 anchors, RoI pool"
+)

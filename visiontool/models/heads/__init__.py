@@ -6,4 +6,5 @@ one new module here, one name on the import line below, and its tests; nothing e
 engine learns its name. Import order is listing order.
 """
 
-from visiontool.models.heads import frcnn, retinanet, fcos, ssd, ssdlite, tinyssd, ssd_focal, yolo  # noqa: F401, I001
+from visiontool.models.heads import frcnn, frcnn_classic, retinanet, fcos, ssd  # noqa: F401, I001
+from visiontool.models.heads import ssdlite, tinyssd, ssd_focal, yolo  # noqa: F401, I001

@@ -1,0 +1,1 @@
+"""Two-stage detector pieces torchvision lacks (imported inside head builders only)."""
