@@ -67,7 +67,7 @@ def test_show_classification_and_bad_preset(tmp_path: Path) -> None:
         app, ["data", "show", str(tmp_path / "digits"), "--augment", "mosaic", "--out", str(out)]
     )
     assert result.exit_code == 2 and "--augment" in result.output and "'mosaic'" in result.output
-    assert "frcnn, ssd, classify, none" in result.output
+    assert "frcnn, ssd, classify, multilabel, none" in result.output
 
 
 def test_data_help_does_not_import_torch() -> None:

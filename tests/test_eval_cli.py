@@ -306,7 +306,8 @@ def test_model_path_runs_the_predictor_over_the_dataset(tmp_path, monkeypatch):
     dataset = open_dataset(tmp_path / "coco", split="val")
     classes = dataset.classes
     fake = _PerfectDetector(dataset)
-    loaded = SimpleNamespace(info=SimpleNamespace(classes=classes, name="fake"))
+    loaded = SimpleNamespace(info=SimpleNamespace(classes=classes, name="fake", task="detect"))
+    monkeypatch.setattr(eval_inputs.ModelRun, "load", lambda run: loaded)
     monkeypatch.setattr(eval_inputs, "_loaded_predictor", lambda run, task: (loaded, fake))
     result = invoke("--data", str(tmp_path / "coco"), "--model", "fake", "--batch", "2",
                     "--workers", "0", "--out", str(tmp_path / "o"), "--json",
@@ -335,7 +336,8 @@ def test_classifier_top1_top5(tmp_path, monkeypatch):
 
     from types import SimpleNamespace
 
-    loaded = SimpleNamespace(info=SimpleNamespace(classes=classes, name="fake"))
+    loaded = SimpleNamespace(info=SimpleNamespace(classes=classes, name="fake", task="classify"))
+    monkeypatch.setattr(eval_inputs.ModelRun, "load", lambda run: loaded)
     monkeypatch.setattr(
         eval_inputs, "_loaded_predictor", lambda run, task: (loaded, AlwaysCircle())
     )

@@ -21,6 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("visiontool.io",),
     ("visiontool.data",),
     ("visiontool.models",),
+    ("visiontool.tasks",),  # what each task trains, predicts and scores (above models, data)
     ("visiontool.engine.predict",),
     ("visiontool.engine.evaluate",),
     ("visiontool.engine.train", "visiontool.engine.anchors", "visiontool.engine.bench"),

@@ -1,12 +1,12 @@
 """The one registry: kind -> name -> typed spec.
 
 Kinds in use: "model" (`models.specs.ModelSpec`), "backbone" (`BackboneSpec`), "head"
-(`HeadSpec`) and "format" (`data.formats.FormatSpec`). A spec is a frozen dataclass that says
-everything the engine needs to know about one name (how to build it, its defaults, how to adapt
-it), as torchvision's `Weights` and timm's `PretrainedCfg` do; the engine asks the spec and never
-branches on a name. Registering is explicit (`add(kind, spec)` at import of the module that
-defines the spec); the module list per kind is below, loaded on the first lookup of that kind,
-so importing the registry does no work and listing needs no torch.
+(`HeadSpec`), "format" (`data.formats.FormatSpec`) and "task" (`tasks.spec.TaskSpec`). A spec is
+a frozen dataclass that says everything the engine needs to know about one name (how to build
+it, its defaults, how to adapt it), as torchvision's `Weights` and timm's `PretrainedCfg` do; the
+engine asks the spec and never branches on a name. Registering is explicit (`add(kind, spec)`
+at import of the module that defines the spec); the module list per kind is below, loaded on the
+first lookup of that kind, so importing the registry does no work and listing needs no torch.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ _PROVIDERS: dict[str, tuple[str, ...]] = {
     "backbone": ("visiontool.models.backbones",),
     "head": ("visiontool.models.heads",),
     "format": ("visiontool.data.formats",),
+    "task": ("visiontool.tasks",),
 }
 
 

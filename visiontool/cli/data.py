@@ -121,6 +121,12 @@ def synth(
     kind: str = typer.Option(
         None, "--kind", help="What to draw (classify): shapes or digits.", show_default="shapes"
     ),
+    max_objects: int = typer.Option(
+        None,
+        "--max-objects",
+        help="Most shapes per image (detect); 1 makes single-object data.",
+        show_default="6",
+    ),
     val_fraction: float = typer.Option(0.2, "--val-fraction", help="Share of images for val."),
     seed: int = SeedOpt,
     exist_ok: bool = ExistOkOpt,
@@ -137,11 +143,14 @@ def synth(
         raise ConfigError("--kind applies to --task classify only (detection draws shapes)")
     if task == "classify" and format is not None:
         raise ConfigError("--format applies to --task detect only (classify writes ImageFolder)")
+    if task == "classify" and max_objects is not None:
+        raise ConfigError("--max-objects applies to --task detect only (one shape per tile)")
     kind = kind or "shapes"
     if task == "detect":
         summary = synth_detection(
             out, n=n, imgsz=imgsz or 256, fmt=format or "coco", seed=seed,
-            val_fraction=val_fraction, exist_ok=exist_ok,
+            val_fraction=val_fraction, max_objects=6 if max_objects is None else max_objects,
+            exist_ok=exist_ok,
         )  # fmt: skip
     else:  # classify (checked above)
         size = imgsz or (28 if kind == "digits" else 64)
@@ -165,7 +174,7 @@ def show(
     split: str = typer.Option("train", "--split", help="Data set split."),
     n: int = typer.Option(16, "--n", help="Number of samples."),
     augment: str = typer.Option(
-        "none", "--augment", help="Augmentation preset: frcnn, ssd, classify or none."
+        "none", "--augment", help="Augmentation preset: frcnn, ssd, classify, multilabel or none."
     ),
     out: Path = typer.Option(
         None,

@@ -27,7 +27,9 @@ if TYPE_CHECKING:
 
 HELP = (
     "Detect objects (or classify) in images: files, folders, globs, .txt lists or - (stdin). "
-    "Writes annotated images, predictions.jsonl and summary.json."
+    "Writes annotated images, predictions.jsonl and summary.json. The model's task decides what "
+    "each image gets: boxes (detect; single: one box, its largest object), the top-k classes "
+    "(classify) or every class scoring at least --conf (multilabel)."
 )
 
 
@@ -37,7 +39,12 @@ def detect(
     ),
     model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     weights: str = typer.Option(None, "--weights", "-w", help=WEIGHTS_HELP, show_default="DEFAULT"),
-    conf: float = typer.Option(0.25, "--conf", help="Score threshold."),
+    conf: float = typer.Option(
+        None,
+        "--conf",
+        help="Score threshold: drop boxes (multilabel: classes) scoring below it.",
+        show_default="the model's: 0.25; multilabel its trained --threshold; single 0",
+    ),
     iou: float = typer.Option(None, "--iou", help="NMS IoU threshold.", show_default="the model's"),
     max_det: int = typer.Option(300, "--max-det", help="Most detections kept per image."),
     classes: list[str] = list_option(
@@ -208,8 +215,8 @@ def describe(r: ImageResult) -> str:
     """`path: 320x240 4 triangles, 1 circle, 45.1ms`, the per-image line after `image i/n`."""
     if r.error is not None:
         return f"{r.image}: FAILED {r.error}"
-    if r.classes is not None:
-        found = ", ".join(f"{c.label} {c.score:.2f}" for c in r.classes[:3])
+    if r.classes is not None:  # a multi-label model may find none over its threshold
+        found = ", ".join(f"{c.label} {c.score:.2f}" for c in r.classes[:3]) or "(no classes)"
     else:
         found = count_labels([d.label for d in r.detections or []]) or "(no detections)"
     return f"{r.image}: {r.width}x{r.height} {found}, {r.time_ms:.1f}ms"
@@ -231,9 +238,15 @@ def _print_summary(console: Console, summary: DetectSummary) -> None:
             ["image", "reason"],
             [[f["image"], f["error"]] for f in data["failures"]],
         )
-    found = f"{counts['detections']} detections, " if data["task"] == "detect" else ""
+    found = f"{counts['detections']} detections, " if _gives_boxes(data["task"]) else ""
     console.final(
         f"{counts['images']} image{'' if counts['images'] == 1 else 's'}, {found}"
         f"{counts['failed']} failed in {times['total_s']:.1f}s on {data['device']}; "
         f"results saved to {data['out']}"
     )
+
+
+def _gives_boxes(task: str) -> bool:
+    from visiontool.tasks.spec import get_task
+
+    return get_task(task).output == "boxes"

@@ -27,7 +27,8 @@ from visiontool.cli.common import (
 HELP = (
     "Score a model (--model/--weights) or a predictions file (--pred) against a data set: "
     "COCO mAP (12 numbers), VOC AP50, per-class AP, PR curve and confusion matrix plots; "
-    "top-1/top-5 for classifiers."
+    "top-1/top-5 for classifiers; class accuracy, box L1 and IoU for single-object models; "
+    "mAP, F1 and exact match for multi-label models."
 )
 MAX_WARNINGS = 10
 
@@ -51,9 +52,15 @@ def evaluate(
     fail_under: list[str] = list_option(
         "--fail-under",
         kind="gate",
-        help="Exit 1 when a metric is under its gate, e.g. map50=0.5,top1=0.9.",
+        help="Exit 1 when a metric is under its gate, e.g. map50=0.5,top1=0.9 "
+        "(single: accuracy, mean_iou; multilabel: map, f1, exact_match...).",
     ),
-    conf: float = typer.Option(0.25, "--conf", help="Confusion matrix: minimum score."),
+    conf: float = typer.Option(
+        None,
+        "--conf",
+        help="Confusion matrix: minimum score; multilabel: the label threshold.",
+        show_default="0.25; multilabel the model's trained --threshold",
+    ),
     iou: float = typer.Option(0.45, "--iou", help="Confusion matrix: IoU for a match."),
     lenient: bool = typer.Option(
         False, "--lenient", help="Skip bad prediction lines with a warning instead of exiting 2."
@@ -113,6 +120,11 @@ def evaluate(
 def _print_tables(console: Console, report: Any) -> None:
     metrics = report.metrics
     per_class = metrics["per_class"]
+    from visiontool.tasks.spec import get_task
+
+    if get_task(report.task).score is not None:  # scored per image by the task
+        _print_task_tables(console, report)
+        return
     if report.task == "classify":
         console.table(
             "accuracy", ["metric", "value"], [[k, _f(metrics[k])] for k in ("top1", "top5")]
@@ -134,6 +146,24 @@ def _print_tables(console: Console, report: Any) -> None:
         ["metric", "value"],
         summary,
     )
+
+
+def _print_task_tables(console: Console, report: Any) -> None:
+    """A task scored per image: its numbers, then one row per class with the keys it gives."""
+    metrics = report.metrics
+    summary = [[k, _f(v)] for k, v in metrics.items() if k != "per_class"]
+    console.table(f"{report.source}: {report.images} images", ["metric", "value"], summary)
+    rows = metrics["per_class"]
+    keys = list(next(iter(rows.values()), {}))
+    console.table(
+        "per class",
+        ["class", *keys],
+        [[name, *(_cell(values[k]) for k in keys)] for name, values in rows.items()],
+    )
+
+
+def _cell(value: Any) -> str:
+    return str(value) if isinstance(value, int) else _f(float(value))
 
 
 def _f(value: float) -> str:

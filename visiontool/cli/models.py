@@ -7,6 +7,7 @@ wider terminal or a pipe show it whole), and below 100 columns the input size is
 from __future__ import annotations
 
 import os
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,12 @@ import typer
 
 from visiontool.cli.common import Console, JsonOpt
 
-TASKS = ("detect", "classify")
-TITLES = {"detect": "detection models", "classify": "classification models"}
+# one table per kind of model (`TaskSpec.model_task`); a kind several tasks train says so
+TITLES = {
+    "detect": "detection models",
+    "classify": "classification models (--task classify, or multilabel: trained per data set)",
+    "single": "single-object models (--task single: the largest object of each image)",
+}
 HELP = (
     "List the models the registry can build: classes, input size, whether their weights are "
     "available offline, and a description."
@@ -24,7 +29,12 @@ WIDE = 100  # columns from which the tables show everything
 
 
 def models(
-    task: str = typer.Option(None, "--task", help="Only 'detect' or 'classify' models."),
+    task: str = typer.Option(
+        None,
+        "--task",
+        help="Only the models of one task: detect, classify, single or multilabel (which "
+        "trains classifiers).",
+    ),
     heads: bool = typer.Option(
         False, "--heads", help="List detection heads and backbones for `train --head`."
     ),
@@ -32,21 +42,22 @@ def models(
 ) -> None:
     from visiontool.models.catalog import list_models
 
-    if task is not None and task not in TASKS:
-        from visiontool.errors import ConfigError
+    kind = None
+    if task is not None:
+        from visiontool.tasks.spec import get_task
 
-        raise ConfigError(f"--task must be one of {', '.join(TASKS)}, got {task!r}")
+        kind = get_task(task).model_task  # an unknown task exits 2 naming the known ones
     if heads:
         _parts(json_out)
         return
-    rows = [row for row in list_models() if task is None or row["task"] == task]
+    rows = [row for row in list_models() if kind is None or row["task"] == kind]
     console = Console(json_mode=json_out)
     if json_out:
         console.emit_json(rows)
         return
     _whole_lines_in_files(console)
     wide = console.rich.width >= WIDE
-    for kind in TASKS:
+    for kind, title in TITLES.items():
         group = [r for r in rows if r["task"] == kind]
         if group:
             columns = ["name", "classes", "input", "weights", "description"]
@@ -55,7 +66,7 @@ def models(
             if not wide:
                 columns.pop(2)
                 cells = [cell[:2] + cell[3:] for cell in cells]
-            _table(console, TITLES[kind], columns, cells, right={"input"})
+            _table(console, title, columns, cells, right={"input"})
     console.log("weights: " + "\n         ".join(_weights_legend(rows)))
     console.log("--json shows aliases, class names and weight files and URLs")
 
@@ -145,8 +156,10 @@ def _parts(json_out: bool) -> None:
     for h in heads:
         if h["backbones"] != ["any"]:
             console.log(f"{h['name']} takes only these backbones: {', '.join(h['backbones'])}")
-    for h in heads:
+    for h in heads:  # wrapped by hand: the plain (non-terminal) console does not wrap
         if h["arch_options"]:
-            console.log(f"{h['name']} --arch options: {', '.join(h['arch_options'])}")
+            text = f"{h['name']} --arch options: {', '.join(h['arch_options'])}"
+            for line in textwrap.wrap(text, console.rich.width, subsequent_indent="  "):
+                console.log(line)
     _table(console, "backbones", ["backbone", "description"],
            [[b["name"], b["description"]] for b in backbones])  # fmt: skip

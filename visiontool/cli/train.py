@@ -1,4 +1,4 @@
-"""`visiontool train`: train or fine-tune a detector or classifier (also under torchrun)."""
+"""`visiontool train`: train or fine-tune a model for any task (also under torchrun)."""
 
 from __future__ import annotations
 
@@ -22,10 +22,11 @@ if TYPE_CHECKING:
 
 HELP = (
     "Train a detector composed from parts (--head frcnn|retinanet|fcos|ssd|ssdlite --backbone "
-    "NAME), a registry detector (--model NAME, e.g. frcnn-mobile-320 --weights DEFAULT) or a "
-    "classifier (--task classify --model NAME) on a data set; writes weights/last.pt and "
-    "best.pt, results.csv and plots. Heads and backbones: `visiontool models --heads`. "
-    "Multi-GPU: torchrun --nproc_per_node=N -m visiontool train ..."
+    "NAME), a registry detector (--model NAME, e.g. frcnn-mobile-320 --weights DEFAULT), a "
+    "classifier (--task classify --model NAME), a largest-object detector (--task single "
+    "--backbone NAME) or a multi-label classifier (--task multilabel --model NAME) on a data "
+    "set; writes weights/last.pt and best.pt, results.csv and plots. Heads and backbones: "
+    "`visiontool models --heads`. Multi-GPU: torchrun --nproc_per_node=N -m visiontool train ..."
 )
 
 
@@ -34,14 +35,27 @@ def train(
     data: str = typer.Option(
         None, "--data", help="Data set folder, annotation file or spec (not with --resume)."
     ),
-    task: str = typer.Option("detect", "--task", help="detect or classify."),
+    task: str = typer.Option(
+        "detect", "--task", help="detect, classify, single (largest object) or multilabel."
+    ),
+    box_weight: float = typer.Option(
+        20.0, "--box-weight", help="single: loss = box L1 (px) + this x class cross-entropy."
+    ),
+    threshold: float = typer.Option(
+        0.4, "--threshold", help="multilabel: a class is predicted at this score or above."
+    ),
     model: str = typer.Option(
-        None, "--model", "-m", help="Registry model (`visiontool models`): detector or classifier."
+        None,
+        "--model",
+        "-m",
+        help="Registry model (`visiontool models`): detector, classifier or single.",
     ),
     head: str = typer.Option(
         None, "--head", help="Compose a detector: head family (default frcnn) over --backbone."
     ),
-    backbone: str = typer.Option(None, "--backbone", help="Registered backbone (with --head)."),
+    backbone: str = typer.Option(
+        None, "--backbone", help="Registered backbone (with --head, or --task single)."
+    ),
     fpn: bool = typer.Option(
         None, "--fpn/--no-fpn", help="Feature pyramid (default: the head's usual layout)."
     ),
@@ -98,7 +112,9 @@ def train(
         False, "--amp", help="Mixed precision: bf16/fp16 on GPU; bf16 on CPUs with AVX512-BF16/AMX."
     ),
     imgsz: int = typer.Option(None, "--imgsz", help="Input size."),
-    augment: str = typer.Option(None, "--augment", help="frcnn, ssd, classify or none."),
+    augment: str = typer.Option(
+        None, "--augment", help="frcnn, ssd, classify, multilabel or none."
+    ),
     workers: int = typer.Option(
         2, "--workers", help="Image-loading processes (DataLoader workers; 0: main process)."
     ),
@@ -106,7 +122,11 @@ def train(
         False, "--deterministic", help="Deterministic algorithms: repeatable runs, slower."
     ),
     val_every: int = typer.Option(1, "--val-every", help="Validate every N epochs."),
-    metric: str = typer.Option(None, "--metric", help="best.pt metric (map50 / top1)."),
+    metric: str = typer.Option(
+        None,
+        "--metric",
+        help="best.pt metric (map50 / top1 / accuracy for single / map for multilabel).",
+    ),
     patience: int = typer.Option(None, "--patience", help="Early stopping, in validations."),
     resume: Path = typer.Option(
         None,
@@ -133,7 +153,8 @@ def train(
 
     console = Console(json_mode=json_out, quiet=quiet)
     config = TrainConfig(
-        data=data, task=task, model=model, head=head, backbone=backbone, fpn=fpn,
+        data=data, task=task, box_weight=box_weight, threshold=threshold, model=model,
+        head=head, backbone=backbone, fpn=fpn,
         trainable_layers=trainable_layers, backbone_weights=backbone_weights, weights=weights,
         fpn_channels=fpn_channels, box_head=box_head, arch=dict(arch) if arch else None,
         returned_layers=list(returned_layers) if returned_layers else None,
@@ -210,6 +231,8 @@ class _TrainView:
         self.run = run
         if run.head:
             model = f"{run.head} head, {run.backbone} backbone" if run.backbone else run.head
+        elif run.backbone:  # a registry model over a backbone of the user's (single)
+            model = f"{run.registry_model}, {run.backbone} backbone"
         else:
             model = str(run.registry_model)
         amp = f"AMP {run.amp}" if run.amp else "AMP off"
@@ -307,10 +330,14 @@ class _TrainView:
         detection = "instances" in rows[0]
         if detection:
             note = f"P and R at conf {_pr_conf()}"
-        else:
+        elif "top1" in rows[0]:
             top = rows[0]
             note = (f"top1 {_cell('top1', top, None)}, top5 {_cell('top5', top, None)}; "
                     "R = the class's top-1 accuracy")  # fmt: skip
+        else:  # a task scored per image: its own columns; `all` is the mean over classes
+            note = "all: every image" + (
+                "; its AP, P, R and F1 the mean over classes" if "ap" in rows[0] else ""
+            )
         self.console.log(f"validation of epoch {summary.per_class_epoch} ({note}):")
         columns = _per_class_columns(rows, detection=detection)
         self.console.log(_table_line([h for h, _, _ in columns], columns))
@@ -371,31 +398,39 @@ def _short(loss: str) -> str:
 
 
 def _columns(row: dict, task: str) -> list[tuple[str, str, int]]:
-    """The table's columns for this run: epoch, its losses, lr, the task's metrics, time."""
+    """The table's columns for this run: epoch, its losses, lr, the task's metrics
+    (`TaskSpec.columns`), time."""
+    from visiontool.tasks.spec import get_task
+
     other = ("epoch", "loss", "lr", "time_s", "images_per_s")
     losses = [k for k in row if k not in other and not k.startswith("val/")] or ["loss"]
     columns = [("epoch", "epoch", 7)]
     columns += [(_short(k), k, max(6, len(_short(k)))) for k in losses]
     columns.append(("lr", "lr", 7))
-    if task == "classify":
-        columns += [("top1", "val/top1", 6), ("top5", "val/top5", 6)]
-    else:
-        columns += [("P", "val/precision", 5), ("R", "val/recall", 5),
-                    ("mAP50", "val/map50", 5), ("mAP50-95", "val/map", 8)]  # fmt: skip
+    columns += [(head, f"val/{key}", max(5, len(head))) for head, key in get_task(task).columns]
     columns.append(("time", "time_s", 6))
     return columns
 
 
+PER_CLASS_HEADERS = {"precision": "P", "recall": "R", "f1": "F1", "ap": "AP",
+                     "accuracy": "acc", "box_l1": "box_L1", "iou": "IoU"}  # fmt: skip
+
+
 def _per_class_columns(rows: list[dict], *, detection: bool) -> list[tuple[str, str, int]]:
     """The end-of-training table: detection as `yolo val` (images, instances, P, R, mAP50,
-    mAP50-95), classification images, P, R, F1 (all: their mean over classes)."""
+    mAP50-95), classification images, P, R, F1 (all: their mean over classes); a task
+    scored per image the keys its rows give."""
     columns = [("class", "class", max(5, *(len(r["class"]) for r in rows)))]
     if detection:
         return columns + [("images", "images", 6), ("instances", "instances", 9),
                           ("P", "precision", 5), ("R", "recall", 5), ("mAP50", "map50", 5),
                           ("mAP50-95", "map", 8)]  # fmt: skip
-    return columns + [("images", "images", 6), ("P", "precision", 5), ("R", "recall", 5),
-                      ("F1", "f1", 5)]  # fmt: skip
+    if "top1" in rows[0]:
+        return columns + [("images", "images", 6), ("P", "precision", 5), ("R", "recall", 5),
+                          ("F1", "f1", 5)]  # fmt: skip
+    keys = [k for k in rows[-1] if k != "class"]
+    return columns + [(PER_CLASS_HEADERS.get(k, k), k, max(5, len(PER_CLASS_HEADERS.get(k, k))))
+                      for k in keys]  # fmt: skip
 
 
 def _cell(key: str, row: dict, epochs: Any) -> str:

@@ -72,3 +72,31 @@ class ClassificationDataset(_TorchDataset):  # type: ignore[misc]
             f"ClassificationDataset(format={self.format!r}, split={self.split!r}, "
             f"images={len(self)}, classes={len(self.classes)}, root={str(self.root)!r})"
         )
+
+
+def as_multilabel(dataset: Any) -> ClassificationDataset:
+    """`dataset` as a multi-label classification set, whose `__getitem__` gives a multi-hot
+    float target: a multi-label CSV as it is; any other classification set with its one label
+    per image as a set of one; a detection set with the set of classes its boxes show (an
+    image without boxes has the empty set). No pixels are read."""
+    if isinstance(dataset, ClassificationDataset):
+        if dataset.multi_label:
+            return dataset
+        label_sets = [[label] for _, label in dataset.samples]
+        samples = list(dataset.samples)
+    else:
+        label_sets, samples = [], []
+        for record in dataset.records():
+            present = sorted({int(k) for k in record.labels})
+            label_sets.append(present)
+            samples.append((record.path, present[0] if present else -1))
+    return ClassificationDataset(
+        samples,
+        dataset.classes,
+        root=dataset.root,
+        label_sets=label_sets,
+        transforms=dataset.transforms,
+        format=dataset.format,
+        split=dataset.split,
+        issues=dataset.issues,
+    )

@@ -27,10 +27,11 @@ def open_dataset(
     *,
     split: str | None = None,
     format: str | None = None,
-    task: str | None = None,
+    task: str | tuple[str, ...] | None = None,
     strict: bool = True,
 ) -> Any:
-    """A `DetectionDataset` or `ClassificationDataset` for one split of `path`.
+    """A `DetectionDataset` or `ClassificationDataset` for one split of `path`; `task` names
+    the kind wanted ("detect", "classify", or a tuple of kinds that will do).
 
     Raises `DataError` when the path is missing, unreadable, empty, or (with `strict`) has any
     error-level problem; warnings (clipped or dropped boxes) stay in `dataset.issues`.
@@ -72,14 +73,17 @@ def raise_on_errors(dataset: Any, path: str | Path) -> None:
     raise DataError(f"{errors[0]}{more}; run `visiontool data check {path}` to list every problem")
 
 
-def _check_task(dataset: Any, path: str | Path, task: str | None) -> None:
-    if task is None or dataset.task == task:
+def _check_task(dataset: Any, path: str | Path, task: str | tuple[str, ...] | None) -> None:
+    """`task`: the kind of data set wanted, or a tuple of the kinds that will do."""
+    wanted = (task,) if isinstance(task, str) else tuple(task or ())
+    if not wanted or dataset.task in wanted:
         return
-    if task not in TASKS:
-        raise ConfigError(f"task must be 'detect' or 'classify', got {task!r}")
+    unknown = [t for t in wanted if t not in TASKS]
+    if unknown:
+        raise ConfigError(f"task must be 'detect' or 'classify', got {unknown[0]!r}")
     raise DataError(
         f"{path} is a {TASKS[dataset.task]} data set ({dataset.format}); "
-        f"this needs a {TASKS[task]} data set"
+        f"this needs a {' or '.join(TASKS[t] for t in wanted)} data set"
     )
 
 

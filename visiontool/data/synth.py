@@ -42,13 +42,16 @@ def synth_detection(
     max_objects: int = 6,
     exist_ok: bool = False,
 ) -> dict[str, Any]:
-    """Write `n` shape images with boxes in `fmt` (coco, voc or yolo) with train/val splits.
-    `out` must be new or empty (None: the next runs/data/synth/exp*); with `exist_ok` an
-    earlier synth set there is replaced (see `SYNTH_OWNED`)."""
+    """Write `n` shape images with boxes in `fmt` (coco, voc or yolo) with train/val splits,
+    1 to `max_objects` shapes each. `out` must be new or empty (None: the next
+    runs/data/synth/exp*); with `exist_ok` an earlier synth set there is replaced (see
+    `SYNTH_OWNED`)."""
 
     from visiontool import registry
 
     _check(n, imgsz, val_fraction)
+    if max_objects < 1:
+        raise ConfigError(f"--max-objects must be >= 1, got {max_objects}")
     writer = registry.get("format", fmt)
     if writer.task != "detect":
         raise ConfigError(f"--format must be coco, voc or yolo for detection, got {fmt!r}")

@@ -16,22 +16,23 @@ from typing import Any
 
 from visiontool.errors import ConfigError
 
-PRESETS = ("frcnn", "ssd", "classify", "none")
+PRESETS = ("frcnn", "ssd", "classify", "multilabel", "none")
 PER_BOX_KEYS = ("labels", "iscrowd", "area", "difficult")
 ZOOM_FILL = (124, 116, 104)  # ImageNet mean in 0..255: zoom-out borders look like "nothing"
 
 
 def build_transforms(preset: str, *, train: bool, imgsz: int | None = None) -> Any:
-    """The transform pipeline of `preset` (frcnn, ssd, classify, none)."""
+    """The transform pipeline of `preset` (frcnn, ssd, classify, multilabel, none)."""
     import torch
     from torchvision.transforms import v2
 
-    builders = {"frcnn": _frcnn, "ssd": _ssd, "classify": _classify, "none": _none}
+    builders = {"frcnn": _frcnn, "ssd": _ssd, "classify": _classify, "multilabel": _multilabel,
+                "none": _none}  # fmt: skip
     if preset not in builders:
         raise ConfigError(f"unknown augmentation preset {preset!r} (known: {', '.join(PRESETS)})")
     steps = builders[preset](train=train, imgsz=imgsz)
     steps.append(v2.ToDtype(torch.float32, scale=True))
-    if train and preset != "classify":
+    if train and preset not in ("classify", "multilabel"):
         steps.append(v2.ClampBoundingBoxes())
         steps.append(Sanitize())
     return v2.Compose(steps)
@@ -94,6 +95,20 @@ def _classify(*, train: bool, imgsz: int | None) -> list[Any]:
         v2.RandomAffine(degrees=10, translate=(0.05, 0.05)),
         v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.03),
     ]
+    return steps
+
+
+def _multilabel(*, train: bool, imgsz: int | None) -> list[Any]:
+    """The whole image, resized to a square (no crop: every labelled object stays in view),
+    flipped and colour-jittered."""
+    from torchvision.transforms import v2
+
+    steps: list[Any] = [v2.Resize((imgsz, imgsz), antialias=True)] if imgsz else []
+    if train:
+        steps += [
+            v2.RandomHorizontalFlip(p=0.5),
+            v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.03),
+        ]
     return steps
 
 

@@ -2,7 +2,10 @@
 
 Both run the same model, weights and images and write the same outputs (full-resolution
 annotated JPEGs); each is timed as a whole process, start-up included, best of `repeat`
-interleaved runs. Used by `visiontool benchmark` and `benchmarks/detect_pipeline.py`.
+interleaved runs. Any model `detect` runs is timed: a model that gives boxes (detectors, the
+single-object model) through the naive detection loop, a classifier (classify, multilabel)
+through the naive classification loop. Used by `visiontool benchmark` and
+`benchmarks/detect_pipeline.py`.
 """
 
 from __future__ import annotations
@@ -123,10 +126,15 @@ def naive_loop(images: Path, out: Path, model: str | None, weights: str, conf: f
     from torchvision.utils import draw_bounding_boxes
 
     from visiontool.models.factory import load_model
+    from visiontool.tasks.spec import get_task
 
     torch.manual_seed(0)  # the same random weights as `detect --seed 0` when weights=none
     loaded = load_model(model, weights)
     out.mkdir(parents=True, exist_ok=True)
+    task = get_task(loaded.info.task)
+    if task.output == "scores":
+        _naive_classify(images, out, loaded, task)
+        return
     with torch.inference_mode():
         for path in sorted(images.glob("*.jpg")):
             x = to_tensor(Image.open(path).convert("RGB"))
@@ -136,6 +144,40 @@ def naive_loop(images: Path, out: Path, model: str | None, weights: str, conf: f
                       zip(output["labels"][keep], output["scores"][keep], strict=True)]  # fmt: skip
             drawn = draw_bounding_boxes((x * 255).to(torch.uint8), output["boxes"][keep], labels)
             to_pil_image(drawn).save(out / path.name, quality=90)
+
+
+def _naive_classify(images: Path, out: Path, loaded: Any, task: Any) -> None:
+    """The classifier's first loop: PIL -> to_tensor -> resize, crop, normalise -> model ->
+    softmax or sigmoid -> the best class written on the image -> save."""
+    import torch
+    from PIL import Image, ImageDraw
+    from torchvision.transforms import functional as F
+
+    info = loaded.info
+    preprocess = info.preprocess
+    mean, std = preprocess.get("mean"), preprocess.get("std")
+    with torch.inference_mode():
+        for path in sorted(images.glob("*.jpg")):
+            picture = Image.open(path).convert("RGB")
+            x = F.to_tensor(picture)
+            if preprocess.get("square"):
+                x = F.resize(x, [int(preprocess["crop"])] * 2, antialias=True)
+            elif preprocess.get("resize"):
+                x = F.resize(x, [int(preprocess["resize"])], antialias=True)
+            if preprocess.get("crop") and not preprocess.get("square"):
+                x = F.center_crop(x, [int(preprocess["crop"])] * 2)
+            if preprocess.get("grayscale"):
+                x = F.rgb_to_grayscale(x)
+            if mean and std:
+                x = F.normalize(x, mean, std)
+            logits = loaded.module(x[None])
+            logits = logits[0] if isinstance(logits, tuple) else logits
+            scores = task.activation(logits)[0]
+            best = int(scores.argmax())
+            name = info.classes[best] if info.classes else str(best)
+            ImageDraw.Draw(picture).text((10, 10), f"{name} {float(scores[best]):.2f}",
+                                         fill=(255, 0, 0))  # fmt: skip
+            picture.save(out / path.name, quality=90)
 
 
 def _timed(cmd: list[str], what: str) -> float:

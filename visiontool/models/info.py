@@ -12,7 +12,7 @@ from typing import Any
 from visiontool.errors import ModelLoadError
 from visiontool.models.class_names import NON_CLASSES
 
-TASKS = ("detect", "classify")
+TASKS = ("detect", "classify", "single", "multilabel")  # `visiontool.tasks` says what each is
 
 
 @dataclass(frozen=True)
@@ -23,10 +23,12 @@ class ModelInfo:
     '__background__'/'N/A' for labels that are not classes); `classes` is the 0-based class list
     that results use; `category_ids` gives each class its id in COCO-format files.
     `build` holds the keyword arguments that rebuild the architecture through the registry.
+    `conf` is the score threshold predictions use when the user gives none (a multi-label
+    model's label threshold, `train --threshold`); None: the task's default.
     """
 
     name: str
-    task: str  # "detect" | "classify"
+    task: str  # "detect" | "classify" | "single" | "multilabel"
     classes: list[str]
     raw_classes: list[str]
     category_ids: list[int]
@@ -34,6 +36,7 @@ class ModelInfo:
     build: dict[str, Any] = field(default_factory=dict)
     preprocess: dict[str, Any] = field(default_factory=dict)
     weights: str = "none"
+    conf: float | None = None
 
     def raw_to_class(self) -> list[int]:
         """For each raw label, its class id (or -1 for background and gaps)."""
@@ -45,7 +48,7 @@ class ModelInfo:
 
     def class_outputs(self) -> int:
         """How many class outputs the network has: the raw label space of a detector (with
-        its background), the class list of a classifier."""
+        its background), the class list of any other model."""
         return len(self.raw_classes) if self.task == "detect" else len(self.classes)
 
     @classmethod
@@ -64,6 +67,8 @@ class ModelInfo:
             values[key] = [str(x) for x in values[key]]
         values["category_ids"] = [int(x) for x in values["category_ids"]]
         values["input_size"] = int(values["input_size"])
+        if values.get("conf") is not None:
+            values["conf"] = float(values["conf"])
         return cls(**values)
 
 
@@ -121,9 +126,15 @@ def _problem(data: Any) -> str | None:
         return "'build' has a non-integer num_classes"
     if not isinstance(data.get("weights", "none"), str):
         return "'weights' must be a string"
+    conf = data.get("conf")
+    if conf is not None and (isinstance(conf, bool) or not isinstance(conf, (int, float))
+                             or not 0.0 <= conf <= 1.0):  # fmt: skip
+        return f"'conf' must be a score threshold in [0, 1], got {conf!r}"[:200]
     named = [r for r in raw if r not in NON_CLASSES]
-    if task == "classify" and list(raw) != list(classes):
-        return f"'raw_classes' ({len(raw)}) differ from 'classes' ({len(classes)}) of a classifier"
+    if task != "detect" and list(raw) != list(classes):
+        return (
+            f"'raw_classes' ({len(raw)}) differ from 'classes' ({len(classes)}) of a {task} model"
+        )
     if sorted(named) != sorted(classes):
         return (
             f"'classes' ({len(classes)} names) do not match the network's label space "

@@ -1,4 +1,5 @@
-"""visiontool's own model entries: LeNet, and the hidden entries checkpoints rebuild from.
+"""visiontool's own model entries: LeNet, the single-object detector, and the hidden entries
+checkpoints rebuild from.
 
 "detector" rebuilds any backbone x head composition from a checkpoint's `build` dict;
 "classifier" rebuilds a torchvision classifier trained on a custom data set. Neither has
@@ -29,6 +30,23 @@ def build_lenet(*, num_classes: int | None = None, in_channels: int = 1) -> Any:
     from visiontool.models.lenet import LeNet5
 
     return LeNet5(num_classes=num_classes or 10, in_channels=in_channels)
+
+
+def build_single(*, num_classes: int | None = None, **arch: Any) -> Any:
+    from visiontool.models.single import build_single_object
+
+    return build_single_object(num_classes=num_classes or 1, **arch)
+
+
+def replace_single_class_layers(model: Any, num_classes: int) -> list[str]:
+    """A fresh last layer for `num_classes` classes (+ the 4 box numbers)."""
+    from torch import nn
+
+    old = model.head.out
+    model.head.out = nn.Linear(old.in_features, 4 + num_classes)
+    model.num_classes = num_classes
+    model.build_kwargs = {**model.build_kwargs, "num_classes": num_classes}
+    return ["head.out.weight", "head.out.bias"]
 
 
 def replace_head_class_layers(model: Any, num_classes: int) -> list[str]:
@@ -75,5 +93,17 @@ registry.add(
         preprocess={"resize": 32, "crop": 32, "grayscale": True, "mean": [0.5], "std": [0.5]},
         description="LeNet-5: 1x32x32, 5x5 convs 6-16-120, avg pooling, tanh, FC 120-84-classes",
         aliases=("lenet5",),
+    ),
+)
+registry.add(
+    "model",
+    ModelSpec(
+        name="single",
+        task="single",
+        build=build_single,
+        replace_class_layers=replace_single_class_layers,
+        input_size=224,
+        description="largest object: backbone (train --backbone, default resnet18) + a head of "
+        "4 box numbers and class scores (trained per data set)",
     ),
 )

@@ -151,14 +151,23 @@ class ModelRun:
     workers: int | None = None
     half: bool = False
     imgsz: int | None = None
+    loaded: Any = None  # the model, when already loaded (a `LoadedModel`)
+    conf: float | None = None  # tasks scored per image: the score threshold (None: the model's)
+
+    def load(self) -> Any:
+        """The `LoadedModel` (loaded once, then reused)."""
+        if self.loaded is None:
+            from visiontool.models.factory import load_model
+            from visiontool.runtime import resolve_device
+
+            self.loaded = load_model(self.model, self.weights, device=resolve_device(self.device))
+        return self.loaded
 
 
 def _loaded_predictor(run: ModelRun, task: str) -> tuple[Any, Any]:
     from visiontool.engine.predict.predictor import Predictor
-    from visiontool.models.factory import load_model
-    from visiontool.runtime import resolve_device
 
-    loaded = load_model(run.model, run.weights, device=resolve_device(run.device))
+    loaded = run.load()
     if loaded.info.task != task:
         raise ConfigError(
             f"model {loaded.info.name!r} is a {loaded.info.task} model but the data set is for "
@@ -243,12 +252,56 @@ def detections_from_parts(parts: dict[str, list[np.ndarray]]) -> Detections:
     )
 
 
+def predict_rows(
+    task: Any, dataset: Any, run: ModelRun, progress: Progress | None = None
+) -> tuple[list[Any], float | None, str]:
+    """Run a model of a task scored per image over `dataset` (as the task reads it); (one row
+    per image (`TaskSpec.image_row`), the score threshold used, model name)."""
+    from visiontool.engine.predict.predictor import Predictor
+
+    loaded = run.load()
+    mapping = model_class_map(loaded.info.classes, dataset.classes)
+    missing = sorted(set(range(len(dataset.classes))) - set(mapping[mapping >= 0].tolist()))
+    if missing and task.output == "scores":
+        names = ", ".join(dataset.classes[i] for i in missing[:5])
+        raise ConfigError(f"the model cannot predict data-set classes {names}")
+    predictor = Predictor(loaded, conf=run.conf, imgsz=run.imgsz, half=run.half)
+    rows = collect_rows(task, predictor, _loader(dataset, run), mapping, len(dataset), progress)
+    return rows, predictor.conf, loaded.info.name
+
+
+def collect_rows(
+    task: Any,
+    predictor: Any,
+    batches: Any,
+    mapping: np.ndarray,
+    total: int = 0,
+    progress: Progress | None = None,
+) -> list[Any]:
+    """Predict every (images, targets) batch; one `task.image_row` per image (`mapping`: the
+    model's class ids -> the data set's, -1 for a class it lacks). Shared by `eval` and
+    validation during training."""
+    rows: list[Any] = []
+    done = 0
+    for (images, targets), predictions in map_in_order(_predict_batch(predictor), batches):
+        for image, target, pred in zip(images, targets, predictions, strict=True):
+            size = (int(image.shape[-1]), int(image.shape[-2]))
+            rows.append(task.image_row(pred, target, mapping=mapping, size=size))
+        done += len(images)
+        if progress is not None:
+            progress(done, total)
+    return rows
+
+
 def predict_classes(
     dataset: Any, run: ModelRun, progress: Progress | None = None
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """Run a classifier over `dataset`; (scores (N, K) in data-set class order, labels, name)."""
     if getattr(dataset, "multi_label", False):
-        raise DataError("multi-label classification data sets cannot be scored with top-1/top-5")
+        raise DataError(
+            "multi-label classification data sets cannot be scored with top-1/top-5: score a "
+            "multi-label model (train --task multilabel) on them"
+        )
     loaded, predictor = _loaded_predictor(run, "classify")
     mapping = model_class_map(loaded.info.classes, dataset.classes)
     missing = sorted(set(range(len(dataset.classes))) - set(mapping[mapping >= 0].tolist()))

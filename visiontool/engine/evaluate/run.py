@@ -3,8 +3,10 @@
 `run_eval` is what `visiontool eval` calls. Detection is scored three ways on the same rows:
 COCO's 12 numbers and per-class AP (faster-coco-eval), VOC AP50 (07 11-point and all-point),
 and a confusion matrix with a background class. Classification gives top-1/top-5 and per-class
-precision/recall/F1. `--fail-under` gates are checked here and reported back; the CLI turns a
-missed gate into exit code 1.
+precision/recall/F1. A model of a task scored per image (single, multilabel: `TaskSpec.score`)
+is run over the data set as its task reads it and scored by the task. The task is the model's
+(`--model/--weights`), or the data set's for a predictions file. `--fail-under` gates are
+checked here and reported back; the CLI turns a missed gate into exit code 1.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from visiontool.io.predictions import Detections, ImageIndex, no_gc
 from visiontool.metrics.coco import COCO_KEYS
 
 DETECTION_KEYS = (*COCO_KEYS, "voc07_map50", "voc_map50")
-CLASSIFICATION_KEYS = ("top1", "top5")
 
 
 @dataclass
@@ -45,8 +46,9 @@ class EvalConfig:
     """Where metrics.json and plots go; None writes nothing (the CLI defaults to runs/eval/exp*)."""
     iou_thresholds: list[float] | None = None
     """COCO IoU thresholds; None: COCO's 0.50:0.05:0.95."""
-    conf: float = 0.25
-    """Confusion matrix: predictions scoring below are dropped."""
+    conf: float | None = None
+    """Score threshold: detection's confusion matrix drops predictions below it (None:
+    0.25); a multi-label model's label threshold (None: the model's own)."""
     iou: float = 0.45
     """Confusion matrix: the IoU that makes a match."""
     fail_under: dict[str, float] = field(default_factory=dict)
@@ -92,20 +94,50 @@ class EvalReport:
 Log = Callable[[str], None]
 
 
+DETECTION_CONF = 0.25
+"""The confusion matrix's score threshold when `EvalConfig.conf` is None."""
+
+
 def run_eval(config: EvalConfig, *, on_log: Log | None = None) -> EvalReport:
     """Score predictions against `config.data`; write metrics.json and plots under `config.out`."""
+    from visiontool.tasks.spec import get_task
+
     log = on_log or (lambda message: None)
     _validate(config)
     check_gate_values(config.fail_under)
     gt, dataset = load_ground_truth(config.data, split=config.split)
-    task = "detect" if gt is not None else "classify"
-    check_gate_keys(config.fail_under, task)
-    if gt is None:
-        report = _run_classification(config, dataset, log)
+    run = None if config.pred is not None else _model_run(config)
+    if run is None:  # a predictions file: the data set says what it holds
+        task = get_task("detect" if gt is not None else "classify")
     else:
-        report = _run_detection(config, gt, dataset, log)
+        task = get_task(run.load().info.task)
+        _check_data_fits(task, config.data, dataset, gt, run)
+    check_gate_keys(config.fail_under, task.name)
+    if task.score is not None:
+        report = _run_task(config, task, dataset, run, log)  # type: ignore[arg-type]
+    elif gt is None:
+        report = _run_classification(config, dataset, log, run)
+    else:
+        report = _run_detection(config, gt, dataset, log, run)
     report.failed = failed_gates(report.metrics, config.fail_under)
     return report
+
+
+def _check_data_fits(
+    task: Any, data: Path, dataset: Any, gt: GroundTruth | None, run: ModelRun
+) -> None:
+    """The model's task reads this kind of data set (`TaskSpec.reads`), else a usage error."""
+    kind = "detect" if gt is not None else "classify"
+    if kind not in task.reads:
+        info = run.load().info
+        raise ConfigError(
+            f"model {info.name!r} is a {info.task} model but the data set is for {kind}"
+        )
+    if dataset is None and task.score is not None:
+        raise ConfigError(
+            f"{data} is a bare annotations file: a model needs the images; pass the data set "
+            "folder (or a data spec) as --data"
+        )
 
 
 def _validate(config: EvalConfig) -> None:
@@ -115,14 +147,16 @@ def _validate(config: EvalConfig) -> None:
         bad = [t for t in config.iou_thresholds if not 0.0 < t <= 1.0]
         if bad or not config.iou_thresholds:
             raise ConfigError(f"--iou-thresholds must be numbers in (0, 1], got {bad or 'none'}")
-    if not 0.0 < config.iou <= 1.0 or not 0.0 <= config.conf <= 1.0:
+    if not 0.0 < config.iou <= 1.0 or (config.conf is not None and not 0.0 <= config.conf <= 1.0):
         raise ConfigError("--iou must be in (0, 1] and --conf in [0, 1]")
     device = (config.device or "auto").lower()
     if device not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:\d+", device):
         raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N, got {config.device!r}")
 
 
-def _run_detection(config: EvalConfig, gt: GroundTruth, dataset: Any, log: Log) -> EvalReport:
+def _run_detection(
+    config: EvalConfig, gt: GroundTruth, dataset: Any, log: Log, run: ModelRun | None
+) -> EvalReport:
     if config.pred is not None:
         from visiontool.io.predictions import read_predictions, resolve_predictions
 
@@ -147,7 +181,7 @@ def _run_detection(config: EvalConfig, gt: GroundTruth, dataset: Any, log: Log) 
             )
         from visiontool.engine.evaluate.inputs import predict_detections
 
-        dets, source = predict_detections(dataset, gt, _model_run(config))
+        dets, source = predict_detections(dataset, gt, run or _model_run(config))
     log(
         f"scoring {len(dets)} predictions on {len(gt.image_ids)} images "
         f"(matched to images {dets.matching})"
@@ -178,6 +212,7 @@ def _model_run(config: EvalConfig) -> ModelRun:
         workers=config.workers,
         half=config.half,
         imgsz=config.imgsz,
+        conf=config.conf,
     )
 
 
@@ -243,14 +278,16 @@ def _write_detection(
 
     curves, ap50 = pr_curves(gt, metrics, extras)
     files.append(str(plot_pr_curves(curves, out / "pr_curve.png", ap=ap50)))
-    path = plot_detection_confusion(
-        gt, dets, out / "confusion_matrix.png", conf=config.conf, iou=config.iou
-    )
+    conf = DETECTION_CONF if config.conf is None else config.conf
+    path = plot_detection_confusion(gt, dets, out / "confusion_matrix.png", conf=conf,
+                                    iou=config.iou)  # fmt: skip
     files.append(str(path))
     return files
 
 
-def _run_classification(config: EvalConfig, dataset: Any, log: Log) -> EvalReport:
+def _run_classification(
+    config: EvalConfig, dataset: Any, log: Log, run: ModelRun | None
+) -> EvalReport:
     from visiontool.engine.evaluate.inputs import predict_classes
     from visiontool.metrics.classification import classification_metrics
 
@@ -259,7 +296,7 @@ def _run_classification(config: EvalConfig, dataset: Any, log: Log) -> EvalRepor
             f"{config.data} is a classification data set; score it with --model/--weights "
             "(--pred reads detection predictions)"
         )
-    scores, labels, source = predict_classes(dataset, _model_run(config))
+    scores, labels, source = predict_classes(dataset, run or _model_run(config))
     log(f"scored {len(labels)} images")
     result = classification_metrics(scores, labels, num_classes=len(dataset.classes))
     per_class = {
@@ -295,6 +332,36 @@ def _run_classification(config: EvalConfig, dataset: Any, log: Log) -> EvalRepor
     return report
 
 
+def _run_task(config: EvalConfig, task: Any, dataset: Any, run: ModelRun, log: Log) -> EvalReport:
+    """A model of a task scored per image: run it over the data set as the task reads it,
+    score the rows with `task.score`; metrics.json holds the scalars and `per_class`."""
+    from visiontool.engine.evaluate.inputs import predict_rows
+
+    dataset = task.adapt(dataset)
+    rows, conf, source = predict_rows(task, dataset, run)
+    log(f"scored {len(rows)} images")
+    scored = task.score(rows, classes=list(dataset.classes), conf=conf)
+    per_class = {row["class"]: {k: v for k, v in row.items() if k != "class"}
+                 for row in scored.per_class[1:]}  # fmt: skip
+    metrics: dict[str, Any] = dict(scored.metrics)
+    if conf is not None and task.output == "scores":
+        metrics["threshold"] = conf
+    metrics["per_class"] = per_class
+    report = EvalReport(
+        task=task.name,
+        metrics=metrics,
+        classes=list(dataset.classes),
+        images=len(rows),
+        predictions=len(rows),
+        source=source,
+    )
+    if config.out is not None:
+        from visiontool.io.atomic import write_json
+
+        report.files = [str(write_json(Path(config.out) / "metrics.json", metrics))]
+    return report
+
+
 def check_gate_values(gates: dict[str, float]) -> None:
     """Every metric a gate can name lies in [0, 1]: a NaN, infinite or out-of-range threshold
     could never fail (or never pass), so it is a usage error."""
@@ -308,8 +375,11 @@ def check_gate_values(gates: dict[str, float]) -> None:
 
 
 def check_gate_keys(gates: dict[str, float], task: str) -> None:
-    """Unknown --fail-under keys are a usage error, found before any work is done."""
-    known = DETECTION_KEYS if task == "detect" else CLASSIFICATION_KEYS
+    """Unknown --fail-under keys are a usage error, found before any image is scored: the
+    task's higher-is-better numbers (`TaskSpec.metrics`)."""
+    from visiontool.tasks.spec import get_task
+
+    known = get_task(task).metrics
     for key in gates:
         if key not in known:
             from visiontool.errors import UnknownName

@@ -45,8 +45,10 @@ class DetectConfig:
     """`DEFAULT` (pretrained), `none` (random init) or a checkpoint path."""
     device: str = "auto"
     """`auto`, `cpu`, `cuda` or `cuda:N` (auto: cuda if available)."""
-    conf: float = 0.25
-    """Score threshold: detections scoring below it are dropped."""
+    conf: float | None = None
+    """Score threshold: detections (multi-label: classes) scoring below it are dropped; None:
+    the model's (0.25 for detectors, a multi-label model's trained threshold, 0 for the
+    single-object model: one detection per image)."""
     iou: float | None = None
     """NMS IoU threshold; None keeps the model's default."""
     max_det: int = 300
@@ -98,7 +100,7 @@ class DetectSummary:
     inflight: int = 1  # batches in the model at once
     images: int = 0
     failed: int = 0
-    detections: int = 0
+    detections: int = 0  # boxes found (models that give boxes)
     failures: list[dict[str, str]] = field(default_factory=list)
     stage_ms: dict[str, float] = field(default_factory=dict)  # totals per stage
     total_s: float = 0.0

@@ -21,7 +21,7 @@ from visiontool.engine.predict.inflight import DEFAULT_INFLIGHT, map_in_order
 from visiontool.engine.predict.stream import DecodedItem
 from visiontool.errors import ConfigError, UnknownName
 from visiontool.io.images import DEFAULT_MAX_PIXELS
-from visiontool.results import ClassScore, Detection, ImageResult
+from visiontool.results import Detection, ImageResult
 from visiontool.runtime import check_budget, default_workers
 
 Log = Callable[[str], None]
@@ -32,7 +32,7 @@ def predict(
     *,
     model: Any = None,
     weights: str | None = "DEFAULT",
-    conf: float = 0.25,
+    conf: float | None = None,
     iou: float | None = None,
     max_det: int = 300,
     classes: list[str] | None = None,
@@ -99,7 +99,7 @@ def _results_only(stream: Iterator[tuple[ImageResult, Any]]) -> Iterator[ImageRe
 
 def check_options(
     *,
-    conf: float,
+    conf: float | None,
     batch: int,
     inflight: int | None,
     max_det: int,
@@ -112,7 +112,7 @@ def check_options(
         raise ConfigError(f"--workers must be >= 0, got {workers}")
     if topk < 1:
         raise ConfigError(f"--topk must be >= 1, got {topk}")
-    if not 0.0 <= conf <= 1.0:
+    if conf is not None and not 0.0 <= conf <= 1.0:
         raise ConfigError(f"--conf must be in [0, 1], got {conf}")
     if batch < 1:
         raise ConfigError(f"--batch must be >= 1, got {batch}")
@@ -132,7 +132,7 @@ def make_predictor(
     model: Any,
     weights: str | None,
     device: str,
-    conf: float,
+    conf: float | None,
     iou: float | None,
     max_det: int,
     classes: list[str] | None,
@@ -223,7 +223,7 @@ def stream_results(
                 continue
             predictions, batch_ms = outcome
             for item, prediction in zip(group, predictions, strict=True):
-                result = to_result(item, prediction, info, topk=topk)
+                result = to_result(item, prediction, info, topk=topk, conf=predictor.conf)
                 result.speed["inference"] = batch_ms / len(group)
                 yield result, item.image if keep_images else None
 
@@ -263,8 +263,12 @@ def _failed(item: DecodedItem) -> ImageResult:
     )
 
 
-def to_result(item: DecodedItem, prediction: Any, info: Any, *, topk: int) -> ImageResult:
-    """Turn a model prediction into an `ImageResult` with labels."""
+def to_result(
+    item: DecodedItem, prediction: Any, info: Any, *, topk: int, conf: float | None = None
+) -> ImageResult:
+    """Turn a model prediction into an `ImageResult` with labels: detections, or the classes
+    its task reports (`TaskSpec.classes`: the top-k of a classifier, every class scoring >=
+    `conf` of a multi-label model)."""
     height, width = int(item.image.shape[1]), int(item.image.shape[2])
     result = ImageResult(
         image=item.path, rel=item.rel, width=width, height=height, speed={"decode": item.decode_ms}
@@ -273,12 +277,10 @@ def to_result(item: DecodedItem, prediction: Any, info: Any, *, topk: int) -> Im
         result.error = prediction.error
         return result
     if prediction.probs is not None:
-        k = min(topk, prediction.probs.numel())
-        scores, ids = prediction.probs.topk(k)
-        result.classes = [
-            ClassScore(int(i), info.classes[int(i)], float(s))
-            for s, i in zip(scores.tolist(), ids.tolist(), strict=True)
-        ]
+        from visiontool.tasks.spec import get_task
+
+        report = get_task(info.task).classes
+        result.classes = report(prediction.probs, info.classes, topk=topk, conf=conf)
         return result
     boxes = prediction.boxes.tolist()
     result.detections = [

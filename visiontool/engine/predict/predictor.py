@@ -2,7 +2,9 @@
 
 The predictor owns the model-side stages only (preprocess -> inference -> postprocess) and
 never reads or writes files; `engine.detect` streams inputs through it and hands results to
-writers. Images stay uint8 until they reach the model's device, where they become float.
+writers. Images stay uint8 until they reach the model's device, where they become float. The
+model's task (`visiontool.tasks`) says which interface it has (`TaskSpec.output`: boxes or
+scores), how logits become scores, and the score threshold when none is given.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from visiontool.errors import ConfigError
 from visiontool.models.factory import LoadedModel
 from visiontool.models.specs import InferenceSettings
 from visiontool.runtime import autocast, autocast_dtype
+from visiontool.tasks.spec import get_task
 
 
 @dataclass
@@ -28,13 +31,14 @@ class ImagePrediction:
 
 
 class Predictor:
-    """Runs a loaded detector or classifier on batches of uint8 (3, H, W) tensors."""
+    """Runs a loaded model on batches of uint8 (3, H, W) tensors. `conf` None: the model's own
+    threshold (`ModelInfo.conf`), else its task's default (`TaskSpec.default_conf`)."""
 
     def __init__(
         self,
         loaded: LoadedModel,
         *,
-        conf: float = 0.25,
+        conf: float | None = None,
         iou: float | None = None,
         max_det: int | None = None,
         classes: list[int] | None = None,
@@ -48,6 +52,8 @@ class Predictor:
             optimize_for_inference(loaded.module)
         self.loaded = loaded
         self.task = loaded.info.task
+        if conf is None:
+            conf = loaded.info.conf if loaded.info.conf is not None else self.spec.default_conf
         self.conf = conf
         self.max_det = max_det
         self.keep_classes = sorted(set(classes)) if classes else None
@@ -55,19 +61,34 @@ class Predictor:
         self.autocast_dtype = autocast_dtype(self.device) if half else None
         self._raw_to_class = torch.tensor(loaded.info.raw_to_class(), dtype=torch.int64)
         self.head = loaded.head
-        if self.task == "detect":
-            if self.head is None:
-                raise ConfigError(f"model {loaded.info.name!r} records no detection head")
-            settings = InferenceSettings(
-                conf=conf, iou=iou, max_det=max_det if not classes else None
-            )
-            self.head.configure(loaded.module, settings)
-            if imgsz:
-                self.head.set_input_size(loaded.module, imgsz)
+        if self.spec.output == "boxes":
+            self._configure_boxes(conf, iou, max_det if not classes else None, imgsz)
         self._preprocess = dict(loaded.info.preprocess)
-        if self.task == "classify" and imgsz:
+        if self.spec.output == "scores" and imgsz:
             ratio = self._preprocess.get("resize", imgsz) / self._preprocess.get("crop", imgsz)
             self._preprocess.update(crop=imgsz, resize=int(round(imgsz * ratio)))
+
+    @property
+    def spec(self) -> Any:
+        """The `TaskSpec` of the model's task."""
+        return get_task(self.task)
+
+    def _configure_boxes(
+        self, conf: float | None, iou: float | None, max_det: int | None, imgsz: int | None
+    ) -> None:
+        """A detector's head takes the thresholds and input size inside; a model without a
+        head (the single-object model: one box per image, no NMS) only its input size."""
+        module = self.loaded.module
+        if self.head is not None:
+            self.head.configure(module, InferenceSettings(conf=conf or 0.0, iou=iou,
+                                                          max_det=max_det))  # fmt: skip
+            if imgsz:
+                self.head.set_input_size(module, imgsz)
+        elif hasattr(module, "set_input_size"):
+            if imgsz:
+                module.set_input_size(imgsz)
+        else:
+            raise ConfigError(f"model {self.loaded.info.name!r} records no detection head")
 
     def predict(self, images: list[Any]) -> list[ImagePrediction]:
         """Predict a batch. All images should have one shape for batch-size invariance.
@@ -77,7 +98,7 @@ class Predictor:
 
         with torch.inference_mode(), autocast(self.device, self.autocast_dtype):
             inputs = [self._to_device(image) for image in images]
-            run = self._classify if self.task == "classify" else self._detect
+            run = self._classify if self.spec.output == "scores" else self._detect
             try:
                 return run(inputs)
             except (RuntimeError, ValueError, IndexError) as exc:  # an odd image, or OOM
@@ -104,7 +125,7 @@ class Predictor:
             boxes=empty.reshape(0, 4),
             scores=empty,
             class_ids=torch.zeros(0, dtype=torch.int64),
-            probs=None if self.task == "detect" else empty,
+            probs=None if self.spec.output == "boxes" else empty,
             error=f"model failed on this image ({reason})",
         )
 
@@ -118,7 +139,10 @@ class Predictor:
 
     def _resize_first(self, image: Any) -> tuple[Any, tuple[float, float]]:
         """The head's resize-before-normalise shortcut (same input, fewer pixels to
-        normalise; see `models.heads.torchvision_parts.preresize`)."""
+        normalise; see `models.heads.torchvision_parts.preresize`); a model without a head
+        resizes inside."""
+        if self.head is None:
+            return image, (1.0, 1.0)
         return self.head.preresize(self.loaded.module, image)
 
     def _to_device(self, image: Any) -> Any:
@@ -139,7 +163,7 @@ class Predictor:
         scores = output["scores"].float().cpu()
         raw = output["labels"].cpu().clamp(0, len(self._raw_to_class) - 1)
         class_ids = self._raw_to_class[raw]
-        keep = (class_ids >= 0) & (scores >= self.conf)
+        keep = (class_ids >= 0) & (scores >= (self.conf or 0.0))
         if self.keep_classes is not None:
             allowed = self._class_mask()
             keep &= allowed[class_ids.clamp(min=0)]
@@ -163,7 +187,7 @@ class Predictor:
         logits = self.loaded.module(batch)
         if isinstance(logits, tuple):  # GoogLeNet/Inception aux outputs
             logits = logits[0]
-        probs = logits.float().softmax(dim=1).cpu()
+        probs = self.spec.activation(logits).cpu()  # softmax, or a sigmoid per class
         return [ImagePrediction(probs=p) for p in probs]
 
 
@@ -182,11 +206,17 @@ def optimize_for_inference(module: Any) -> None:
 
 
 def classify_transform(image: Any, preprocess: dict[str, Any]) -> Any:
-    """Resize the short side, centre-crop and normalise a float (3, H, W) image in [0, 1]."""
+    """Resize the short side, centre-crop and normalise a float (3, H, W) image in [0, 1];
+    with `square` (multi-label models: nothing may be cut off) the whole image is resized to
+    the crop size instead."""
     from torchvision.transforms.v2 import functional as F
 
     resize = preprocess.get("resize")
     crop = preprocess.get("crop")
+    if preprocess.get("square") and crop:
+        image = F.resize(_trim_long_side(image, MAX_CLASSIFY_ASPECT), [int(crop), int(crop)],
+                         antialias=True)  # fmt: skip
+        return normalize_for_model(image, preprocess)
     if resize:
         image = F.resize(_trim_long_side(image, MAX_CLASSIFY_ASPECT), [int(resize)], antialias=True)
     if crop:

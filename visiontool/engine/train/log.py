@@ -33,7 +33,8 @@ def _fmt(value: Any) -> Any:
     return f"{value:.6g}" if isinstance(value, float) else value
 
 
-# metrics.png: a few small panels of the metrics people read, never all 14 COCO numbers
+# metrics.png: a few small panels of the metrics people read, never all 14 COCO numbers; a
+# run draws its task's own (`TaskSpec.panels`), these are detection's and classification's
 PANELS: dict[str, dict[str, str]] = {
     "mAP (val)": {"val/map50": "mAP50", "val/map": "mAP50-95"},
     "precision / recall (val, conf 0.25)": {"val/precision": "P", "val/recall": "R"},
@@ -42,14 +43,14 @@ PANELS: dict[str, dict[str, str]] = {
 
 
 def metric_panels(
-    rows: list[dict[str, Any]],
+    rows: list[dict[str, Any]], panels: dict[str, dict[str, str]] | None = None
 ) -> dict[str, dict[str, tuple[list[int], list[float]]]]:
     """The series metrics.png draws: panel title -> label -> (epochs, values). Undefined values
     (-1, as pycocotools writes for nothing to score) and epochs without validation are left
     out; a series with no defined value, and a panel with no series, are not drawn."""
-    panels: dict[str, dict[str, tuple[list[int], list[float]]]] = {}
+    drawn: dict[str, dict[str, tuple[list[int], list[float]]]] = {}
     losses = [c for c in (rows[-1] if rows else {}) if "loss" in c and not c.startswith("val/")]
-    groups = {"losses (train)": {c: c for c in losses}, **PANELS}
+    groups = {"losses (train)": {c: c for c in losses}, **(PANELS if panels is None else panels)}
     for title, columns in groups.items():
         series = {}
         for column, label in columns.items():
@@ -58,13 +59,15 @@ def metric_panels(
             if points:
                 series[label] = ([e for e, _ in points], [v for _, v in points])
         if series:
-            panels[title] = series
-    return panels
+            drawn[title] = series
+    return drawn
 
 
-def plot_results(csv_path: Path, out: Path) -> Path | None:
-    """losses.png (every loss) and metrics.png (`metric_panels`, side by side) from
-    results.csv, through `visiontool.io.plotting`."""
+def plot_results(
+    csv_path: Path, out: Path, *, panels: dict[str, dict[str, str]] | None = None
+) -> Path | None:
+    """losses.png (every loss) and metrics.png (`metric_panels` of `panels`, side by side)
+    from results.csv, through `visiontool.io.plotting`."""
     from visiontool.io.plotting import figure, integer_ticks
 
     rows = read_results(csv_path)
@@ -81,7 +84,7 @@ def plot_results(csv_path: Path, out: Path) -> Path | None:
             ax.set_xlabel("epoch")
             integer_ticks(ax.xaxis)
             ax.legend()
-    panels = metric_panels(rows)
+    panels = metric_panels(rows, panels)
     if panels:
         with figure(out / "metrics.png", size=(3.6 * len(panels), 3.2), ncols=len(panels)) as (
             _,

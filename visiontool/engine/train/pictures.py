@@ -58,7 +58,9 @@ def write_labels(dataset: Any, path: Path) -> Path:
 
     classes = list(dataset.classes)
     if getattr(dataset, "task", "detect") == "classify":
-        counts = np.bincount(np.asarray(dataset.targets, np.int64), minlength=len(classes))
+        label_sets = getattr(dataset, "label_sets", None)  # multi-label: every label counts
+        ids = [k for s in label_sets for k in s] if label_sets is not None else dataset.targets
+        counts = np.bincount(np.asarray(ids, np.int64), minlength=len(classes))
         with figure(path, size=(_bars_width(len(classes)), 4.5)) as (_, ax):
             _class_bars(ax, counts, classes, f"images per class ({len(dataset)} images)")
             ax.set_ylabel("images")
@@ -234,7 +236,7 @@ def write_validation_plots(plots: PlotInputs, out: Path, *, epoch: int) -> list[
         plot_detection_confusion,
         plot_pr_curves,
     )
-    from visiontool.engine.evaluate.run import EvalConfig
+    from visiontool.engine.evaluate.run import DETECTION_CONF, EvalConfig
 
     when = f"best epoch {epoch}"
     if plots.gt is None:
@@ -244,7 +246,7 @@ def write_validation_plots(plots: PlotInputs, out: Path, *, epoch: int) -> list[
     if plots.curves:
         files.append(plot_pr_curves(plots.curves, out / PR_CURVE, ap=plots.ap50,
                                     title=f"Precision-recall at IoU 0.5, {when}"))  # fmt: skip
-    conf, iou = EvalConfig.conf, EvalConfig.iou
+    conf, iou = DETECTION_CONF, EvalConfig.iou
     title = f"Confusion matrix, {when} (conf >= {conf:g}, IoU >= {iou:g})"
     files.append(plot_detection_confusion(plots.gt, plots.dets, out / CONFUSION, conf=conf,
                                           iou=iou, title=title))  # fmt: skip

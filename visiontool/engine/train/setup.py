@@ -1,7 +1,10 @@
 """Build what a training run needs from its config: the model with its `ModelInfo`, the data
 sets with their transforms, and the parameter groups.
 
-Kept apart from the training loop so the loop reads as a loop.
+Kept apart from the training loop so the loop reads as a loop. The task's spec
+(`visiontool.tasks`) says which data sets it reads and which kind of model it trains
+(`TaskSpec.model_task`: a detector, a classifier or the single-object model); `BUILDERS` holds
+one builder per kind.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from visiontool.models.specs import HeadSpec, ModelSpec
 
 DEFAULT_HEAD = "frcnn"  # `train` with neither --model nor --head
 DEFAULT_CLASSIFIER = "resnet18"
+DEFAULT_SINGLE = "single"  # the single-object model over --backbone (default resnet18)
+DEFAULT_SINGLE_BACKBONE = "resnet18"
 # options that shape a composed detector (backbone x head); a registry model ignores them
 COMPOSE_OPTIONS = (
     "backbone", "fpn", "trainable_layers", "returned_layers", "backbone_weights", "arch",
@@ -25,13 +30,20 @@ COMPOSE_OPTIONS = (
 def resolve_model_choice(cfg: Any) -> tuple[str | None, str | None]:
     """(model, head) a run trains: `--head` composes a detector from parts; `--model` names a
     registry model (the same name means the same model in every command). Neither: the
-    default head for detection, resnet18 for classification."""
+    default head for detection, resnet18 for (multi-label) classification, the single-object
+    model for single."""
+    from visiontool.tasks.spec import get_task
+
     if cfg.head and cfg.model:
         raise ConfigError("pass --model NAME (a registry model) or --head NAME (compose), not both")
-    if cfg.task == "classify":
-        if cfg.head:
-            raise ConfigError("--head is for detection; classifiers are named with --model")
+    kind = get_task(cfg.task).model_task
+    if kind != "detect" and cfg.head:
+        raise ConfigError(f"--head composes detectors (--task detect); --task {cfg.task} "
+                          "names its model with --model")  # fmt: skip
+    if kind == "classify":
         return cfg.model or DEFAULT_CLASSIFIER, None
+    if kind == "single":
+        return cfg.model or DEFAULT_SINGLE, None
     if cfg.model:
         spec: ModelSpec = registry.get("model", cfg.model)
         return spec.name, spec.composes  # a recipe composes its head over --backbone
@@ -172,8 +184,12 @@ def _registry_detector(cfg: Any, name: str, num_classes: int) -> tuple[Any, int]
 
 
 def build_classifier_for_training(cfg: Any, dataset: Any) -> tuple[Any, ModelInfo, list[str]]:
+    """A classifier for the data set's classes (--task classify, and multilabel, which trains
+    the same networks with per-class sigmoid outputs)."""
     from visiontool.models.factory import create_model
+    from visiontool.tasks.spec import get_task
 
+    task = get_task(cfg.task)
     classes = list(dataset.classes)
     name, _ = resolve_model_choice(cfg)
     spec: ModelSpec = registry.get("model", name)
@@ -185,6 +201,9 @@ def build_classifier_for_training(cfg: Any, dataset: Any) -> tuple[Any, ModelInf
     )
     new = list(module.fresh_parameters)
     imgsz = cfg.imgsz or int(spec.input_size or 224)
+    preprocess = _scaled_preprocess(spec.preprocess, imgsz)
+    if task.whole_image:  # the whole image, squashed to a square, as training sees it
+        preprocess.update(resize=imgsz, crop=imgsz, square=True)
     channels = _in_channels(module)
     if spec.info is None:  # trained per data set (LeNet): rebuilt by its own name
         build = {"model": spec.name, "num_classes": len(classes), "in_channels": channels}
@@ -193,16 +212,74 @@ def build_classifier_for_training(cfg: Any, dataset: Any) -> tuple[Any, ModelInf
                  "in_channels": channels}  # fmt: skip
     info = ModelInfo(
         name=cfg.model_name or f"{spec.name}-{len(classes)}cls",
-        task="classify",
+        task=task.name,
         classes=classes,
         raw_classes=classes,
         category_ids=list(range(len(classes))),
         input_size=imgsz,
         build=build,
-        preprocess=_scaled_preprocess(spec.preprocess, imgsz),
+        preprocess=preprocess,
         weights="trained",
+        conf=task.train_conf(cfg),
     )
     return _finish(cfg, module, info, new)
+
+
+def build_single_for_training(cfg: Any, dataset: Any) -> tuple[Any, ModelInfo, list[str]]:
+    """The single-object model (`models.single`) for the data set's classes (no background),
+    over --backbone (default resnet18, --backbone-weights DEFAULT for ImageNet)."""
+    from visiontool.models.factory import create_model
+    from visiontool.models.finetune import head_param_names
+
+    classes = list(dataset.classes)
+    name, _ = resolve_model_choice(cfg)
+    spec: ModelSpec = registry.get("model", name)
+    if spec.task != "single":
+        raise ConfigError(f"--model {name!r} is a {spec.task} model; --task single trains "
+                          f"--model {DEFAULT_SINGLE} (over --backbone NAME)")  # fmt: skip
+    extra = [f"--{o.replace('_', '-')}" for o in ("fpn", "returned_layers", "arch", "anchors",
+                                                  "anchor_sizes", "anchor_ratios")
+             if getattr(cfg, o, None)]  # fmt: skip
+    if extra:
+        raise ConfigError(f"{', '.join(extra)} shape detectors' heads; the single-object model "
+                          "takes --backbone, --backbone-weights, --trainable-layers, --imgsz "
+                          "and --box-weight")  # fmt: skip
+    if weights_kind(cfg.weights) == "default":
+        raise ConfigError("--weights DEFAULT: the single-object model has no pretrained "
+                          "weights; use --backbone-weights DEFAULT (ImageNet trunk)")  # fmt: skip
+    imgsz = int(cfg.imgsz or spec.input_size or 224)
+    module = create_model(
+        spec.name, num_classes=len(classes), backbone=cfg.backbone or DEFAULT_SINGLE_BACKBONE,
+        size=imgsz, box_weight=cfg.box_weight, backbone_weights=cfg.backbone_weights,
+        trainable_layers=cfg.trainable_layers,
+    )  # fmt: skip
+    pretrained = weights_kind(cfg.backbone_weights) != "none"
+    info = ModelInfo(
+        name=cfg.model_name or f"{spec.name}-{module.build_kwargs['backbone']}-{len(classes)}cls",
+        task="single",
+        classes=classes,
+        raw_classes=classes,
+        category_ids=list(dataset.category_ids),
+        input_size=imgsz,
+        build=dict(module.build_kwargs),
+        weights="trained",
+    )
+    return _finish(cfg, module, info, head_param_names(module) if pretrained else [])
+
+
+BUILDERS = {
+    "detect": build_detector_for_training,
+    "classify": build_classifier_for_training,
+    "single": build_single_for_training,
+}
+"""One builder per kind of model a task trains (`TaskSpec.model_task`)."""
+
+
+def build_for_training(cfg: Any, dataset: Any) -> tuple[Any, ModelInfo, list[str]]:
+    """(module, its ModelInfo, the parameter names that start untrained) for `cfg.task`."""
+    from visiontool.tasks.spec import get_task
+
+    return BUILDERS[get_task(cfg.task).model_task](cfg, dataset)
 
 
 def _scaled_preprocess(preprocess: dict[str, Any], imgsz: int) -> dict[str, Any]:
@@ -249,31 +326,38 @@ def _load_for_finetune(module: Any, path: str) -> list[str]:
 
 
 def open_training_data(cfg: Any) -> tuple[Any, Any | None]:
-    """Train and (optional) val splits with transforms for the task and model family."""
+    """Train and (optional) val splits as the task reads them (`TaskSpec.reads`, `adapt`:
+    a multi-label run reads a detection set as the classes of each image)."""
     from visiontool.data.datasets import list_splits, open_dataset
+    from visiontool.tasks.spec import get_task
 
+    task = get_task(cfg.task)
     splits = list_splits(cfg.data, format=cfg.format)
     train_split = cfg.train_split if splits else None
-    train = open_dataset(cfg.data, split=train_split, format=cfg.format, task=cfg.task)
+    train = open_dataset(cfg.data, split=train_split, format=cfg.format, task=task.reads)
+    train = task.adapt(train)
     if len(train) == 0:
         raise DataError(f"{cfg.data}: the {train_split or 'training'} split has no images")
     val = None
     if cfg.val_split in splits:
-        val = open_dataset(cfg.data, split=cfg.val_split, format=cfg.format, task=cfg.task)
+        val = open_dataset(cfg.data, split=cfg.val_split, format=cfg.format, task=task.reads)
+        val = task.adapt(val)
         if len(val) == 0:
             val = None
     return train, val
 
 
 def attach_transforms(cfg: Any, train: Any, val: Any | None, info: ModelInfo) -> str:
-    """Set train/eval transforms; returns the augmentation preset used."""
+    """Set train/eval transforms; returns the augmentation preset used: `--augment`, else the
+    task's, else the detector head's."""
     from visiontool.data.transforms import build_transforms
+    from visiontool.tasks.spec import get_task
 
-    if cfg.task == "classify":
-        preset = cfg.augment or "classify"
+    task = get_task(cfg.task)
+    preset = cfg.augment or task.default_augment or _default_augment(info)
+    if task.output == "scores":  # a classifier takes a batch of one size
         size = info.input_size
-    else:
-        preset = cfg.augment or _default_augment(info)
+    else:  # detectors resize inside; frcnn's scale jitter works around their own size
         size = None if preset == "frcnn" else info.input_size
     train.transforms = build_transforms(preset, train=True, imgsz=size)
     if val is not None:

@@ -1,4 +1,4 @@
-"""The training engine: one loop for detectors and classifiers, on CPU, one GPU or many (DDP).
+"""The training engine: one loop for every task, on CPU, one GPU or many (DDP).
 
 `run_train(config)` builds the model and data, then runs epochs of
 forward -> loss -> backward -> (accumulate) -> clip -> step -> schedule -> EMA, validates every
@@ -10,6 +10,10 @@ scheduler, scaler, EMA, position (epoch and step) and random states, so an inter
 with the same weights as an uninterrupted one (CPU; any --workers: each sample's augmentation
 has its own seed, see `state.SeededSamples`). A resumed run keeps its recorded options; only
 RESUME_MAY_CHANGE may differ. A failing validation saves last.pt before it reports.
+
+What differs between tasks (detect, classify, single, multilabel: targets, loss, validation
+numbers, the default --metric) comes from the task's spec (`visiontool.tasks`); the loop itself
+does not know the task's name.
 """
 
 from __future__ import annotations
@@ -43,7 +47,9 @@ class ValidationFailed(VisiontoolError):
 @dataclass
 class TrainConfig:
     data: str | None = None  # required, except with `resume` (the checkpoint records it)
-    task: str = "detect"
+    task: str = "detect"  # detect, classify, single or multilabel (`visiontool.tasks`)
+    box_weight: float = 20.0  # single: loss = box L1 (px) + box_weight x class cross-entropy
+    threshold: float = 0.4  # multilabel: a class is predicted at score >= threshold
     model: str | None = None  # a registry model (`visiontool models`); None: see `head`
     head: str | None = None  # compose a detector: this head over `backbone` (default frcnn)
     backbone: str | None = None
@@ -123,8 +129,9 @@ class TrainSummary:
     rank: int = 0  # under torchrun, only rank 0 reports
     # the validation per class of `per_class_epoch` (the best epoch when it ran in this
     # process), `all` first; detection: class, images, instances, precision, recall, map50,
-    # map; classification: class, images, precision, recall, f1 (all: + top1, top5); -1:
-    # undefined
+    # map; classification: class, images, precision, recall, f1 (all: + top1, top5); single:
+    # class, images, accuracy, box_l1, iou; multilabel: class, images, ap, precision, recall,
+    # f1; -1: undefined
     per_class: list[dict[str, Any]] = field(default_factory=list)
     per_class_epoch: int | None = None
 
@@ -221,22 +228,36 @@ wrote there (nothing else), so old checkpoints and curves never mix with the new
 
 
 def validation_metrics(task: str) -> tuple[str, ...]:
-    """What validation reports, so a wrong --metric is refused before any epoch runs."""
-    if task == "classify":
-        return ("top1", "top5")
-    from visiontool.metrics.coco import COCO_KEYS
+    """What --metric may name (validation reports them), so a wrong one is refused before any
+    epoch runs."""
+    from visiontool.tasks.spec import get_task
 
-    return (*COCO_KEYS, "voc07_map50", "voc_map50")
+    return get_task(task).metrics
+
+
+# options of one task: (option, the task it belongs to)
+TASK_OPTIONS = (("box_weight", "single"), ("threshold", "multilabel"))
 
 
 def _validate(config: TrainConfig) -> None:
+    from visiontool.tasks.spec import get_task
+
     if not config.data and not config.resume:
         raise ConfigError(
             "missing option --data: the data set to train on (or --resume RUN/weights/last.pt "
             "to continue a run, which needs no other option)"
         )
-    if config.task not in ("detect", "classify"):
-        raise ConfigError(f"--task must be detect or classify, got {config.task!r}")
+    task = get_task(config.task)  # an unknown --task is an UnknownName naming the nearest
+    given = set() if config.resume else _given_options(config)  # resumed: checked on merge
+    for name, owner in TASK_OPTIONS:
+        if name in given and task.name != owner:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} applies to --task {owner} only (this run: --task "
+                              f"{task.name}); drop it or pass --task {owner}")  # fmt: skip
+    if not math.isfinite(config.box_weight) or config.box_weight < 0:
+        raise ConfigError(f"--box-weight must be a number >= 0, got {config.box_weight}")
+    if not 0.0 < config.threshold < 1.0:
+        raise ConfigError(f"--threshold must be in (0, 1), got {config.threshold}")
     for name in ("epochs", "batch", "accumulate", "val_every"):
         if getattr(config, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
@@ -284,15 +305,12 @@ class Trainer:
         from visiontool.engine.train.optim import build_optimizer, build_scheduler, ema_model
         from visiontool.models.finetune import param_groups
         from visiontool.runtime import autocast_dtype
+        from visiontool.tasks.spec import get_task
 
         cfg = self.cfg
+        self.task = get_task(cfg.task)
         self.train_set, self.val_set = setup.open_training_data(cfg)
-        build_model = (
-            setup.build_detector_for_training
-            if cfg.task == "detect"
-            else setup.build_classifier_for_training
-        )
-        module, self.info, new_params = build_model(cfg, self.train_set)
+        module, self.info, new_params = setup.build_for_training(cfg, self.train_set)
         self.augment = setup.attach_transforms(cfg, self.train_set, self.val_set, self.info)
         module.to(self.device)
         if cfg.sync_bn and self.dist.enabled:
@@ -316,7 +334,7 @@ class Trainer:
         )
         self.ema = ema_model(module, cfg.ema_decay) if cfg.ema else None
         self.ddp = self._wrap_ddp(module)
-        self.metric = cfg.metric or ("map50" if cfg.task == "detect" else "top1")
+        self.metric = cfg.metric or self.task.default_metric
         self.start_epoch, self.start_step = 0, 0
         self.best_value: float | None = None
         self.best_epoch: int | None = None
@@ -463,7 +481,7 @@ class Trainer:
             task=self.cfg.task,
             model=self.info.name,
             head=head,
-            backbone=build.get("backbone") if head else None,
+            backbone=build.get("backbone"),
             registry_model=model,
             imgsz=int(self.info.input_size),
             augment=self.augment,
@@ -499,6 +517,8 @@ class Trainer:
                         "anchor_sizes", "anchor_ratios"):  # fmt: skip
                 if args.get(key) is None and build.get(key) is not None:
                     args[key] = build[key]
+        if args.get("backbone") is None and self.info.build.get("backbone") is not None:
+            args["backbone"] = self.info.build["backbone"]  # e.g. the single-object model's
         for key in ("backbone_weights", "weights"):
             if args.get(key) is None:
                 args[key] = "none"
@@ -565,21 +585,22 @@ class Trainer:
         return row
 
     def _forward(self, images: list[Any], targets: list[Any]) -> dict[str, Any]:
+        """The losses of one batch: a model without a task loss computes its own from the
+        targets (torchvision's detector interface); a classifier's logits are scored by it."""
         import torch
 
         from visiontool.engine.predict.predictor import normalize_for_model
         from visiontool.runtime import autocast
 
         images = [image.to(self.device, non_blocking=True) for image in images]
+        prepared = self.task.targets(targets, self.device)
         with autocast(self.device, self.amp_dtype):
-            if self.cfg.task == "classify":
-                batch = normalize_for_model(torch.stack(images), self.info.preprocess)
-                logits = self.ddp(batch)
-                logits = logits[0] if isinstance(logits, tuple) else logits
-                labels = torch.as_tensor([int(t) for t in targets], device=self.device)
-                return {"cls_loss": torch.nn.functional.cross_entropy(logits.float(), labels)}
-            prepared = [_to_model_target(t, self.device) for t in targets]
-            return self.ddp(images, prepared)
+            if self.task.loss is None:
+                return self.ddp(images, prepared)
+            batch = normalize_for_model(torch.stack(images), self.info.preprocess)
+            logits = self.ddp(batch)
+            logits = logits[0] if isinstance(logits, tuple) else logits  # GoogLeNet aux
+            return self.task.loss(logits, prepared)
 
     def _optimizer_step(self) -> None:
         import torch
@@ -632,7 +653,11 @@ class Trainer:
             ) from exc
 
     def _validate(self) -> dict[str, float]:
-        from visiontool.engine.train.validate import classifier_report, detector_report
+        from visiontool.engine.train.validate import (
+            classifier_report,
+            detector_report,
+            task_report,
+        )
 
         module = self.ema.module if self.ema is not None else self.model
         progress = self.cb.on_validate if self.dist.is_main else None
@@ -640,8 +665,11 @@ class Trainer:
             progress(0, len(range(self.dist.rank, len(self.val_set), self.dist.world_size)))
         kwargs = dict(info=self.info, device=self.device, batch=self.cfg.batch,
                       workers=self.cfg.workers, dist=self.dist, progress=progress)  # fmt: skip
-        report_of = detector_report if self.cfg.task == "detect" else classifier_report
-        report = report_of(module, self.val_set, **kwargs)
+        if self.task.score is not None:  # scored per image by the task itself
+            report = task_report(module, self.val_set, task=self.task, **kwargs)
+        else:
+            report_of = detector_report if self.task.output == "boxes" else classifier_report
+            report = report_of(module, self.val_set, **kwargs)
         self.per_class = report.per_class
         self.val_plots = report.plots if self.dist.is_main else None
         return {f"val/{k}": v for k, v in report.metrics.items()}
@@ -681,7 +709,7 @@ class Trainer:
             if improved or self.best_value is None:
                 self._save("best.pt", epoch=epoch + 1, step=0)
             append_results(self.out / "results.csv", row)
-            plot_results(self.out / "results.csv", self.out)
+            plot_results(self.out / "results.csv", self.out, panels=self.task.panels)
         if self.cb.on_epoch is not None and self.dist.is_main:
             self.cb.on_epoch(row)
 
@@ -985,19 +1013,12 @@ def _type_ok(annotation: str, value: Any) -> bool:
     return False
 
 
-def _to_model_target(target: dict[str, Any], device: Any) -> dict[str, Any]:
-    """Our 0-based labels -> torchvision's (background = 0), plain tensors on the device."""
-    import torch
-
-    boxes = torch.as_tensor(target["boxes"], dtype=torch.float32).reshape(-1, 4)
-    labels = torch.as_tensor(target["labels"], dtype=torch.int64) + 1
-    return {"boxes": boxes.to(device), "labels": labels.to(device)}
-
-
 def _default_lr(cfg: TrainConfig) -> float:
+    from visiontool.tasks.spec import get_task
+
     if cfg.optimizer == "adamw":
         return 1e-3
-    return 0.02 * cfg.batch / 16 if cfg.task == "detect" else 0.01
+    return get_task(cfg.task).sgd_lr(cfg.batch)
 
 
 def _named_run(name: str, *, exist_ok: bool) -> Path:

@@ -1,6 +1,7 @@
 """Validation during training, through the eval engine: COCO/VOC metrics for detectors,
 top-1/top-5 for classifiers, each with a per-class table and the data behind the PR curve and
-confusion matrix (`ValidationReport`).
+confusion matrix (`ValidationReport`); tasks scored per image (single, multilabel) by their
+own `TaskSpec.score`, as `visiontool eval` scores them.
 
 The model being trained is wrapped in the same `Predictor` that `detect` and `eval` use, and
 scored by the same functions as `visiontool eval`, so a validation number is exactly what
@@ -39,7 +40,7 @@ class ValidationReport:
 
     metrics: dict[str, float]
     per_class: list[dict[str, Any]]
-    plots: PlotInputs
+    plots: PlotInputs | None  # None: nothing to draw (tasks scored per image)
 
 
 def _shard_loader(dataset: Any, *, batch: int, workers: int, dist: DistInfo) -> Any:
@@ -248,3 +249,40 @@ def classification_rows(result: Any, classes: list[str]) -> list[dict[str, Any]]
     for key in ("precision", "recall", "f1"):
         all_row[key] = _mean_defined([row[key] for row in rows])
     return [all_row, *rows]
+
+
+def task_report(
+    module: Any,
+    dataset: Any,
+    *,
+    task: Any,
+    info: ModelInfo,
+    device: Any,
+    batch: int,
+    workers: int,
+    dist: DistInfo,
+    progress: Any = None,
+) -> ValidationReport:
+    """A task scored per image (`TaskSpec.image_row`, `score`): each rank predicts its share,
+    the rows are gathered, and the task reduces them as `visiontool eval` does."""
+    import numpy as np
+
+    from visiontool.engine.evaluate.inputs import collect_rows
+
+    module.eval()
+    predictor = _task_predictor(module, info, device)
+    loader = _shard_loader(dataset, batch=batch, workers=workers, dist=dist)
+    mapping = np.arange(len(info.classes), dtype=np.int64)  # trained on these very classes
+    mine = collect_rows(task, predictor, loader, mapping, len(loader.dataset), progress)
+    rows = [row for part in gather_objects(mine, dist) for row in part]
+    scored = task.score(rows, classes=list(dataset.classes), conf=predictor.conf)
+    return ValidationReport(dict(scored.metrics), scored.per_class, None)
+
+
+def _task_predictor(module: Any, info: ModelInfo, device: Any) -> Any:
+    """The model being trained at its own score threshold (`conf=None`: the one it records)."""
+    from visiontool.engine.predict.predictor import Predictor
+    from visiontool.models.factory import LoadedModel
+
+    loaded = LoadedModel(module=module, info=info, device=device)
+    return Predictor(loaded, conf=None, optimize=False)
