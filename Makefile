@@ -18,6 +18,11 @@ SHAPES_FINETUNE := $(BIN)/visiontool train --data runs/data/shapes --head frcnn 
 	--box-head 256 --anchor-sizes 12,24,48,96,192 --imgsz 352 --epochs 8 --batch 8 --lr 0.008 \
 	--warmup 0.3 --workers 1 --augment frcnn --model-name shapes-frcnn --seed 1 \
 	--weights runs/weights/shapes-frcnn-base/weights/best.pt --out runs/weights/shapes-frcnn --exist-ok
+TINYSSD_DATA := $(BIN)/visiontool data synth --out runs/data/shapes2k --n 2000 --imgsz 256 --format coco --seed 101
+TINYSSD_TRAIN := $(BIN)/visiontool train --data runs/data/shapes2k --model tinyssd \
+	--anchor-sizes "15,23;33,46;67,87;115,141;179,230" --epochs 20 --batch 8 --optimizer adamw --lr 0.002 \
+	--amp --workers 0 --model-name shapes-tinyssd --seed 0 --out runs/weights/shapes-tinyssd --exist-ok
+HELDOUT_SHAPES := visiontool data synth --out runs/data/heldout --n 1500 --imgsz 256 --format coco --seed 202
 DIGITS_DATA := $(BIN)/visiontool data synth --task classify --kind digits --out runs/data/digits --n 5000 --imgsz 32 --seed 11
 DIGITS_TRAIN := $(BIN)/visiontool train --task classify --model lenet --data runs/data/digits --epochs 30 \
 	--batch 64 --optimizer adamw --lr 0.003 --weight-decay 0.0001 --warmup 1 --workers 0 --model-name digits-lenet \
@@ -32,8 +37,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # pytest exits 5 when it collected nothing: treat that as a failure, not a pass.
+# One worker per core (pytest-xdist, at most 4), one torch thread each (tests/conftest.py).
 test: $(STAMP)
-	@$(BIN)/python -m pytest -q; status=$$?; \
+	@$(BIN)/python -m pytest -q -n auto --maxprocesses 4; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$status
 
 # The quick tier: everything but the tests marked slow (a few seconds each or more).
@@ -53,9 +59,9 @@ OUT ?= runs/demo
 demo: $(STAMP)
 	$(BIN)/visiontool detect examples --model shapes-frcnn --out $(OUT) --exist-ok
 
-# Retrain the shipped models from scratch on CPU (about an hour) and refresh the manifest.
+# Retrain the shipped models from scratch on CPU (about 1.5 hours on 2 cores) and refresh the manifest.
 weights: $(STAMP)
-	rm -rf runs/data/shapes runs/data/digits
+	rm -rf runs/data/shapes runs/data/shapes2k runs/data/digits
 	$(SHAPES_DATA)
 	$(SHAPES_TRAIN)
 	$(SHAPES_FINETUNE)
@@ -64,6 +70,12 @@ weights: $(STAMP)
 		--description "Faster R-CNN (MobileNetV3-Small FPN, strides 4-32) for the six synthetic shapes" \
 		--data-recipe '$(subst $(BIN)/,,$(SHAPES_DATA))' \
 		--command '$(subst $(BIN)/,,$(SHAPES_TRAIN)) && $(subst $(BIN)/,,$(SHAPES_FINETUNE))'
+	$(TINYSSD_DATA)
+	$(TINYSSD_TRAIN)
+	$(BIN)/python tools/ship_weights.py shapes-tinyssd runs/weights/shapes-tinyssd runs/data/shapes2k \
+		--description "TinySSD (d2l, 5 scales of multibox anchors) for the six synthetic shapes" \
+		--data-recipe '$(subst $(BIN)/,,$(TINYSSD_DATA))' --command '$(subst $(BIN)/,,$(TINYSSD_TRAIN))' \
+		--heldout-recipe '$(HELDOUT_SHAPES)'
 	$(DIGITS_DATA)
 	$(DIGITS_TRAIN)
 	$(BIN)/python tools/ship_weights.py digits-lenet runs/weights/digits-lenet runs/data/digits \

@@ -64,8 +64,10 @@ def one_thread():
 
 
 def tiny_detector(head: str, backbone: str, fpn: bool | None = None, **kwargs):
-    fixed = registry.get("head", head).fixed_size
-    size = {"imgsz": 128} if fixed else {"min_size": 128, "max_size": 128}
+    spec = registry.get("head", head)
+    size = {"imgsz": 128} if spec.fixed_size else {"min_size": 128, "max_size": 128}
+    if "fc" in spec.arch_options and "arch" not in kwargs:
+        kwargs["arch"] = {"fc": 128}  # the paper's 4096-wide fc6 is ~100M weights: slow here
     return build_detector(head=head, backbone=backbone, num_classes=3, fpn=fpn, **size, **kwargs)
 
 
