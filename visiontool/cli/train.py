@@ -21,8 +21,9 @@ if TYPE_CHECKING:
     from visiontool.engine.train.trainer import RunInfo, StepInfo
 
 HELP = (
-    "Train a detector composed from parts (--head frcnn|retinanet|fcos|ssd|ssdlite --backbone "
-    "NAME), a registry detector (--model NAME, e.g. frcnn-mobile-320 --weights DEFAULT), a "
+    "Train a detector composed from parts (--head NAME --backbone NAME, e.g. --head retinanet "
+    "--backbone resnet18), a registry detector (--model NAME, e.g. frcnn-mobile-320 --weights "
+    "DEFAULT, or the classic tinyssd, ssd-focal, yolo, frcnn-vgg16), a "
     "classifier (--task classify --model NAME), a largest-object detector (--task single "
     "--backbone NAME) or a multi-label classifier (--task multilabel --model NAME) on a data "
     "set; writes weights/last.pt and best.pt, results.csv and plots. Heads and backbones: "
@@ -51,7 +52,9 @@ def train(
         help="Registry model (`visiontool models`): detector, classifier or single.",
     ),
     head: str = typer.Option(
-        None, "--head", help="Compose a detector: head family (default frcnn) over --backbone."
+        None,
+        "--head",
+        help="Compose a detector: head (default frcnn; `models --heads`) over --backbone.",
     ),
     backbone: str = typer.Option(
         None, "--backbone", help="Registered backbone (with --head, or --task single)."
