@@ -1,14 +1,19 @@
 """Copy a trained checkpoint into visiontool/weights/, score it on val and update the manifest.
 
-    python tools/ship_weights.py NAME RUN_DIR DATA --description TEXT --data-recipe CMD
+    python tools/ship_weights.py NAME RUN_DIR DATA --description TEXT --data-recipe CMD \
+        [--heldout-recipe CMD]
 
-The manifest records what `make weights` ran, so anyone can rebuild and compare.
+The manifest records what `make weights` ran, so anyone can rebuild and compare. With
+`--heldout-recipe` (a `visiontool data synth` command with a seed the training never used), the
+model is also scored on that data's val split: the numbers a user can expect on data it never
+saw, recorded apart from the training data's val numbers.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -23,9 +28,11 @@ from visiontool.models.shipped import sha256
 WEIGHTS = Path(__file__).resolve().parents[1] / "visiontool" / "weights"  # package data
 
 
-def slim_copy(source: Path, target: Path) -> dict:
-    """Weights, model metadata and training arguments; no optimizer or history."""
+def slim_copy(source: Path, target: Path, name: str) -> dict:
+    """Weights, model metadata (named `name`, the shipped name) and training arguments; no
+    optimizer or history."""
     checkpoint = torch.load(source, map_location="cpu", weights_only=True)
+    checkpoint["model_info"]["name"] = name
     slim = make_checkpoint(
         checkpoint["state_dict"], checkpoint["model_info"], train_args=checkpoint["train_args"]
     )
@@ -41,6 +48,22 @@ def score(weights: Path, data: str) -> dict:
         return json.loads((Path(tmp) / "metrics.json").read_text())
 
 
+def heldout_score(recipe: str, weights: Path, keys: tuple[str, ...]) -> dict:
+    """Generate the held-out data from `recipe` (its `--out` replaced by a temporary folder)
+    and score `weights` on its val split."""
+    with tempfile.TemporaryDirectory() as tmp:
+        argv = shlex.split(recipe)[1:]  # drop the program name
+        argv[argv.index("--out") + 1] = str(Path(tmp) / "data")
+        cmd = [sys.executable, "-m", "visiontool", *argv, "--quiet"]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        metrics = score(weights, str(Path(tmp) / "data"))
+    return {
+        "data_recipe": recipe,
+        "split": "val",
+        "metrics": {k: round(float(metrics[k]), 4) for k in keys if k in metrics},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name")
@@ -49,10 +72,11 @@ def main() -> None:
     parser.add_argument("--description", default="")
     parser.add_argument("--data-recipe", required=True)
     parser.add_argument("--command", required=True)
+    parser.add_argument("--heldout-recipe", help="data synth command with an unused seed")
     parser.add_argument("--checkpoint", default="best.pt", help="best.pt or last.pt of the run")
     args = parser.parse_args()
     target = WEIGHTS / f"{args.name}.pt"
-    checkpoint = slim_copy(args.run / "weights" / args.checkpoint, target)
+    checkpoint = slim_copy(args.run / "weights" / args.checkpoint, target, args.name)
     info = checkpoint["model_info"]
     metrics = score(target, args.data)
     keys = ("map", "map50", "map75", "voc_map50") if info["task"] == "detect" else ("top1", "top5")
@@ -67,6 +91,11 @@ def main() -> None:
         "data_recipe": args.data_recipe,
         "command": args.command,
         "metric_val": {k: round(float(metrics[k]), 4) for k in keys if k in metrics},
+        **(
+            {"heldout": heldout_score(args.heldout_recipe, target, keys)}
+            if args.heldout_recipe
+            else {}
+        ),  # fmt: skip
         "size_bytes": target.stat().st_size,
         "sha256": sha256(target),
     }
@@ -74,7 +103,12 @@ def main() -> None:
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     models = [m for m in manifest.get("models", []) if m["name"] != args.name] + [entry]
     write_json(manifest_path, {"models": sorted(models, key=lambda m: m["name"])})
-    print(json.dumps(entry["metric_val"]), target, entry["size_bytes"], "bytes")
+    print(
+        json.dumps({"val": entry["metric_val"], "heldout": entry.get("heldout")}),
+        target,
+        entry["size_bytes"],
+        "bytes",
+    )
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ WEIGHTS_ENV = "VISIONTOOL_WEIGHTS_DIR"
 # The names the package ships (their manifest entries say everything else). Known without the
 # manifest so that a package whose manifest is missing or broken refuses them with a clear
 # message instead of calling them unknown; tests check it against the manifest.
-SHIPPED_NAMES = ("digits-lenet", "shapes-frcnn")
+SHIPPED_NAMES = ("digits-lenet", "shapes-frcnn", "shapes-tinyssd")
 _FIX = (
     "reinstall visiontool, or in a checkout restore it with `git checkout -- visiontool/weights/`"
 )
