@@ -65,11 +65,7 @@ SPEC = registry.add(
     HeadSpec(
         name="frcnn",
         build=build,
-        replace_class_layers=tv.new_box_predictor,
-        configure=tv.configure_two_stage,
-        set_input_size=tv.set_input_size,
-        preresize=tv.preresize,
-        image_anchors=tv.image_anchors,
+        **tv.TWO_STAGE,
         fpn=None,
         layers="fpn",
         extra_blocks="pool",

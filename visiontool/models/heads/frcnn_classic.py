@@ -212,11 +212,7 @@ SPEC = registry.add(
     HeadSpec(
         name="frcnn-classic",
         build=build,
-        replace_class_layers=tv.new_box_predictor,
-        configure=tv.configure_two_stage,
-        set_input_size=tv.set_input_size,
-        preresize=tv.preresize,
-        image_anchors=tv.image_anchors,
+        **tv.TWO_STAGE,
         fpn=False,
         layers="last",
         default_backbone="vgg16",

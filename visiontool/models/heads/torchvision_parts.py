@@ -261,3 +261,17 @@ def new_ssd_logits(model: Any, num_classes: int) -> list[str]:
         names.append(f"{prefix}.{key}" if isinstance(level, nn.Sequential) else prefix)
     cls_head.num_columns = num_classes
     return [n for prefix in names for n in param_names(model, prefix)]
+
+
+# The HeadSpec fields every head built on torchvision's GeneralizedRCNNTransform shares (input
+# size, pre-resizing, anchors from the model), and those of the two-stage heads on top.
+TORCHVISION_INPUT = {
+    "set_input_size": set_input_size,
+    "preresize": preresize,
+    "image_anchors": image_anchors,
+}
+TWO_STAGE = {
+    **TORCHVISION_INPUT,
+    "replace_class_layers": new_box_predictor,
+    "configure": configure_two_stage,
+}
