@@ -185,6 +185,27 @@ def test_grid_faster_rcnn_defaults(tmp_path):
     assert_picture(out / "grid.png", (1000, 600))
 
 
+def test_grid_model_shows_the_classic_models_own_anchors(tmp_path):
+    """`anchors grid --model frcnn-vgg16` reads stride, scales and ratios from the model: the
+    paper's grid, exactly the defaults; a multi-level model and conflicting flags are refused."""
+    runs = {}
+    for name, extra in (("model", ["--model", "frcnn-vgg16"]), ("defaults", [])):
+        result = invoke("grid", "--size", "640x480", "--json", "--out", str(tmp_path / name),
+                        *extra)  # fmt: skip
+        assert result.exit_code == 0, result.output
+        runs[name] = json.loads(result.stdout)
+    for key in ("fmap", "per_location", "count", "inside", "shapes"):
+        assert runs["model"][key] == runs["defaults"][key], key
+    assert [s["w"] for s in runs["model"]["shapes"][:3]] == [90.51, 128.0, 181.02]
+    clash = invoke("grid", "--size", "640x480", "--model", "frcnn-vgg16", "--stride", "8",
+                   "--out", str(tmp_path / "x"))  # fmt: skip
+    assert clash.exit_code == 2 and "--stride" in clash.output
+    levels = invoke("grid", "--size", "640x480", "--model", "retinanet", "--out",
+                    str(tmp_path / "y"))  # fmt: skip
+    assert levels.exit_code == 2 and "anchors check" in levels.output
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
 # ---------------------------------------------------------------------------- label
 
 D2L_ANCHORS = [

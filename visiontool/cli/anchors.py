@@ -119,6 +119,7 @@ def prior(
 
 @app.command("grid", cls=Command)
 def grid(
+    ctx: typer.Context,
     size: str = SizeOpt,
     image: Path = ImageOpt,
     stride: int = typer.Option(16, "--stride", help="Feature-map stride in pixels."),
@@ -132,16 +133,24 @@ def grid(
         help="Anchor ratios width/height (2 = wide).",
     ),
     border: float = typer.Option(0.0, "--border", help="Pixels an inside anchor may cross by."),
+    model: str = typer.Option(
+        None, "--model", help="Take stride, scales, ratios from this model (e.g. frcnn-vgg16)."
+    ),
+    weights: str = typer.Option(None, "--weights", help="... or from this checkpoint."),
     out: Path = OutOpt,
     exist_ok: bool = ExistOkOpt,
     json_out: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Faster R-CNN grid anchors in pixels: count, inside count, per-shape table, picture
-    (grid.png)."""
+    (grid.png). --model/--weights show a one-map model's own anchors."""
     from visiontool.engine.anchors.show import GridConfig, grid_view
 
     _need_canvas(image, size)
+    if model is not None or weights is not None:
+        given = [f"--{n}" for n in ("stride", "scales", "ratios") if _given(ctx, n)]
+        if given:
+            raise _config_error(given)
 
     result = grid_view(
         GridConfig(
@@ -153,6 +162,8 @@ def grid(
             border=border,
             out=out,
             exist_ok=exist_ok,
+            model=model,
+            weights=weights,
         )
     )
     console = Console(json_mode=json_out, quiet=quiet)
@@ -375,3 +386,15 @@ def _need(flag: str, values: list[Any] | None) -> None:
 def _need_canvas(image: Path | None, size: str | None) -> None:
     if image is None and size is None:
         raise typer.BadParameter("give --image IMG or --size WxH", param_hint="--image/--size")
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether the user typed option `name` (not its default)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
+
+
+def _config_error(given: list[str]) -> Exception:
+    from visiontool.errors import ConfigError
+
+    return ConfigError(f"{', '.join(given)}: --model/--weights take them from the model")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -199,6 +199,8 @@ class GridConfig:
     border: float = 0.0
     out: Path | None = None  # run folder; default runs/anchors/exp, exp2, ...
     exist_ok: bool = False
+    model: str | None = None  # take stride, scales and ratios from this model's anchors...
+    weights: str | None = None  # ... or this checkpoint's (no other flag needed)
 
 
 @dataclass
@@ -220,6 +222,8 @@ def grid_view(config: GridConfig) -> GridResult:
     """Faster R-CNN grid anchors: counts, per-shape table, and the centre cell's anchors drawn."""
     from visiontool.ops.anchors import grid_anchors, inside_image
 
+    if config.model is not None or config.weights is not None:
+        config = replace(config, **model_grid(config.model, config.weights))
     if config.stride < 1 or not config.scales or not config.ratios:
         raise ConfigError("--stride must be positive and --scales/--ratios non-empty")
     if min(config.scales) <= 0 or min(config.ratios) <= 0:
@@ -279,6 +283,32 @@ def grid_view(config: GridConfig) -> GridResult:
         out=str(folder),
         picture=str(path),
     )
+
+
+def model_grid(model: str | None, weights: str | None) -> dict[str, Any]:
+    """Stride, scales (x stride) and ratios (width/height) of a one-map anchor model (the
+    classic Faster R-CNN), read from the model itself; a model with several anchor maps is
+    refused with the command that shows them (`anchors check`)."""
+    from visiontool.models.factory import load_model
+    from visiontool.models.heads.torchvision_parts import anchor_generator
+    from visiontool.models.parts import probe
+
+    loaded = load_model(model, weights=weights or "none")
+    name = model or loaded.info.name
+    generator = getattr(loaded.module, "rpn", None) and anchor_generator(loaded.module)
+    if generator is None and hasattr(loaded.module, "anchor_generator"):
+        generator = loaded.module.anchor_generator
+    sizes = getattr(generator, "sizes", None)
+    if not sizes or len(sizes) != 1:
+        raise ConfigError(
+            f"model {name!r} does not lay one grid of anchors on one feature map "
+            "(anchors grid shows that, e.g. --model frcnn-vgg16); "
+            "`visiontool anchors check --model NAME --data DATA` measures any model's anchors"
+        )
+    stride = probe(loaded.module.backbone)[-1].stride
+    ratios = [1.0 / float(r) for r in generator.aspect_ratios[0]]  # torchvision's h/w -> w/h
+    return {"stride": stride, "scales": [float(x) / stride for x in sizes[0]],
+            "ratios": sorted(ratios)}  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- label
