@@ -381,3 +381,18 @@ def test_writing_overlaps_the_model(images, tmp_path, monkeypatch):
     summary = visiontool.detect(config)
     assert summary.images == 8
     assert summary.total_s < 0.7  # 8 x (50 + 50) ms one after the other; ~0.45 s overlapped
+
+
+def test_a_classifiers_failed_image_has_an_empty_classes_list(cli, tmp_path):
+    """Every line of a classifier's predictions.jsonl has `classes`, failed images too."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    save(noise_image(32, 32), folder / "ok.png")
+    (folder / "bad.jpg").write_bytes(b"not an image")
+    out = tmp_path / "out"
+    result = cli("detect", folder, "--model", "digits-lenet", "--no-save-img", "--workers", "0",
+                 "--out", out)  # fmt: skip
+    assert result.exit_code == 1, result.output
+    rows = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all("classes" in r and "detections" not in r for r in rows)
+    assert [r["classes"] for r in rows if r["error"]] == [[]]

@@ -219,7 +219,7 @@ def stream_results(
     with contextlib.closing(items), contextlib.closing(outcomes):
         for group, outcome in outcomes:
             if outcome is None:
-                yield _failed(group[0]), None
+                yield _failed(group[0], info), None
                 continue
             predictions, batch_ms = outcome
             for item, prediction in zip(group, predictions, strict=True):
@@ -257,10 +257,21 @@ def _batches(items: Iterator[DecodedItem], size: int) -> Iterator[list[DecodedIt
         yield pending
 
 
-def _failed(item: DecodedItem) -> ImageResult:
-    return ImageResult(
+def _failed(item: DecodedItem, info: Any) -> ImageResult:
+    result = ImageResult(
         image=item.path, rel=item.rel, error=item.error, speed={"decode": item.decode_ms}
     )
+    _empty_like_the_task(result, info)
+    return result
+
+
+def _empty_like_the_task(result: ImageResult, info: Any) -> None:
+    """A failed image's JSON has the task's own empty list (`classes` for classifiers), so
+    every line of one run has the same keys."""
+    from visiontool.tasks.spec import get_task
+
+    if get_task(info.task).output == "scores":
+        result.classes = []
 
 
 def to_result(
@@ -275,6 +286,7 @@ def to_result(
     )
     if getattr(prediction, "error", None):  # the model failed on this image: report it
         result.error = prediction.error
+        _empty_like_the_task(result, info)
         return result
     if prediction.probs is not None:
         from visiontool.tasks.spec import get_task
