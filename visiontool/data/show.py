@@ -42,7 +42,7 @@ def render_grid(
     dataset.transforms = build_transforms(augment, train=augment != "none", imgsz=None)
     tiles = [_tile(dataset, i) for i in indices]
     try:
-        return save_image(_grid(tiles, max(1, math.ceil(math.sqrt(count)))), out)
+        return save_image(tile_grid(tiles, max(1, math.ceil(math.sqrt(count)))), out)
     except OSError as exc:
         raise ConfigError(os_error_text(exc, out, "cannot write")) from exc
 
@@ -89,7 +89,7 @@ def _class_ids(target: Any) -> list[int]:
     return [int(target)]
 
 
-def _grid(tiles: list[Any], per_row: int) -> Any:
+def tile_grid(tiles: list[Any], per_row: int) -> Any:
     """Tiles in rows of `per_row`, PAD white pixels around and between them (torchvision's
     make_grid layout)."""
     import numpy as np

@@ -295,9 +295,10 @@ def model_grid(model: str | None, weights: str | None) -> dict[str, Any]:
 
     loaded = load_model(model, weights=weights or "none")
     name = model or loaded.info.name
-    generator = getattr(loaded.module, "rpn", None) and anchor_generator(loaded.module)
-    if generator is None and hasattr(loaded.module, "anchor_generator"):
-        generator = loaded.module.anchor_generator
+    try:
+        generator = anchor_generator(loaded.module)
+    except AttributeError:  # no anchors at all (a classifier, an anchor-free model)
+        generator = None
     sizes = getattr(generator, "sizes", None)
     if not sizes or len(sizes) != 1:
         raise ConfigError(

@@ -148,11 +148,12 @@ def write_train_batch(
 
     Images are what the loader yields: float in [0, 1] (every augmentation preset ends with
     `ToDtype(scale=True)`; normalisation belongs to the model) or uint8; shown as they are."""
+    from visiontool.data.show import tile_grid
     from visiontool.io.draw import save_image
 
     count = min(MAX_TILES, len(images))
     tiles = [_tile(images[i], targets[i], classes) for i in range(count)]
-    return save_image(_grid(tiles, max(1, math.ceil(math.sqrt(count)))), path)
+    return save_image(tile_grid(tiles, max(1, math.ceil(math.sqrt(count)))), path)
 
 
 def _tile(image: Any, target: Any, classes: Sequence[str]) -> np.ndarray:
@@ -209,20 +210,6 @@ def _class_ids(target: Any) -> list[int]:
 
 def _name(classes: Sequence[str], k: int) -> str:
     return classes[k] if 0 <= k < len(classes) else str(k)
-
-
-def _grid(tiles: list[np.ndarray], per_row: int) -> np.ndarray:
-    """Tiles in rows of `per_row` with a white gap around and between them."""
-    from visiontool.data.show import PAD, TILE
-
-    columns = max(1, min(per_row, len(tiles)))
-    rows = max(1, math.ceil(len(tiles) / columns))
-    step = TILE + PAD
-    grid = np.full((rows * step + PAD, columns * step + PAD, 3), 255, np.uint8)
-    for i, tile in enumerate(tiles):
-        y, x = PAD + (i // columns) * step, PAD + (i % columns) * step
-        grid[y : y + TILE, x : x + TILE] = tile
-    return grid
 
 
 # --- pr_curve.png, confusion_matrix.png -------------------------------------------------------

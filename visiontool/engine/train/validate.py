@@ -53,13 +53,17 @@ def _shard_loader(dataset: Any, *, batch: int, workers: int, dist: DistInfo) -> 
                       num_workers=workers, collate_fn=detection_collate)  # fmt: skip
 
 
-def _predictor(module: Any, info: ModelInfo, device: Any) -> Any:
+def _predictor(module: Any, info: ModelInfo, device: Any, *, own_conf: bool = False) -> Any:
+    """A predictor over the module being trained (no folding, no change of memory layout), at
+    `eval`'s score threshold and detection cap, or with `own_conf` at the threshold the model
+    records (the per-image tasks)."""
     from visiontool.engine.evaluate.inputs import EVAL_CONF, EVAL_MAX_DET
     from visiontool.engine.predict.predictor import Predictor
     from visiontool.models.factory import LoadedModel
 
     loaded = LoadedModel(module=module, info=info, device=device)
-    # the module is still being trained: no folding, no change of memory layout
+    if own_conf:
+        return Predictor(loaded, conf=None, optimize=False)
     return Predictor(loaded, conf=EVAL_CONF, max_det=EVAL_MAX_DET, optimize=False)
 
 
@@ -270,19 +274,10 @@ def task_report(
     from visiontool.engine.evaluate.inputs import collect_rows
 
     module.eval()
-    predictor = _task_predictor(module, info, device)
+    predictor = _predictor(module, info, device, own_conf=True)
     loader = _shard_loader(dataset, batch=batch, workers=workers, dist=dist)
     mapping = np.arange(len(info.classes), dtype=np.int64)  # trained on these very classes
     mine = collect_rows(task, predictor, loader, mapping, len(loader.dataset), progress)
     rows = [row for part in gather_objects(mine, dist) for row in part]
     scored = task.score(rows, classes=list(dataset.classes), conf=predictor.conf)
     return ValidationReport(dict(scored.metrics), scored.per_class, None)
-
-
-def _task_predictor(module: Any, info: ModelInfo, device: Any) -> Any:
-    """The model being trained at its own score threshold (`conf=None`: the one it records)."""
-    from visiontool.engine.predict.predictor import Predictor
-    from visiontool.models.factory import LoadedModel
-
-    loaded = LoadedModel(module=module, info=info, device=device)
-    return Predictor(loaded, conf=None, optimize=False)

@@ -116,9 +116,11 @@ def build(
             f"backbone gives {len(maps)}: pass one --returned-layers value"
         )
     (feature,) = maps
-    anchors = anchor_generator(
-        CellCentredAnchors, feature.stride, anchor_sizes, anchor_ratios, anchor_fit
-    )
+    ratios = anchor_ratios if anchor_ratios is not None else [PAPER_RATIOS]
+    anchors, _ = tv.grid_generator(
+        backbone, "frcnn-classic", anchor_sizes, ratios, default_sizes, False, anchor_fit,
+        generator=CellCentredAnchors, maps=maps,
+    )  # fmt: skip
     if o["roi_op"] == "pool":
         roi = RoIMaxPool(feature.name, 7, feature.stride)
     else:
@@ -190,21 +192,6 @@ def options(arch: dict[str, Any]) -> dict[str, Any]:
 
 def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def anchor_generator(
-    generator: Any, stride: int, sizes: Any, ratios: Any, anchor_fit: dict[str, Any] | None
-) -> Any:
-    """The anchor generator for the one map: user sizes/ratios, fitted shapes, or the paper's."""
-    from visiontool.models.heads.anchors import fitted_levels, generator_levels
-
-    if anchor_fit is not None:
-        sizes, ratios = fitted_levels(anchor_fit, 1, one_size=False)
-    size_groups, ratio_groups = generator_levels(
-        [stride], sizes, ratios if ratios is not None else [PAPER_RATIOS], head="frcnn-classic",
-        default_sizes=default_sizes,
-    )  # fmt: skip
-    return generator(sizes=size_groups, aspect_ratios=ratio_groups)
 
 
 SPEC = registry.add(

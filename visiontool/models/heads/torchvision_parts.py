@@ -155,22 +155,28 @@ def grid_generator(
     default_sizes: Any,
     anchor_free: bool,
     anchor_fit: dict[str, Any] | None = None,
+    *,
+    generator: Any = None,
+    maps: list[Any] | None = None,
 ) -> tuple[Any, list[Any]]:
     """An AnchorGenerator for `backbone`'s maps (user sizes/ratios, fitted shapes spread over
-    the levels, or the head's defaults) and the maps themselves (name, channels, stride)."""
+    the levels, or the head's defaults) and the maps themselves (name, channels, stride).
+    `generator`: the AnchorGenerator class to build (a subclass laying anchors its own way);
+    `maps`: the backbone's maps when the caller has probed them already."""
     from torchvision.models.detection.anchor_utils import AnchorGenerator
 
     from visiontool.models.heads.anchors import fitted_levels, generator_levels
     from visiontool.models.parts import probe
 
-    maps = probe(backbone)
+    maps = maps if maps is not None else probe(backbone)
     if anchor_fit is not None:
         sizes, ratios = fitted_levels(anchor_fit, len(maps), one_size=anchor_free)
     size_groups, ratio_groups = generator_levels(
         [m.stride for m in maps], sizes, ratios, head=head, default_sizes=default_sizes,
         anchor_free=anchor_free,
     )  # fmt: skip
-    return AnchorGenerator(sizes=size_groups, aspect_ratios=ratio_groups), maps
+    made = (generator or AnchorGenerator)(sizes=size_groups, aspect_ratios=ratio_groups)
+    return made, maps
 
 
 def dense_detector(
