@@ -83,3 +83,32 @@ def test_cli_synth_json(tmp_path: Path) -> None:
     assert (tmp_path / "data.yaml").is_file() and not (tmp_path / ".staging").exists()
     bad = runner.invoke(app, ["data", "synth", "--out", str(tmp_path / "x"), "--format", "png"])
     assert bad.exit_code == 2 and "unknown format 'png'" in bad.output
+
+
+def test_object_size_bounds_every_shape(tmp_path: Path) -> None:
+    synth_detection(
+        tmp_path / "big", n=12, imgsz=128, seed=3, max_objects=1, object_size=(0.3, 0.6)
+    )
+    for split in ("train", "val"):
+        for record in open_dataset(tmp_path / "big", split=split).records():
+            extent = (record.boxes[:, 2:] - record.boxes[:, :2]).max(axis=1)
+            # a rotated shape's box spans at most its extent (+1 px of rounding), and a shape
+            # narrower than its extent (a triangle, a cross) still spans most of it
+            assert len(record.boxes) == 1 and (extent <= 0.6 * 128 + 1).all()
+            assert (extent >= 0.3 * 128 * 0.7).all()
+    # the default range leaves the default data byte for byte as before
+    synth_detection(tmp_path / "a", n=4, imgsz=64, seed=5)
+    synth_detection(tmp_path / "b", n=4, imgsz=64, seed=5, object_size=(0.04, 0.5))
+    assert digest(tmp_path / "a") == digest(tmp_path / "b")
+
+
+def test_cli_object_size_is_checked(tmp_path: Path) -> None:
+    for bad, message in (("0.3", "two numbers"), ("0.6,0.2", "0 < LOW <= HIGH <= 1"),
+                         ("0,0.5", "0 < LOW"), ("x,y", "two numbers")):  # fmt: skip
+        result = runner.invoke(app, ["data", "synth", "--out", str(tmp_path / "o"), "--n", "2",
+                                     "--object-size", bad])  # fmt: skip
+        assert result.exit_code == 2 and message in result.output, (bad, result.output)
+        assert not (tmp_path / "o").exists()
+    result = runner.invoke(app, ["data", "synth", "--task", "classify", "--out",
+                                 str(tmp_path / "c"), "--object-size", "0.2,0.4"])  # fmt: skip
+    assert result.exit_code == 2 and "--task detect only" in result.output

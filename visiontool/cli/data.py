@@ -127,6 +127,13 @@ def synth(
         help="Most shapes per image (detect); 1 makes single-object data.",
         show_default="6",
     ),
+    object_size: str = typer.Option(
+        None,
+        "--object-size",
+        metavar="LOW,HIGH",
+        help="Shape extent (detect) as fractions of the image side, drawn log-uniform.",
+        show_default="0.04,0.5",
+    ),
     val_fraction: float = typer.Option(0.2, "--val-fraction", help="Share of images for val."),
     seed: int = SeedOpt,
     exist_ok: bool = ExistOkOpt,
@@ -134,7 +141,11 @@ def synth(
     quiet: bool = QuietOpt,
 ) -> None:
     """Generate a labelled data set of shapes (or digits) offline; same seed, same bytes."""
-    from visiontool.data.synth import synth_classification, synth_detection
+    from visiontool.data.synth import (
+        DEFAULT_OBJECT_SIZE,
+        synth_classification,
+        synth_detection,
+    )
     from visiontool.errors import ConfigError
 
     if task not in ("detect", "classify"):
@@ -145,11 +156,14 @@ def synth(
         raise ConfigError("--format applies to --task detect only (classify writes ImageFolder)")
     if task == "classify" and max_objects is not None:
         raise ConfigError("--max-objects applies to --task detect only (one shape per tile)")
+    if task == "classify" and object_size is not None:
+        raise ConfigError("--object-size applies to --task detect only")
     kind = kind or "shapes"
     if task == "detect":
         summary = synth_detection(
             out, n=n, imgsz=imgsz or 256, fmt=format or "coco", seed=seed,
             val_fraction=val_fraction, max_objects=6 if max_objects is None else max_objects,
+            object_size=tuple(object_size.split(",")) if object_size else DEFAULT_OBJECT_SIZE,
             exist_ok=exist_ok,
         )  # fmt: skip
     else:  # classify (checked above)

@@ -24,6 +24,7 @@ from visiontool.runtime import check_budget
 SHAPES = ["circle", "square", "triangle", "star", "cross", "ring"]
 DIGITS = [str(d) for d in range(10)]
 MIN_VISIBLE = 0.6
+DEFAULT_OBJECT_SIZE = (0.04, 0.5)  # a shape's extent, as fractions of the image side
 MIN_CONTRAST = 90.0
 JPEG_QUALITY = 92
 
@@ -40,10 +41,12 @@ def synth_detection(
     seed: int = 0,
     val_fraction: float = 0.2,
     max_objects: int = 6,
+    object_size: tuple[float, float] = DEFAULT_OBJECT_SIZE,
     exist_ok: bool = False,
 ) -> dict[str, Any]:
     """Write `n` shape images with boxes in `fmt` (coco, voc or yolo) with train/val splits,
-    1 to `max_objects` shapes each. `out` must be new or empty (None: the next
+    1 to `max_objects` shapes each, each shape's extent log-uniform within `object_size`
+    (fractions of the image side; never under 8 px). `out` must be new or empty (None: the next
     runs/data/synth/exp*); with `exist_ok` an earlier synth set there is replaced (see
     `SYNTH_OWNED`)."""
 
@@ -52,12 +55,13 @@ def synth_detection(
     _check(n, imgsz, val_fraction)
     if max_objects < 1:
         raise ConfigError(f"--max-objects must be >= 1, got {max_objects}")
+    object_size = check_object_size(object_size)
     writer = registry.get("format", fmt)
     if writer.task != "detect":
         raise ConfigError(f"--format must be coco, voc or yolo for detection, got {fmt!r}")
     with prepare_out(_out_path(out), "data/synth", exist_ok=exist_ok, owned=SYNTH_OWNED) as claimed:
         return _synth_detection(
-            claimed.path, writer, n, imgsz, fmt, seed, val_fraction, max_objects
+            claimed.path, writer, n, imgsz, fmt, seed, val_fraction, max_objects, object_size
         )
 
 
@@ -70,6 +74,7 @@ def _synth_detection(
     seed: int,
     val_fraction: float,
     max_objects: int,
+    object_size: tuple[float, float],
 ) -> dict[str, Any]:
     from PIL import Image
 
@@ -81,7 +86,9 @@ def _synth_detection(
     records: dict[str, list[ImageRecord]] = {"train": [], "val": []}
     for i in range(n):
         rng = np.random.default_rng([seed, i])
-        image, boxes, labels = render_scene(rng, imgsz, max_objects=max_objects)
+        image, boxes, labels = render_scene(
+            rng, imgsz, max_objects=max_objects, object_size=object_size
+        )
         path = stage / f"synth_{i:06d}.jpg"
         _save(Image.fromarray(image), path, "JPEG")
         split = "val" if i >= n - n_val else "train"
@@ -166,6 +173,21 @@ def _synth_classification(
         "classes": list(classes),
         "seed": seed,
     }
+
+
+def check_object_size(object_size: tuple[float, float]) -> tuple[float, float]:
+    """`(low, high)` fractions of the image side with 0 < low <= high <= 1, as floats."""
+    try:
+        low, high = (float(v) for v in object_size)
+    except (TypeError, ValueError):
+        shown = ",".join(str(v) for v in object_size)
+        raise ConfigError(f"--object-size must be two numbers LOW,HIGH, got {shown!r}") from None
+    if not (0 < low <= high <= 1):
+        raise ConfigError(
+            f"--object-size must be fractions of the image side with 0 < LOW <= HIGH <= 1, "
+            f"got {low:g},{high:g}"
+        )
+    return low, high
 
 
 def _check(n: int, imgsz: int, val_fraction: float) -> None:
@@ -342,12 +364,16 @@ def _paint(
 
 
 def render_scene(
-    rng: np.random.Generator, imgsz: int, *, max_objects: int = 6
+    rng: np.random.Generator,
+    imgsz: int,
+    *,
+    max_objects: int = 6,
+    object_size: tuple[float, float] = DEFAULT_OBJECT_SIZE,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One detection image (uint8 HxWx3), its boxes (float32 xyxy) and labels (int64)."""
     image = background(rng, imgsz, imgsz)
-    min_size = max(8.0, imgsz * 0.04)
-    max_size = max(min_size + 1, imgsz / 2)
+    min_size = max(8.0, imgsz * object_size[0])
+    max_size = max(min_size + 1, imgsz * object_size[1])
     count = int(rng.integers(1, max_objects + 1))
     full: list[np.ndarray] = []  # each object's own pixels
     visible: list[np.ndarray] = []  # what is still visible of it
