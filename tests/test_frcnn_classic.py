@@ -258,6 +258,9 @@ def test_both_roi_ops_train_and_detect(roi_op):
     losses = model(*batch())
     assert set(losses) == LOSSES and all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # `train --amp` on CPU
+        amp_losses = model(*batch())
+    assert all(torch.isfinite(v) for v in amp_losses.values())
     model.eval()
     with torch.no_grad():
         out = model([torch.rand(3, 100, 150)])

@@ -58,7 +58,9 @@ class CellCentredAnchors(AnchorGenerator):
 
 class RoIMaxPool(nn.Module):
     """Fast R-CNN's RoI max pooling (`torchvision.ops.roi_pool`) on the one map `name` at
-    1/`stride` scale, with `MultiScaleRoIAlign`'s call signature so `RoIHeads` takes it."""
+    1/`stride` scale, with `MultiScaleRoIAlign`'s call signature so `RoIHeads` takes it.
+    It always runs in float32: torchvision's CPU kernel has no bfloat16/half version (`train
+    --amp` failed), and boxes in bfloat16 would be off by pixels (8 bits of mantissa)."""
 
     def __init__(self, name: str, output_size: int, stride: int):
         super().__init__()
@@ -69,7 +71,8 @@ class RoIMaxPool(nn.Module):
     def forward(
         self, x: dict[str, Tensor], boxes: list[Tensor], image_shapes: list[tuple[int, int]]
     ) -> Tensor:
-        return roi_pool(x[self.name], boxes, self.output_size, self.spatial_scale)
+        boxes = [b.float() for b in boxes]
+        return roi_pool(x[self.name].float(), boxes, self.output_size, self.spatial_scale)
 
 
 def inside_image(anchors: Tensor, size: tuple[int, int], border: float = 0.0) -> Tensor:
