@@ -15,6 +15,7 @@ from visiontool.models.heads import onestage_parts
 from visiontool.models.onestage.ssd_focal import cell_anchors, focal_loss_reference, match
 from visiontool.models.onestage.tinyssd import hard_negatives, pad_labels
 from visiontool.models.onestage.yolo import VOC_PRIORS
+from visiontool.models.parts import probe
 
 NAMES = ("tinyssd", "ssd-focal", "yolo")
 
@@ -158,21 +159,42 @@ def test_yolo_priors_from_an_anchors_fit_file_and_options() -> None:
 
 
 def test_yolo_multiscale_trains_at_several_sizes_and_restores_its_size() -> None:
+    """The paper's schedule: a new multiple of 32 every 10 batches, the input size restored
+    after each batch (eval and checkpoints see the trained size)."""
     model = create_model("yolo", num_classes=4, imgsz=128, arch={"multiscale": True})
-    seen = set()
+    seen: list[tuple[int, int]] = []
     original = model.transform.forward
 
     def spy(images, targets=None):  # noqa: ANN001, ANN202
-        seen.add(model.transform.fixed_size)
+        seen.append(model.transform.fixed_size)
         return original(images, targets)
 
     model.transform.forward = spy
     model.train()
     torch.manual_seed(0)
-    for _ in range(8):
-        model([torch.rand(3, 64, 64)], _targets()[:1])
-    assert len(seen) > 1 and all(s[0] % 32 == 0 and 64 <= s[0] <= 192 for s in seen)
+    for _ in range(30):
+        model([torch.rand(3, 32, 32)], _targets()[:1])
+    blocks = [set(seen[i : i + 10]) for i in range(0, 30, 10)]
+    assert all(len(block) == 1 for block in blocks)  # one size for 10 batches
+    assert len(set(seen)) > 1 and all(s[0] % 32 == 0 and 64 <= s[0] <= 192 for s in seen)
     assert model.transform.fixed_size == (128, 128)
+
+
+def test_yolo_passthrough_brings_the_stride_16_map_in_by_space_to_depth() -> None:
+    model = create_model("yolo", num_classes=3, imgsz=128)  # resnet18: layer3 and layer4
+    assert [m.stride for m in probe(model.backbone)] == [16, 32]
+    unshuffle = model.passthrough[-1]
+    assert isinstance(unshuffle, torch.nn.PixelUnshuffle) and unshuffle.downscale_factor == 2
+    assert model.fuse[0].in_channels == 256 + 4 * 64  # neck width + 64 x 2 x 2
+    model.eval()
+    maps = list(model.backbone(torch.rand(1, 3, 128, 128)).values())
+    with torch.no_grad():
+        base = model.head(maps)
+        shifted = model.head([maps[0] + torch.randn_like(maps[0]), maps[1]])
+    assert base.shape == (1, 4, 4, 5, 5 + 2)  # the 4x4 stride-32 grid
+    assert not torch.allclose(base, shifted)  # the stride-16 map reaches the output
+    single = create_model("yolo", num_classes=3, imgsz=128, returned_layers=[4])
+    assert single.passthrough is None and isinstance(single.fuse, torch.nn.Identity)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -38,8 +38,9 @@ class Family:
     """One registered backbone: which torchvision classifier it cuts and its layer presets.
 
     `layers` maps a preset to default `returned_layers`: "fpn" (two-stage heads), "dense"
-    (RetinaNet/FCOS: stride >= 8, as torchvision), "ssd" (the native maps SSD starts from) and
-    "last" (the last map only: the focal-loss SSD and YOLO heads).
+    (RetinaNet/FCOS: stride >= 8, as torchvision), "ssd" (the native maps SSD starts from; YOLO's
+    last map and its passthrough) and "last" (the last map only: the focal-loss SSD head and the
+    original Faster R-CNN).
     """
 
     name: str

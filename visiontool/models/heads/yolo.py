@@ -1,5 +1,6 @@
 """YOLOv2-style head: direct location prediction from 5 prior shapes on the backbone's last map
-(stride 32), objectness trained towards IoU, optional multi-scale training.
+(stride 32) with a passthrough from the map before it (stride 16, space-to-depth by 2),
+objectness trained towards IoU, optional multi-scale training.
 
 The network itself is in `visiontool.models.onestage.yolo`; this module is its spec. Priors:
 YOLOv2's VOC ones by default, or the shapes of an `anchors fit` file (`train --anchors FILE`,
@@ -75,7 +76,7 @@ SPEC = registry.add(
     parts.head_spec(
         name="yolo",
         build=build,
-        layers="last",
+        layers="ssd",  # the last two maps (stride 16 and 32 on ResNets): the passthrough
         default_backbone="resnet18",
         default_imgsz=416,
         arch_options=("width", "coord", "noobj", "ignore", "multiscale"),

@@ -1,6 +1,11 @@
 """A YOLOv2-style head (Redmon & Farhadi, "YOLO9000", 2017) over any backbone's last map.
 
-Two 3x3 conv + BatchNorm + LeakyReLU layers, then a 1x1 conv with A x (5 + C) outputs per cell
+Two 3x3 conv + BatchNorm + LeakyReLU layers on the last map (stride 32 on ResNets), then the
+passthrough: the map before it (stride 16) goes through a 1x1 conv to 64 channels and a
+space-to-depth by 2 (`pixel_unshuffle`: 2x2 neighbours stacked as channels, 256 of them at
+stride 32), is concatenated, and one more 3x3 conv mixes both, so the fine-grained features of
+small objects reach the output. A backbone that returns one map (`--returned-layers 4`, or
+`tinyssd-base`) has no passthrough. Last, a 1x1 conv with A x (5 + C) outputs per cell
 (A prior shapes). Direct location prediction: bx = sigmoid(tx) + cx, by = sigmoid(ty) + cy (in
 cells), bw = pw exp(tw), bh = ph exp(th) (priors as fractions of the image).
 
@@ -10,8 +15,9 @@ responsible for it. Its coordinates learn (sigmoid(tx), sigmoid(ty), tw, th) tow
 the box; its class by cross-entropy (the paper regresses softmax probabilities; cross-entropy is
 the usual modern choice and trains faster). Every other prediction whose best IoU with any box
 is below `ignore` (0.6) learns objectness towards 0 with weight `noobj` (0.5). Losses are
-summed per image and averaged over the batch. With `multiscale`, each training batch is resized
-to a random multiple of 32 between 0.625x and 1.375x the input size, as the paper does.
+summed per image and averaged over the batch. With `multiscale`, every 10 training batches
+the input size changes to a random multiple of 32 between 0.625x and 1.375x the input size, as
+the paper does (a new size every batch was 4x slower on CPU: new kernels and buffers each step).
 
 Inference: score = sigmoid(objectness) x class probability for each box's best class, then
 per-class NMS.
@@ -28,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import box_iou
 
-from visiontool.models.onestage.base import SingleShotDetector, last_channels, replace_conv
+from visiontool.models.onestage.base import SingleShotDetector, replace_conv
 
 # YOLOv2's VOC priors (in cells of the 13x13 grid at 416 px) as fractions of the image
 VOC_PRIORS = tuple(
@@ -37,6 +43,8 @@ VOC_PRIORS = tuple(
                  (9.47112, 4.84053), (11.2364, 10.0071))
 )  # fmt: skip
 MAX_LOG_SCALE = 4.0  # tw, th clamp before exp at inference (e^4 = 55x the prior)
+PASSTHROUGH_CHANNELS = 64  # the paper's 1x1 conv before space-to-depth (x 4 after it)
+MULTISCALE_EVERY = 10  # training batches between input-size changes (the paper's 10)
 
 
 def conv_bn_leaky(cin: int, cout: int) -> nn.Sequential:
@@ -63,19 +71,40 @@ class YOLOv2(SingleShotDetector):
         image_mean: Sequence[float] | None = None,
         image_std: Sequence[float] | None = None,
     ):
-        channels, _ = last_channels(backbone)
+        from visiontool.models.parts import probe
+
+        maps = probe(backbone)
+        channels = maps[-1].channels
         super().__init__(backbone, nn.ModuleList(), num_classes=num_classes, size=size,
                          image_mean=image_mean, image_std=image_std)  # fmt: skip
         self.priors = [(float(w), float(h)) for w, h in priors]
         self.coord, self.noobj, self.ignore = float(coord), float(noobj), float(ignore)
         self.multiscale = bool(multiscale)
+        self._batches = 0
+        self._train_size: int | None = None
         self.neck = nn.Sequential(conv_bn_leaky(channels, width), conv_bn_leaky(width, width))
+        finer = len(maps) >= 2 and maps[-2].stride * 2 == maps[-1].stride
+        self.passthrough = (
+            nn.Sequential(
+                nn.Conv2d(maps[-2].channels, PASSTHROUGH_CHANNELS, 1, bias=False),
+                nn.BatchNorm2d(PASSTHROUGH_CHANNELS),
+                nn.LeakyReLU(0.1),
+                nn.PixelUnshuffle(2),
+            )
+            if finer
+            else None
+        )
+        mixed = width + (4 * PASSTHROUGH_CHANNELS if finer else 0)
+        self.fuse = conv_bn_leaky(mixed, width) if finer else nn.Identity()
         self.out = nn.Conv2d(width, len(self.priors) * (5 + num_classes - 1), 1)
         init_objectness(self.out, len(self.priors))
 
     # predictions are (N, H, W, A, 5 + C): tx, ty, tw, th, objectness, class logits
     def head(self, maps: list[Tensor]) -> Tensor:
-        raw = self.out(self.neck(maps[-1]))
+        top = self.neck(maps[-1])
+        if self.passthrough is not None:
+            top = self.fuse(torch.cat([top, self.passthrough(maps[-2])], dim=1))
+        raw = self.out(top)
         n, _, h, w = raw.shape
         return raw.view(n, len(self.priors), -1, h, w).permute(0, 3, 4, 1, 2)
 
@@ -108,10 +137,12 @@ class YOLOv2(SingleShotDetector):
     def forward(self, images: list[Tensor], targets: Any = None) -> Any:
         if self.training and self.multiscale:
             side = self.input_size()
-            choices = list(range(max(32, round(side * 0.625 / 32) * 32),
-                                 round(side * 1.375 / 32) * 32 + 1, 32))  # fmt: skip
-            size = random.Random(torch.randint(1 << 30, ()).item()).choice(choices)
-            self.transform.fixed_size = (size, size)
+            if self._batches % MULTISCALE_EVERY == 0 or self._train_size is None:
+                choices = list(range(max(32, round(side * 0.625 / 32) * 32),
+                                     round(side * 1.375 / 32) * 32 + 1, 32))  # fmt: skip
+                self._train_size = random.Random(torch.randint(1 << 30, ()).item()).choice(choices)
+            self._batches += 1
+            self.transform.fixed_size = (self._train_size, self._train_size)
             try:
                 return super().forward(images, targets)
             finally:
