@@ -4,7 +4,8 @@
 
 Same model, weights (seeded random by default, or a checkpoint), images (1920x1080 photo-like
 JPEGs) and outputs (full-resolution annotated JPEGs); start-up included; best of --repeat
-interleaved runs. The logic lives in visiontool.engine.bench (also `visiontool benchmark`).
+interleaved runs. The logic lives in visiontool.engine.benchmark.pipeline (also
+`visiontool benchmark --task pipeline`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 import os
 import platform
 
-from visiontool.engine.bench import BenchConfig, run_benchmark
+from visiontool.engine.benchmark.pipeline import BenchConfig, run_benchmark
 
 
 def main() -> None:

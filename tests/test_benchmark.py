@@ -1,4 +1,5 @@
-"""`visiontool benchmark` times both pipelines as processes and reports a ratio."""
+"""`visiontool benchmark --task pipeline` times both pipelines as processes and reports a
+ratio."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from visiontool.engine import bench
+from visiontool.engine.benchmark import pipeline as bench
 
 
 def test_result_arithmetic_on_known_times():
@@ -28,13 +29,14 @@ def test_result_arithmetic_on_known_times():
 def test_benchmark_prints_the_throughputs_it_measured(cli, monkeypatch):
     result = bench.BenchResult(bench.BenchConfig(n=6), naive_s=[3.0, 2.0], ours_s=[1.0, 1.5])
     monkeypatch.setattr(bench, "run_benchmark", lambda config: result)
-    printed = cli("benchmark", "--n", "6", "--repeat", "2")
+    printed = cli("benchmark", "--task", "pipeline", "--n", "6", "--repeat", "2")
     assert printed.exit_code == 0, printed.output
     assert "naive loop       : 3.00 images/s" in printed.output
     assert "visiontool detect: 6.00 images/s" in printed.output
     assert "2.00x best vs best, 2.17x median of run pairs" in printed.output  # 3.0, 1.33
     assert "random weights (speed only" in printed.output and "on cpu" in printed.output
-    printed = cli("benchmark", "--n", "6", "--repeat", "2", "--weights", "DEFAULT")
+    printed = cli("benchmark", "--task", "pipeline", "--n", "6", "--repeat", "2", "--weights",
+                  "DEFAULT")  # fmt: skip
     assert "weights DEFAULT" in printed.output and "random weights" not in printed.output
 
 
@@ -56,12 +58,12 @@ def test_benchmark_command_runs_both_pipelines_on_the_same_images(cli, tmp_path,
 
     monkeypatch.setattr(bench, "_timed", recording)
     n, width, height = 2, 1920, 1080
-    result = cli("benchmark", "--n", str(n), "--repeat", "1", "--batch", "2", "--inflight", "1",
-                 "--json")  # fmt: skip
+    result = cli("benchmark", "--task", "pipeline", "--n", str(n), "--repeat", "1", "--batch", "2",
+                 "--inflight", "1", "--json")  # fmt: skip
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout.strip().splitlines()[-1])
 
-    naive_s = [s for cmd, s in timed if "visiontool.engine.bench" in cmd]
+    naive_s = [s for cmd, s in timed if "visiontool.engine.benchmark.pipeline" in cmd]
     ours_s = [s for cmd, s in timed if "detect" in cmd]
     assert len(naive_s) == len(ours_s) == 1 and len(timed) == 2
     assert data["naive_s"] == naive_s and data["ours_s"] == ours_s

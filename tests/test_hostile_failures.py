@@ -397,15 +397,20 @@ def test_output_paths_of_the_wrong_kind(cli, tmp_path: Path) -> None:
 def test_benchmark_checks_the_model_before_making_images(
     cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import visiontool.engine.bench as bench
+    import visiontool.engine.benchmark.pipeline as bench
 
     def no_photos(*args, **kwargs):
         raise AssertionError("images made before the model was checked")
 
     monkeypatch.setattr(bench, "make_photos", no_photos)
-    assert "nosuchmodel" in one_error_line(cli("benchmark", "--model", "nosuchmodel"), 2)
-    assert "weights" in one_error_line(cli("benchmark", "--weights", "/nonexistent/w.pt"), 3)
-    one_error_line(cli("benchmark", "--n", "0"), 2)
+    for task in ("pipeline", "model"):
+        assert "nosuchmodel" in one_error_line(
+            cli("benchmark", "--task", task, "--model", "nosuchmodel"), 2
+        )
+        assert "weights" in one_error_line(
+            cli("benchmark", "--task", task, "--weights", "/nonexistent/w.pt"), 3
+        )
+    one_error_line(cli("benchmark", "--task", "pipeline", "--n", "0"), 2)
 
 
 def test_array_inputs_still_decode() -> None:

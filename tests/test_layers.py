@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("visiontool.tasks",),  # what each task trains, predicts and scores (above models, data)
     ("visiontool.engine.predict",),
     ("visiontool.engine.evaluate",),
-    ("visiontool.engine.train", "visiontool.engine.anchors", "visiontool.engine.bench"),
+    ("visiontool.engine.train", "visiontool.engine.anchors", "visiontool.engine.benchmark"),
     ("visiontool.engine", "visiontool.api"),
     ("visiontool.cli",),
     ("visiontool.__main__",),

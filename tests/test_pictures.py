@@ -23,7 +23,7 @@ from visiontool.io.draw import PALETTE, color
 PACKAGE = Path(__file__).resolve().parents[1] / "visiontool"
 # Modules that paint synthetic *input* images (data sets, benchmark images), not pictures of
 # results: they may draw with Pillow/OpenCV directly.
-MAKES_INPUTS = {"data/synth.py", "engine/bench.py"}
+MAKES_INPUTS = {"data/synth.py", "engine/benchmark/pipeline.py"}
 
 
 def sources() -> dict[str, str]:

@@ -297,7 +297,8 @@ def test_cli_round_trip_synth_train_detect_eval_benchmark(cli, tmp_path):
                    "--workers", "0", "--json", "--conf", "0.9")  # fmt: skip
     assert _json_lines(stricter.stdout)[0]["threshold"] == 0.9
 
-    timed = cli("benchmark", "--weights", best, "--n", "1", "--repeat", "1", "--json")
+    timed = cli("benchmark", "--task", "pipeline", "--weights", best, "--n", "1", "--repeat",
+                "1", "--json")  # fmt: skip
     assert timed.exit_code == 0, timed.output
 
 

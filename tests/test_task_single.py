@@ -264,6 +264,7 @@ def test_cli_round_trip_synth_train_detect_eval_benchmark(cli, tmp_path):
                    "--fail-under", "map50=0.5")  # fmt: skip
     assert bad_gate.exit_code == 2 and "accuracy" in bad_gate.output
 
-    timed = cli("benchmark", "--weights", best, "--n", "1", "--repeat", "1", "--json")
+    timed = cli("benchmark", "--task", "pipeline", "--weights", best, "--n", "1", "--repeat",
+                "1", "--json")  # fmt: skip
     assert timed.exit_code == 0, timed.output
     assert _json_lines(timed.stdout)[-1]["ours_images_per_s"] > 0

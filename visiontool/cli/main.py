@@ -139,7 +139,7 @@ SHORT_HELP = {
     "detect": "Detect objects, or classify, in images, folders, globs or stdin.",
     "eval": "Score a model or predictions on a data set (mAP, AP50, top-1).",
     "train": "Train a detector (head + backbone, or a model) or a classifier.",
-    "benchmark": "Time `detect` against a naive loop (random weights by default).",
+    "benchmark": "Time models (latency, images/s, TFLOP/s), data, eval or detect.",
     "models": "List models (weights offline or to download), heads, backbones.",
     "data": "Check, convert, generate, preview and summarise data sets.",
     "anchors": "Generate, see, label, fit and check anchor boxes.",

@@ -1,8 +1,9 @@
 """The one front door to models: `create_model(name, *, weights, num_classes, **arch)`.
 
 Every command builds models through here (timm's `create_model`, torchvision's `get_model`):
-`detect`, `eval` and `benchmark` through `load_model` (create, then eval mode on a device),
-training through `create_model` itself, checkpoints through `load_checkpoint`. A registry
+`detect`, `eval` and `benchmark --task pipeline` through `load_model` (create, then eval mode
+on a device), training and `benchmark`'s model rows through `create_model` itself,
+checkpoints through `load_checkpoint`. A registry
 `ModelSpec` says how to build each name; this module only resolves the weights choice:
 
 - `weights=None`/"none": the architecture with random weights.

@@ -1,10 +1,10 @@
-"""Detection-pipeline benchmark: `visiontool detect` against a naive one-image-at-a-time loop.
+"""`benchmark --task pipeline`: `visiontool detect` against a naive one-image-at-a-time loop.
 
 Both run the same model, weights and images and write the same outputs (full-resolution
 annotated JPEGs); each is timed as a whole process, start-up included, best of `repeat`
 interleaved runs. Any model `detect` runs is timed: a model that gives boxes (detectors, the
 single-object model) through the naive detection loop, a classifier (classify, multilabel)
-through the naive classification loop. Used by `visiontool benchmark` and
+through the naive classification loop. Used by `visiontool benchmark --task pipeline` and
 `benchmarks/detect_pipeline.py`.
 """
 
@@ -19,9 +19,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from visiontool.engine.benchmark.config import DEFAULT_MODEL
 from visiontool.errors import ConfigError, ModelLoadError
-
-DEFAULT_MODEL = "frcnn-mobile-320"  # timed when neither --model nor a checkpoint says
 
 
 @dataclass
@@ -226,7 +225,7 @@ def run_benchmark(config: BenchConfig) -> BenchResult:
         model = bench_model(config)
         common = ["--model", model] if model else []
         common += ["--weights", config.weights, "--conf", str(config.conf)]
-        naive_cmd = [sys.executable, "-m", "visiontool.engine.bench", str(images),
+        naive_cmd = [sys.executable, "-m", "visiontool.engine.benchmark.pipeline", str(images),
                      f"{tmp}/naive", model or "", config.weights, str(config.conf)]  # fmt: skip
         ours_cmd = [sys.executable, "-m", "visiontool", "detect", str(images), *common,
                     "--batch", str(config.batch), "--out", f"{tmp}/ours", "--exist-ok",
@@ -239,6 +238,20 @@ def run_benchmark(config: BenchConfig) -> BenchResult:
             naive_s.append(_timed(naive_cmd, "naive loop"))
             ours_s.append(_timed(ours_cmd, "visiontool detect"))
     return BenchResult(config=config, naive_s=naive_s, ours_s=ours_s)
+
+
+def pipeline_config(config: Any) -> BenchConfig:
+    """The pipeline's own config from a checked `BenchmarkConfig` (`--task pipeline`): one
+    model (or the checkpoint's, or DEFAULT_MODEL), one batch, `n` images, `repeat` runs."""
+    return BenchConfig(
+        model=config.models[0] if config.models else None,
+        weights=config.weights,
+        n=config.n if config.n is not None else BenchConfig.n,
+        batch=config.batches[0],
+        workers=config.workers,
+        inflight=config.inflight,
+        repeat=config.repeat if config.repeat is not None else BenchConfig.repeat,
+    )
 
 
 if __name__ == "__main__":  # the naive loop's own process: IMAGES OUT MODEL WEIGHTS CONF
