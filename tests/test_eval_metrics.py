@@ -195,3 +195,24 @@ def test_classification_metrics_hand_computed():
     assert result.precision[:2] == pytest.approx([0.5, 1.0])
     assert result.recall[:2] == pytest.approx([0.5, 0.5])
     assert result.f1[1] == pytest.approx(2 / 3)
+
+
+def test_detection_confusion_matches_greedily_per_image_and_skips_ignored_ground_truth():
+    """Highest IoU first within each image (a box shared by two objects goes to the closer
+    one), images apart; a prediction on crowd/difficult ground truth is not counted."""
+    gt_image = np.array([1, 1, 2, 2])
+    gt_boxes = np.array([[0, 0, 10, 10], [2, 0, 12, 10], [0, 0, 10, 10], [50, 50, 90, 90]], float)
+    gt_labels = np.array([0, 1, 0, 1])
+    ignored = np.array([False, False, False, True])
+    det_image = np.array([1, 2, 2, 3])
+    det_boxes = np.array([[2, 0, 12, 10], [0, 0, 10, 10], [52, 50, 90, 90], [0, 0, 5, 5]], float)
+    matrix = detection_confusion(
+        gt_image, gt_boxes, gt_labels, ignored, det_image, det_boxes,
+        np.ones(4), np.array([0, 1, 0, 1]), num_classes=2, conf=0.5, iou=0.5,
+    )  # fmt: skip
+    expected = np.zeros((3, 3), int)
+    expected[1, 0] = 1  # image 1: the box is the class-1 object's (IoU 1), predicted as 0
+    expected[0, 2] = 1  # image 1: the class-0 object is missed
+    expected[0, 1] = 1  # image 2: class-0 object predicted as class 1
+    expected[2, 1] = 1  # image 3 (no ground truth): a false positive; the crowd hit is not
+    assert matrix.tolist() == expected.tolist()

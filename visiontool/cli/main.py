@@ -152,7 +152,7 @@ app.command("train", help=train.HELP, short_help=SHORT_HELP["train"], cls=Comman
 app.command("benchmark", help=benchmark.HELP, short_help=SHORT_HELP["benchmark"], cls=Command)(
     benchmark.benchmark
 )
-app.command("models", help=models.HELP, short_help=SHORT_HELP["models"], cls=Command)(models.models)
+app.add_typer(models.app, name="models", help=models.HELP, short_help=SHORT_HELP["models"])
 app.add_typer(data.app, name="data", short_help=SHORT_HELP["data"])
 app.add_typer(anchors.app, name="anchors", short_help=SHORT_HELP["anchors"])
 

@@ -1,7 +1,10 @@
-"""`visiontool models`: list the registry (tables, or --json objects).
+"""`visiontool models`: list the registry (tables, or --json objects); `visiontool models
+info NAME`: one model's parameters per part, FLOPs and receptive fields.
 
 The tables fit the terminal: one line per model (a long description ends in "…"; --json, a
 wider terminal or a pipe show it whole), and below 100 columns the input size is left out.
+`models` is a group whose callback lists (so `visiontool models [--task T] [--heads]` is
+unchanged); `info` is its one subcommand.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import Any
 
 import typer
 
-from visiontool.cli.common import Console, JsonOpt
+from visiontool.cli.common import Command, Console, Group, JsonOpt
 
 # one table per kind of model (`TaskSpec.model_task`); a kind several tasks train says so
 TITLES = {
@@ -26,9 +29,18 @@ HELP = (
     "available offline, and a description."
 )
 WIDE = 100  # columns from which the tables show everything
+INFO_HELP = (
+    "One model's parameters (per part, trainable and total), FLOPs per image at --imgsz "
+    "(FLOPs = 2 x multiply-adds) and the receptive field of each stage and feature map; "
+    "built with random weights, offline."
+)
+
+app = typer.Typer(cls=Group, invoke_without_command=True, no_args_is_help=False)
 
 
+@app.callback(invoke_without_command=True)
 def models(
+    ctx: typer.Context,
     task: str = typer.Option(
         None,
         "--task",
@@ -40,6 +52,13 @@ def models(
     ),
     json_out: bool = JsonOpt,
 ) -> None:
+    if ctx.invoked_subcommand is not None:
+        if task is not None or heads or json_out:
+            raise typer.BadParameter(
+                f"--task, --heads and --json before {ctx.invoked_subcommand!r} list the "
+                f"registry; put the options of {ctx.invoked_subcommand!r} after it"
+            )
+        return
     from visiontool.models.catalog import list_models
 
     kind = None
@@ -126,7 +145,8 @@ def _table(
     table = Table(title=title, title_justify="left", box=None, pad_edge=False)
     for column in columns[:-1]:
         table.add_column(column, no_wrap=True, justify="right" if column in right else "left")
-    table.add_column(columns[-1])  # the one column that gives way when the terminal is narrow
+    # the one column that gives way when the terminal is narrow
+    table.add_column(columns[-1], justify="right" if columns[-1] in right else "left")
     for *cells, last in rows:
         text = Text(str(last), no_wrap=not wrap_last, overflow="fold" if wrap_last else "ellipsis")
         table.add_row(*(str(value) for value in cells), text)
@@ -163,3 +183,65 @@ def _parts(json_out: bool) -> None:
                 console.log(line)
     _table(console, "backbones", ["backbone", "description"],
            [[b["name"], b["description"]] for b in backbones])  # fmt: skip
+
+
+@app.command("info", cls=Command, help=INFO_HELP)
+def info(
+    name: str = typer.Argument(..., help="Registry name (see `visiontool models`)."),
+    imgsz: int = typer.Option(
+        None, "--imgsz", help="Input size in pixels (a square image).", show_default="the model's"
+    ),
+    backbone: str = typer.Option(
+        None,
+        "--backbone",
+        help="Registered backbone, for models composed over one (tinyssd, ssd-focal, yolo, "
+        "frcnn-vgg16, single).",
+        show_default="the model's",
+    ),
+    json_out: bool = JsonOpt,
+) -> None:
+    from visiontool.models.complexity import describe_model
+
+    report = describe_model(name, imgsz=imgsz, backbone=backbone)
+    console = Console(json_mode=json_out)
+    if json_out:
+        console.emit_json(report)
+        return
+    _whole_lines_in_files(console)
+    channels, height, width = report["input"]
+    over = f", {report['backbone']} backbone" if report["backbone"] else ""
+    console.log(f"{report['name']}: {report['task']}{over}, input {channels}x{height}x{width}, "
+                f"weights {report['weights']}")  # fmt: skip
+    params = report["parameters"]
+    _table(
+        console,
+        f"parameters: {params['total']:,} ({params['trainable']:,} trainable)",
+        ["part", "parameters", "trainable", "share"],
+        [[g["name"], f"{g['total']:,}", f"{g['trainable']:,}",
+          f"{100 * g['total'] / max(params['total'], 1):.1f}%"] for g in params["groups"]],
+        right={"parameters", "trainable", "share"},
+    )  # fmt: skip
+    console.log(f"FLOPs per image at {height}x{width}: {report['flops']:,} "
+                f"({_si(report['flops'])}FLOPs; {report['flops_note']})")  # fmt: skip
+    fields = report["receptive_fields"]
+    if fields:
+        rows = [[f["name"], "x".join(map(str, f["shape"])), _num(f["jump"]),
+                 "global" if f["size"] is None else _num(f["size"]), _num(f["start"])]
+                for f in fields]  # fmt: skip
+        columns = ["stage", "output", "j", "r", "start"]
+        _table(console, "receptive field per stage and feature map", columns, rows,
+               right={"j", "r", "start"})  # fmt: skip
+        for line in textwrap.wrap(report["receptive_field_note"], max(console.rich.width, 40)):
+            console.log(line)
+
+
+def _si(value: float) -> str:
+    """1234567 -> '1.23 M'."""
+    for factor, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.2f} {prefix}"
+    return f"{value:g} "
+
+
+def _num(value: float) -> str:
+    return f"{value:g}"

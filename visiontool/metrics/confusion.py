@@ -53,57 +53,56 @@ def detection_confusion(
 
     bg = num_classes
     matrix = np.zeros((num_classes + 1, num_classes + 1), dtype=np.int64)
-    gt_groups = _groups(gt_image)
-    det_groups = _groups(det_image)
-    for image in set(gt_groups) | set(det_groups):
-        g = gt_groups.get(image, np.zeros(0, dtype=np.int64))
-        d = det_groups.get(image, np.zeros(0, dtype=np.int64))
-        g_ign, g = g[gt_ignore[g]], g[~gt_ignore[g]]
-        pairs = _greedy_pairs(gt_boxes[g], det_boxes[d], iou)
-        matched_g = np.zeros(g.size, dtype=bool)
-        matched_d = np.zeros(d.size, dtype=bool)
-        for gi, di in pairs:
-            matched_g[gi] = matched_d[di] = True
-            matrix[gt_labels[g[gi]], det_labels[d[di]]] += 1
-        np.add.at(matrix[:, bg], gt_labels[g[~matched_g]], 1)
-        rest = d[~matched_d]
-        if g_ign.size and rest.size:
-            rest = rest[_best_iou(det_boxes[rest], gt_boxes[g_ign]) < iou]
-        np.add.at(matrix[bg], det_labels[rest], 1)
+    scored = np.flatnonzero(~gt_ignore)
+    g, d = _same_image_pairs(gt_image[scored], det_image)
+    g = scored[g]
+    ious = box_iou_pairs(gt_boxes[g], det_boxes[d])
+    matched_g = np.zeros(gt_labels.size, dtype=bool)
+    matched_d = np.zeros(det_labels.size, dtype=bool)
+    pair_g, pair_d = _greedy_pairs(g, d, ious, iou)
+    matched_g[pair_g] = matched_d[pair_d] = True
+    np.add.at(matrix, (gt_labels[pair_g], det_labels[pair_d]), 1)
+    np.add.at(matrix[:, bg], gt_labels[scored[~matched_g[scored]]], 1)
+    rest = np.flatnonzero(~matched_d)
+    ignored = np.flatnonzero(gt_ignore)
+    if ignored.size and rest.size:  # a prediction on ignored ground truth is not counted
+        gi, di = _same_image_pairs(gt_image[ignored], det_image[rest])
+        on_ignored = box_iou_pairs(gt_boxes[ignored[gi]], det_boxes[rest[di]]) >= iou
+        rest = np.delete(rest, di[on_ignored])
+    np.add.at(matrix[bg], det_labels[rest], 1)
     return matrix
 
 
-def _groups(image: np.ndarray) -> dict[int, np.ndarray]:
-    """Image id -> indices of its rows."""
-    if image.size == 0:
-        return {}
-    order = np.argsort(image, kind="stable")
-    ids, starts = np.unique(image[order], return_index=True)
-    return dict(zip(ids.tolist(), np.split(order, starts[1:]), strict=True))
+def _same_image_pairs(gt_image: np.ndarray, det_image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every (ground truth, prediction) index pair of one image: image by image, then by
+    ground-truth index, then by prediction index (each image's IoU matrix read row by row)."""
+    g_order = np.argsort(gt_image, kind="stable")
+    d_order = np.argsort(det_image, kind="stable")
+    d_sorted = det_image[d_order]
+    g_sorted = gt_image[g_order]
+    starts = np.searchsorted(d_sorted, g_sorted, side="left")
+    counts = np.searchsorted(d_sorted, g_sorted, side="right") - starts
+    total = int(counts.sum())
+    first = np.repeat(np.cumsum(counts) - counts, counts)
+    offsets = np.arange(total) - first
+    return np.repeat(g_order, counts), d_order[np.repeat(starts, counts) + offsets]
 
 
-def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    ia = np.repeat(np.arange(len(a)), len(b))
-    ib = np.tile(np.arange(len(b)), len(a))
-    return box_iou_pairs(a[ia], b[ib]).reshape(len(a), len(b))
-
-
-def _best_iou(dets: np.ndarray, gts: np.ndarray) -> np.ndarray:
-    return _iou_matrix(dets, gts).max(axis=1)
-
-
-def _greedy_pairs(gts: np.ndarray, dets: np.ndarray, threshold: float) -> list[tuple[int, int]]:
-    if len(gts) == 0 or len(dets) == 0:
-        return []
-    ious = _iou_matrix(gts, dets)
-    gi, di = np.nonzero(ious >= threshold)
-    order = np.argsort(-ious[gi, di], kind="stable")
+def _greedy_pairs(
+    g: np.ndarray, d: np.ndarray, ious: np.ndarray, threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """One-to-one matches among candidate pairs (g[i], d[i]) of IoU >= `threshold`, highest IoU
+    first (ties: candidate order). Images never share an index, so one pass over all images
+    gives each image's own greedy matching."""
+    keep = np.flatnonzero(ious >= threshold)
+    order = keep[np.argsort(-ious[keep], kind="stable")]
     used_g: set[int] = set()
     used_d: set[int] = set()
-    pairs = []
-    for g, d in zip(gi[order].tolist(), di[order].tolist(), strict=True):
-        if g not in used_g and d not in used_d:
-            used_g.add(g)
-            used_d.add(d)
-            pairs.append((g, d))
-    return pairs
+    pairs_g, pairs_d = [], []
+    for gi, di in zip(g[order].tolist(), d[order].tolist(), strict=True):
+        if gi not in used_g and di not in used_d:
+            used_g.add(gi)
+            used_d.add(di)
+            pairs_g.append(gi)
+            pairs_d.append(di)
+    return np.asarray(pairs_g, dtype=np.int64), np.asarray(pairs_d, dtype=np.int64)
