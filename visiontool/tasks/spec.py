@@ -109,5 +109,23 @@ def get_task(name: str) -> TaskSpec:
     return registry.get("task", name)
 
 
+def training_augment(
+    task: TaskSpec, info: Any, augment: str | None = None
+) -> tuple[str, int | None]:
+    """(augmentation preset, output size or None) of the training transforms for a model with
+    `info` (a `ModelInfo`): `augment`, else the task's preset, else the detector head's. A
+    classifier takes a batch of one size; detectors resize inside, and frcnn's scale jitter
+    works around their own size (None: no fixed output size)."""
+    from visiontool.models.factory import head_of
+
+    head = head_of(info)
+    preset = (
+        augment or task.default_augment or (head.default_augment if head is not None else "frcnn")
+    )
+    if task.output == "boxes" and preset == "frcnn":
+        return preset, None
+    return preset, int(info.input_size)
+
+
 def task_names() -> list[str]:
     return registry.names("task")

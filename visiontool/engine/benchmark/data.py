@@ -48,16 +48,12 @@ def training_set(data: str, info: Any) -> tuple[Any, str, int | None]:
     build them for a model with `info`."""
     from visiontool.data.datasets import list_splits, open_dataset
     from visiontool.data.transforms import build_transforms
-    from visiontool.models.factory import head_of
-    from visiontool.tasks.spec import get_task
+    from visiontool.tasks.spec import get_task, training_augment
 
     task = get_task(info.task)
     split = TRAIN_SPLIT if list_splits(data) else None
     dataset = task.adapt(open_dataset(data, split=split, task=task.reads))
-    head = head_of(info)
-    preset = task.default_augment or (head.default_augment if head is not None else "frcnn")
-    # a classifier takes one size; detectors resize inside (frcnn's scale jitter keeps sizes)
-    size = None if task.output == "boxes" and preset == "frcnn" else int(info.input_size)
+    preset, size = training_augment(task, info)
     dataset.transforms = build_transforms(preset, train=True, imgsz=size)
     return dataset, preset, size
 

@@ -351,24 +351,12 @@ def attach_transforms(cfg: Any, train: Any, val: Any | None, info: ModelInfo) ->
     """Set train/eval transforms; returns the augmentation preset used: `--augment`, else the
     task's, else the detector head's."""
     from visiontool.data.transforms import build_transforms
-    from visiontool.tasks.spec import get_task
+    from visiontool.tasks.spec import get_task, training_augment
 
-    task = get_task(cfg.task)
-    preset = cfg.augment or task.default_augment or _default_augment(info)
-    if task.output == "scores":  # a classifier takes a batch of one size
-        size = info.input_size
-    else:  # detectors resize inside; frcnn's scale jitter works around their own size
-        size = None if preset == "frcnn" else info.input_size
+    preset, size = training_augment(get_task(cfg.task), info, cfg.augment)
     train.transforms = build_transforms(preset, train=True, imgsz=size)
     if val is not None:
         # Validation feeds the raw uint8 images to the same Predictor `detect` and `eval`
         # use (detectors resize internally, classifiers get its resize/crop/normalise).
         val.transforms = None
     return preset
-
-
-def _default_augment(info: ModelInfo) -> str:
-    from visiontool.models.factory import head_of
-
-    head = head_of(info)
-    return head.default_augment if head is not None else "frcnn"
