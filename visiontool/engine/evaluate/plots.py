@@ -78,6 +78,15 @@ def plot_detection_confusion(
 ) -> Path:
     """The detection confusion matrix of `dets` against `gt` (`metrics.confusion`, with a
     background class), drawn by `plot_confusion`; the title names the thresholds."""
+    matrix, names, title = detection_confusion_plot(gt, dets, conf=conf, iou=iou, title=title)
+    return plot_confusion(matrix, names, path, title=title)
+
+
+def detection_confusion_plot(
+    gt: Any, dets: Any, *, conf: float, iou: float, title: str | None = None
+) -> tuple[np.ndarray, list[str], str]:
+    """What `plot_confusion` draws for detections: (matrix, class names + background, title);
+    small enough to hand to a plot worker."""
     from visiontool.metrics.confusion import detection_confusion
 
     matrix = detection_confusion(
@@ -85,7 +94,7 @@ def plot_detection_confusion(
         dets.scores, dets.labels, num_classes=len(gt.classes), conf=conf, iou=iou,
     )  # fmt: skip
     title = title or f"Confusion matrix (conf >= {conf:g}, IoU >= {iou:g})"
-    return plot_confusion(matrix, [*gt.classes, BACKGROUND], path, title=title)
+    return matrix, [*gt.classes, BACKGROUND], title
 
 
 def pr_curves(

@@ -22,6 +22,7 @@ import numpy as np
 
 from visiontool.engine.evaluate.inputs import GroundTruth, ModelRun, load_ground_truth
 from visiontool.errors import ConfigError
+from visiontool.io.plot_worker import PlotWorker
 from visiontool.io.predictions import Detections, ImageIndex, no_gc
 from visiontool.metrics.coco import COCO_KEYS
 
@@ -105,20 +106,23 @@ def run_eval(config: EvalConfig, *, on_log: Log | None = None) -> EvalReport:
     log = on_log or (lambda message: None)
     _validate(config)
     check_gate_values(config.fail_under)
-    gt, dataset = load_ground_truth(config.data, split=config.split)
-    run = None if config.pred is not None else _model_run(config)
-    if run is None:  # a predictions file: the data set says what it holds
-        task = get_task("detect" if gt is not None else "classify")
-    else:
-        task = get_task(run.load().info.task)
-        _check_data_fits(task, config.data, dataset, gt, run)
-    check_gate_keys(config.fail_under, task.name)
-    if task.score is not None:
-        report = _run_task(config, task, dataset, run, log)  # type: ignore[arg-type]
-    elif gt is None:
-        report = _run_classification(config, dataset, log, run)
-    else:
-        report = _run_detection(config, gt, dataset, log, run)
+    # scoring a file never imports torch: a forked worker can draw while the parent scores
+    drawing = config.pred is not None and config.out is not None and config.plots
+    with PlotWorker(enabled=drawing) as plots:
+        gt, dataset = load_ground_truth(config.data, split=config.split)
+        run = None if config.pred is not None else _model_run(config)
+        if run is None:  # a predictions file: the data set says what it holds
+            task = get_task("detect" if gt is not None else "classify")
+        else:
+            task = get_task(run.load().info.task)
+            _check_data_fits(task, config.data, dataset, gt, run)
+        check_gate_keys(config.fail_under, task.name)
+        if task.score is not None:
+            report = _run_task(config, task, dataset, run, log)  # type: ignore[arg-type]
+        elif gt is None:
+            report = _run_classification(config, dataset, log, run)
+        else:
+            report = _run_detection(config, gt, dataset, log, run, plots)
     report.failed = failed_gates(report.metrics, config.fail_under)
     return report
 
@@ -155,7 +159,12 @@ def _validate(config: EvalConfig) -> None:
 
 
 def _run_detection(
-    config: EvalConfig, gt: GroundTruth, dataset: Any, log: Log, run: ModelRun | None
+    config: EvalConfig,
+    gt: GroundTruth,
+    dataset: Any,
+    log: Log,
+    run: ModelRun | None,
+    plots: PlotWorker,
 ) -> EvalReport:
     if config.pred is not None:
         from visiontool.io.predictions import read_predictions, resolve_predictions
@@ -186,6 +195,8 @@ def _run_detection(
         f"scoring {len(dets)} predictions on {len(gt.image_ids)} images "
         f"(matched to images {dets.matching})"
     )
+    if config.out is not None and config.plots:  # drawn while scoring when a worker runs
+        _submit_confusion(config, gt, dets, plots)
     with no_gc():
         metrics, extras = score_detections(gt, dets, iou_thresholds=config.iou_thresholds)
     report = EvalReport(
@@ -199,7 +210,7 @@ def _run_detection(
         matching=dets.matching,
     )
     if config.out is not None:
-        report.files = _write_detection(config, gt, dets, report.to_dict(), extras)
+        report.files = _write_detection(config, gt, report.to_dict(), extras, plots)
     return report
 
 
@@ -257,32 +268,35 @@ def score_detections(
     return metrics, {"coco": coco, "voc": voc}
 
 
+def _submit_confusion(config: EvalConfig, gt: GroundTruth, dets: Detections, plots: Any) -> None:
+    from visiontool.engine.evaluate.plots import detection_confusion_plot, plot_confusion
+
+    conf = DETECTION_CONF if config.conf is None else config.conf
+    matrix, names, title = detection_confusion_plot(gt, dets, conf=conf, iou=config.iou)
+    path = Path(config.out) / "confusion_matrix.png"  # type: ignore[arg-type]
+    plots.submit(plot_confusion, matrix, names, path, title=title)
+
+
 def _write_detection(
     config: EvalConfig,
     gt: GroundTruth,
-    dets: Detections,
     metrics: dict[str, Any],
     extras: dict[str, Any],
+    plots: PlotWorker,
 ) -> list[str]:
+    """metrics.json, then the PR curves and the confusion matrix (already submitted)."""
     from visiontool.io.atomic import write_json
 
     out = Path(config.out)  # type: ignore[arg-type]
     files = [str(write_json(out / "metrics.json", metrics))]
     if not config.plots:
         return files
-    from visiontool.engine.evaluate.plots import (
-        plot_detection_confusion,
-        plot_pr_curves,
-        pr_curves,
-    )
+    from visiontool.engine.evaluate.plots import plot_pr_curves, pr_curves
 
     curves, ap50 = pr_curves(gt, metrics, extras)
-    files.append(str(plot_pr_curves(curves, out / "pr_curve.png", ap=ap50)))
-    conf = DETECTION_CONF if config.conf is None else config.conf
-    path = plot_detection_confusion(gt, dets, out / "confusion_matrix.png", conf=conf,
-                                    iou=config.iou)  # fmt: skip
-    files.append(str(path))
-    return files
+    plots.submit(plot_pr_curves, curves, out / "pr_curve.png", ap=ap50)
+    confusion, pr = plots.finish()
+    return [*files, str(pr), str(confusion)]
 
 
 def _run_classification(
