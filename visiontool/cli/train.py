@@ -57,7 +57,10 @@ def train(
         help="Compose a detector: head (default frcnn; `models --heads`) over --backbone.",
     ),
     backbone: str = typer.Option(
-        None, "--backbone", help="Registered backbone (with --head, or --task single)."
+        None,
+        "--backbone",
+        help="Registered backbone (with --head; --task single; or --task classify or "
+        "multilabel: a classifier over it).",
     ),
     fpn: bool = typer.Option(
         None, "--fpn/--no-fpn", help="Feature pyramid (default: the head's usual layout)."

@@ -1,5 +1,5 @@
-"""visiontool's own model entries: LeNet, the single-object detector, and the hidden entries
-checkpoints rebuild from.
+"""visiontool's own model entries: LeNet, the single-object detector, the classifier over any
+backbone, and the hidden entries checkpoints rebuild from.
 
 "detector" rebuilds any backbone x head composition from a checkpoint's `build` dict;
 "classifier" rebuilds a torchvision classifier trained on a custom data set. Neither has
@@ -105,5 +105,31 @@ registry.add(
         input_size=224,
         description="largest object: backbone (train --backbone, default resnet18) + a head of "
         "4 box numbers and class scores (trained per data set)",
+    ),
+)
+
+
+def build_backbone_classifier(*, num_classes: int | None = None, **arch: Any) -> Any:
+    from visiontool.models.backbone_classifier import build_backbone_classifier as build
+
+    return build(num_classes=num_classes or 1, **arch)
+
+
+def replace_backbone_classifier_layer(model: Any, num_classes: int) -> list[str]:
+    from visiontool.models.backbone_classifier import replace_class_layer
+
+    return replace_class_layer(model, num_classes)
+
+
+registry.add(
+    "model",
+    ModelSpec(
+        name="backbone-classifier",
+        task="classify",
+        build=build_backbone_classifier,
+        replace_class_layers=replace_backbone_classifier_layer,
+        input_size=224,
+        description="any backbone (train --backbone, default resnet18) + conv, global max pool, "
+        "linear (trained per data set)",
     ),
 )

@@ -19,6 +19,7 @@ from visiontool.models.specs import HeadSpec, ModelSpec
 
 DEFAULT_HEAD = "frcnn"  # `train` with neither --model nor --head
 DEFAULT_CLASSIFIER = "resnet18"
+BACKBONE_CLASSIFIER = "backbone-classifier"  # --task classify|multilabel --backbone NAME
 DEFAULT_SINGLE = "single"  # the single-object model over --backbone (default resnet18)
 DEFAULT_SINGLE_BACKBONE = "resnet18"
 # options that shape a composed detector (backbone x head); a registry model ignores them
@@ -30,8 +31,8 @@ COMPOSE_OPTIONS = (
 def resolve_model_choice(cfg: Any) -> tuple[str | None, str | None]:
     """(model, head) a run trains: `--head` composes a detector from parts; `--model` names a
     registry model (the same name means the same model in every command). Neither: the
-    default head for detection, resnet18 for (multi-label) classification, the single-object
-    model for single."""
+    default head for detection, resnet18 for (multi-label) classification (the classifier over
+    `--backbone` when one is given), the single-object model for single."""
     from visiontool.tasks.spec import get_task
 
     if cfg.head and cfg.model:
@@ -41,7 +42,7 @@ def resolve_model_choice(cfg: Any) -> tuple[str | None, str | None]:
         raise ConfigError(f"--head composes detectors (--task detect); --task {cfg.task} "
                           "names its model with --model")  # fmt: skip
     if kind == "classify":
-        return cfg.model or DEFAULT_CLASSIFIER, None
+        return cfg.model or (BACKBONE_CLASSIFIER if cfg.backbone else DEFAULT_CLASSIFIER), None
     if kind == "single":
         return cfg.model or DEFAULT_SINGLE, None
     if cfg.model:
@@ -195,17 +196,24 @@ def build_classifier_for_training(cfg: Any, dataset: Any) -> tuple[Any, ModelInf
     spec: ModelSpec = registry.get("model", name)
     if spec.task != "classify":
         raise ConfigError(f"--model {name!r} is not a classifier (see `visiontool models`)")
-    pretrained = weights_kind(cfg.weights) == "default"
-    module = create_model(
-        spec.name, weights="DEFAULT" if pretrained else None, num_classes=len(classes)
-    )
-    new = list(module.fresh_parameters)
+    _no_detector_options(cfg, spec.name)
+    if spec.name == BACKBONE_CLASSIFIER:
+        module, new = _backbone_classifier(cfg, len(classes))
+        mean_std = {"mean": module.image_mean, "std": module.image_std}
+    else:
+        pretrained = weights_kind(cfg.weights) == "default"
+        module = create_model(
+            spec.name, weights="DEFAULT" if pretrained else None, num_classes=len(classes)
+        )
+        new, mean_std = list(module.fresh_parameters), {}
     imgsz = cfg.imgsz or int(spec.input_size or 224)
-    preprocess = _scaled_preprocess(spec.preprocess, imgsz)
+    preprocess = {**_scaled_preprocess(spec.preprocess, imgsz), **mean_std}
     if task.whole_image:  # the whole image, squashed to a square, as training sees it
         preprocess.update(resize=imgsz, crop=imgsz, square=True)
     channels = _in_channels(module)
-    if spec.info is None:  # trained per data set (LeNet): rebuilt by its own name
+    if spec.name == BACKBONE_CLASSIFIER:
+        build = dict(module.build_kwargs)
+    elif spec.info is None:  # trained per data set (LeNet): rebuilt by its own name
         build = {"model": spec.name, "num_classes": len(classes), "in_channels": channels}
     else:
         build = {"model": "classifier", "name": spec.name, "num_classes": len(classes),
@@ -223,6 +231,48 @@ def build_classifier_for_training(cfg: Any, dataset: Any) -> tuple[Any, ModelInf
         conf=task.train_conf(cfg),
     )
     return _finish(cfg, module, info, new)
+
+
+def _no_detector_options(cfg: Any, name: str) -> None:
+    """Options a classifier cannot honour are refused, never ignored: the backbone options
+    for a torchvision classifier, the detector-head options for any."""
+    own = (
+        ("backbone", "backbone_weights", "trainable_layers") if name == BACKBONE_CLASSIFIER else ()
+    )
+    head = ("fpn", "returned_layers", "arch", "anchors", "anchor_sizes", "anchor_ratios")
+    given = [f"--{o.replace('_', '-')}" for o in dict.fromkeys((*COMPOSE_OPTIONS, *head))
+             if o not in own and _given(cfg, o)]  # fmt: skip
+    if given:
+        verb = "does" if len(given) == 1 else "do"
+        raise ConfigError(
+            f"{', '.join(given)} {verb} not apply to the classifier {name!r}; a "
+            f"classifier over a registered backbone is `--backbone NAME` without --model "
+            f"(or --model {BACKBONE_CLASSIFIER}), which takes --backbone, --backbone-weights "
+            "and --trainable-layers"
+        )
+
+
+def _given(cfg: Any, option: str) -> bool:
+    value = getattr(cfg, option, None)
+    return weights_kind(value) != "none" if option == "backbone_weights" else bool(value)
+
+
+def _backbone_classifier(cfg: Any, num_classes: int) -> tuple[Any, list[str]]:
+    """The classifier over --backbone, and its fresh parameters (the head's, when the trunk
+    starts from ImageNet weights; all of them otherwise)."""
+    from visiontool.models.factory import create_model
+
+    if weights_kind(cfg.weights) == "default":
+        raise ConfigError(f"--weights DEFAULT: {BACKBONE_CLASSIFIER} has no pretrained weights; "
+                          "use --backbone-weights DEFAULT (ImageNet trunk)")  # fmt: skip
+    module = create_model(
+        BACKBONE_CLASSIFIER, num_classes=num_classes,
+        backbone=cfg.backbone or DEFAULT_CLASSIFIER, backbone_weights=cfg.backbone_weights,
+        trainable_layers=cfg.trainable_layers,
+    )  # fmt: skip
+    pretrained = weights_kind(cfg.backbone_weights) != "none"
+    new = [n for n, _ in module.named_parameters() if n.startswith("head.")] if pretrained else []
+    return module, new
 
 
 def build_single_for_training(cfg: Any, dataset: Any) -> tuple[Any, ModelInfo, list[str]]:
