@@ -48,6 +48,9 @@ class ImageResult:
     classes: list[ClassScore] | None = None
     error: str | None = None
     speed: dict[str, float] = field(default_factory=dict)  # ms per stage
+    frame: int | None = None  # a video frame's number in its source (from 0); None: an image
+    time_s: float | None = None  # that frame's time in the video (live: since the start)
+    video: Any = field(default=None, repr=False, compare=False)  # io.video.VideoInfo
 
     @property
     def ok(self) -> bool:
@@ -58,7 +61,11 @@ class ImageResult:
         return sum(self.speed.values())
 
     def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"image": self.image, "width": self.width, "height": self.height}
+        data: dict[str, Any] = {"image": self.image}
+        if self.frame is not None:
+            data["frame"] = self.frame
+            data["time_s"] = self.time_s
+        data.update(width=self.width, height=self.height)
         if self.classes is not None:
             data["classes"] = [c.to_dict() for c in self.classes]
         else:

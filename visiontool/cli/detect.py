@@ -26,16 +26,17 @@ if TYPE_CHECKING:
     from visiontool.results import ImageResult
 
 HELP = (
-    "Detect objects (or classify) in images: files, folders, globs, .txt lists or - (stdin). "
-    "Writes annotated images, predictions.jsonl and summary.json. The model's task decides what "
-    "each image gets: boxes (detect; single: one box, its largest object), the top-k classes "
-    "(classify) or every class scoring at least --conf (multilabel)."
+    "Detect objects (or classify) in images and videos: files, folders, globs, .txt lists, - "
+    "(stdin), camera indexes (0) and stream URLs (rtsp://...). Writes annotated images (an mp4 "
+    "per video), predictions.jsonl (video frames with frame and time_s) and summary.json. The "
+    "model's task decides what each image gets: boxes (detect; single: one box, its largest "
+    "object), the top-k classes (classify) or every class scoring at least --conf (multilabel)."
 )
 
 
 def detect(
     sources: list[str] = typer.Argument(
-        None, help="Images, folders, globs, .txt lists or - (stdin)."
+        None, help="Images, videos, folders, globs, .txt lists, - (stdin), 0 (camera), URLs."
     ),
     model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     weights: str = typer.Option(None, "--weights", "-w", help=WEIGHTS_HELP, show_default="DEFAULT"),
@@ -78,6 +79,9 @@ def detect(
         "image ids (for `eval --pred`).",
     ),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first unreadable image."),
+    vid_stride: int = typer.Option(
+        1, "--vid-stride", help="Videos and streams: process every N-th frame."
+    ),
     seed: int = SeedOpt,
     device: str = DeviceOpt,
     out: Path = out_option("detect"),
@@ -116,6 +120,7 @@ def detect(
         data=data,
         strict=strict,
         seed=seed,
+        vid_stride=vid_stride,
     )
     from visiontool.io.sources import count_items
 
@@ -162,8 +167,13 @@ class _Progress:
         if self.bar is not None:
             self.bar.advance(self.task)
         elif not self.json_out:
-            index = f"{self.count}/{self.total}" if self.total else str(self.count)
-            self.console.log(f"image {index} {describe(result)}")
+            if result.frame is not None:
+                frames = result.video.frames if result.video is not None else 0
+                index = f"{result.frame + 1}/{frames}" if frames else str(result.frame + 1)
+                self.console.log(f"frame {index} {describe(result)}")
+            else:
+                index = f"{self.count}/{self.total}" if self.total else str(self.count)
+                self.console.log(f"image {index} {describe(result)}")
 
     def stop(self) -> None:
         if self.bar is not None:

@@ -10,9 +10,10 @@ device found there is skipped without a word, as `ls *.jpg | xargs` users expect
 explicitly (an argument, a list entry) that is not a regular file is passed on, and the decoder
 reports it as a failed input (exit 1 at the end), without opening it for a blocking read.
 
-Video files, camera indexes (`0`) and stream URLs (`rtsp://`, `http://`, ...) are recognised and
-refused up front with "not supported yet" (exit 2), rather than reported as a missing file or an
-undecodable image.
+Video files (in folders and globs too), camera indexes (`0`) and stream URLs (`rtsp://`,
+`http://`, ...) are sources like images: their items have `kind` "video" or "stream", and the
+decoder reads their frames (`visiontool.io.video`). A camera or URL gets an output name made
+from it (`camera0`, `rtsp_host_path`).
 """
 
 from __future__ import annotations
@@ -26,13 +27,10 @@ from pathlib import Path, PurePosixPath
 
 from visiontool.errors import DataError
 from visiontool.io.images import is_image_path
+from visiontool.io.video import is_stream_spec, is_video_path
 
 GLOB_CHARS = frozenset("*?[")
-VIDEO_SUFFIXES = frozenset(
-    {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts"}
-)
-STREAM_SCHEMES = ("rtsp://", "rtmp://", "rtp://", "udp://", "tcp://", "http://", "https://")
-NOT_SUPPORTED = "not supported yet (video and streams: see the roadmap)"
+ImageKind = str  # "image", "video" or "stream"
 
 
 @dataclass(frozen=True)
@@ -41,6 +39,12 @@ class SourceItem:
 
     path: str
     rel: str
+    kind: ImageKind = "image"
+
+    @property
+    def is_video(self) -> bool:
+        """Frames, not one image: a video file, a camera or a stream."""
+        return self.kind != "image"
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,7 @@ class SourcePlan:
         seen: set[str] = set()
         for spec in self.specs:
             for path, rel in _expand(spec, self.recursive, self.stdin_lines):
-                yield SourceItem(path=path, rel=_unique(rel, seen))
+                yield SourceItem(path=path, rel=_unique(rel, seen), kind=source_kind(path))
 
 
 def plan_sources(specs: list[str], *, recursive: bool = False) -> SourcePlan:
@@ -64,28 +68,20 @@ def plan_sources(specs: list[str], *, recursive: bool = False) -> SourcePlan:
         raise DataError("no SOURCE given: pass image files, folders, globs, a .txt list or -")
     stdin_lines: tuple[str, ...] = ()
     for spec in specs:
-        kind = unsupported_kind(spec)
-        if kind is not None:
-            raise DataError(f"{spec} is {kind}, {NOT_SUPPORTED}")
-    for spec in specs:
         if spec == "-":
             stdin_lines = tuple(_clean_lines(sys.stdin.read().splitlines()))
-        elif _is_glob(spec):
+        elif _is_glob(spec) or is_stream_spec(spec):
             continue
         elif not Path(spec).exists():
             raise DataError(f"no such file or directory: {spec}")
     return SourcePlan(specs=tuple(specs), recursive=recursive, stdin_lines=stdin_lines)
 
 
-def unsupported_kind(spec: str) -> str | None:
-    """'a video file', 'a camera index' or 'a URL' for a source of that kind, else None."""
-    if spec.lower().startswith(STREAM_SCHEMES):
-        return "a URL"
-    if spec.isdigit() and not Path(spec).exists():
-        return "a camera index"
-    if Path(spec).suffix.lower() in VIDEO_SUFFIXES and not _is_glob(spec):
-        return "a video file"
-    return None
+def source_kind(path: str) -> ImageKind:
+    """ "stream" (a camera index or URL), "video" (a video file by its suffix) or "image"."""
+    if is_stream_spec(path):
+        return "stream"
+    return "video" if is_video_path(path) else "image"
 
 
 def count_items(specs: list[str], *, recursive: bool = False) -> int | None:
@@ -94,9 +90,10 @@ def count_items(specs: list[str], *, recursive: bool = False) -> int | None:
     if "-" in specs:
         return None
     try:
-        return sum(1 for _ in SourcePlan(specs=tuple(specs), recursive=recursive))
+        items = list(SourcePlan(specs=tuple(specs), recursive=recursive))
     except (DataError, OSError):
         return None
+    return None if any(item.is_video for item in items) else len(items)
 
 
 def first_item(plan: SourcePlan) -> SourceItem:
@@ -111,7 +108,9 @@ def _expand(spec: str, recursive: bool, stdin_lines: tuple[str, ...]) -> Iterato
         yield from _from_list(stdin_lines, base=Path.cwd())
         return
     path = Path(spec)
-    if _is_glob(spec) and not path.exists():
+    if is_stream_spec(spec):
+        yield spec, stream_name(spec)
+    elif _is_glob(spec) and not path.exists():
         yield from _from_glob(spec)
     elif path.is_dir():
         yield from _from_dir(path, recursive)
@@ -128,7 +127,7 @@ def _from_dir(root: Path, recursive: bool) -> Iterator[tuple[str, str]]:
             dirs.clear()
         for name in sorted(files):
             full = Path(folder) / name
-            if is_image_path(full) and full.is_file():  # FIFOs, devices, sockets: skipped
+            if _is_input(full) and full.is_file():  # FIFOs, devices, sockets: skipped
                 yield str(full), full.relative_to(root).as_posix()
 
 
@@ -136,12 +135,29 @@ def _from_glob(pattern: str) -> Iterator[tuple[str, str]]:
     root = _glob_root(pattern)
     for match in sorted(glob.iglob(pattern, recursive=True)):
         full = Path(match)
-        if full.is_file() and is_image_path(full):
+        if full.is_file() and _is_input(full):
             yield str(full), _relative(full, root)
+
+
+def _is_input(path: Path) -> bool:
+    return is_image_path(path) or is_video_path(path)
+
+
+def stream_name(spec: str) -> str:
+    """The output name of a camera (`camera0`) or a URL (`rtsp_host_path`, no credentials)."""
+    if spec.isdigit():
+        return f"camera{spec}"
+    scheme, _, rest = spec.partition("://")
+    rest = rest.rpartition("@")[2]  # user:password@host -> host
+    safe = "".join(c if c.isalnum() or c in "-." else "_" for c in rest).strip("._")
+    return f"{scheme.lower()}_{safe[:80] or 'stream'}"
 
 
 def _from_list(lines: tuple[str, ...] | list[str], base: Path) -> Iterator[tuple[str, str]]:
     for line in lines:
+        if is_stream_spec(line):
+            yield line, stream_name(line)
+            continue
         path = Path(line)
         if not path.is_absolute() and not path.exists() and (base / path).exists():
             path = base / path

@@ -1,4 +1,5 @@
-"""Result writers: predictions.jsonl, coco_results.json, YOLO label files, annotated images.
+"""Result writers: predictions.jsonl, coco_results.json, YOLO label files, annotated images
+and videos.
 
 Writers consume `ImageResult`s and never touch the model. JSONL lines are flushed as they come
 so a killed run keeps everything done so far; whole-file outputs are written atomically.
@@ -123,26 +124,66 @@ class ImageWriter:
         self, result: ImageResult, image: Any, base: PurePosixPath | None = None
     ) -> Path | None:
         """Write <base><suffix> (`base`: from `OutputNames`; default the input's name)."""
-        from visiontool.io.draw import (
-            draw_classes,
-            draw_detections,
-            encode_image,
-            output_suffix,
-            to_bgr_array,
-        )
+        from visiontool.io.draw import encode_image, output_suffix
 
         if not result.ok or image is None:
             return None
-        bgr = to_bgr_array(image)
-        if result.classes is not None:
-            draw_classes(bgr, result.classes)
-        else:
-            draw_detections(bgr, result.detections or [])
+        bgr = annotate(result, image)
         rel = PurePosixPath(result.rel)
         suffix = output_suffix(rel.suffix)
         base = base if base is not None else rel.with_suffix("")
         target = self.folder / base.with_name(base.name + suffix)
         return write_bytes(target, encode_image(bgr, suffix))
+
+
+def annotate(result: ImageResult, image: Any) -> Any:
+    """The decoded uint8 (3, H, W) image as a BGR array with the result drawn on it."""
+    from visiontool.io.draw import draw_classes, draw_detections, to_bgr_array
+
+    bgr = to_bgr_array(image)
+    if result.classes is not None:
+        draw_classes(bgr, result.classes)
+    else:
+        draw_detections(bgr, result.detections or [])
+    return bgr
+
+
+class VideoOutputs:
+    """Annotated videos under the output folder, `<base>.mp4`, one per video input.
+
+    Frames of one input arrive together, in order; the video is finished (and renamed into
+    place) when a result of another input arrives, or at `close` (also on Ctrl-C, so an
+    interrupted run leaves a video that plays). Frames at the source's fps / --vid-stride.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._rel: str | None = None
+        self._writer: Any = None
+
+    def write(self, result: ImageResult, image: Any, base: PurePosixPath) -> Path | None:
+        """Add the frame; returns the video's path for its first frame (None after)."""
+        from visiontool.io.video import VideoWriter
+
+        first = result.rel != self._rel
+        if first:
+            self.finish()
+            info = result.video
+            fps = info.fps / max(1, info.stride) if info is not None else 30.0
+            target = self.folder / base.with_name(base.name + ".mp4")
+            self._writer = VideoWriter(target, fps=fps, size=(result.width, result.height))
+            self._rel = result.rel
+        self._writer.write(annotate(result, image))
+        return self._writer.path if first else None
+
+    def finish(self) -> Path | None:
+        """Close the open video, if any (a result of another input arrived, or the end)."""
+        path = self._writer.close() if self._writer is not None else None
+        self._rel, self._writer = None, None
+        return path
+
+    def close(self) -> None:
+        self.finish()
 
 
 class OutputNames:

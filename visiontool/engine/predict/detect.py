@@ -34,7 +34,8 @@ class DetectConfig:
     """Everything `visiontool detect` takes; see docs/api.md for the table."""
 
     sources: list[str]
-    """Image files, folders, globs, `.txt` lists of paths, or `-` (paths on stdin)."""
+    """Image and video files, folders, globs, `.txt` lists of paths, `-` (paths on stdin), camera
+    indexes (`0`) and stream URLs (`rtsp://...`)."""
     out: Path | None = None
     """Output folder; None: the next free `runs/detect/exp`, `exp2`, ..."""
     exist_ok: bool = False
@@ -86,6 +87,8 @@ class DetectConfig:
     """Stop at the first unreadable image (it is still reported)."""
     seed: int = 0
     """Seeds torch before the model is built: makes `weights="none"` reproducible."""
+    vid_stride: int = 1
+    """Videos and streams: process every N-th frame."""
 
 
 @dataclass
@@ -166,6 +169,7 @@ def run_detect(
     check_options(
         conf=config.conf, batch=config.batch, inflight=config.inflight,
         max_det=config.max_det, imgsz=config.imgsz, workers=config.workers, topk=config.topk,
+        vid_stride=config.vid_stride,
     )  # fmt: skip
     if config.data is not None and not config.save_coco:
         from visiontool.errors import ConfigError
@@ -226,6 +230,7 @@ def _run(
     results = stream_results(
         plan, predictor, batch=config.batch, workers=config.workers, inflight=summary.inflight,
         topk=config.topk, max_pixels=config.max_pixels, keep_images=config.save_img,
+        vid_stride=config.vid_stride,
     )  # fmt: skip
     started = time.perf_counter()
     try:
@@ -351,10 +356,13 @@ def input_paths(plan: Any) -> tuple[list[str], list[str]]:
     """The files and folders a detect run reads, for the output-folder check: (inputs read
     as they are or one level deep, folders read with everything below them)."""
     from visiontool.io.sources import GLOB_CHARS
+    from visiontool.io.video import is_stream_spec
 
     inputs: list[str] = []
     recursive: list[str] = []
     for spec in plan.specs:
+        if is_stream_spec(spec):  # a camera or URL: nothing on this disk
+            continue
         if spec == "-":
             inputs += list(plan.stdin_lines)
             continue

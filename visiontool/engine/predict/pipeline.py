@@ -46,6 +46,7 @@ def predict(
     recursive: bool = False,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     seed: int = 0,
+    vid_stride: int = 1,
     on_log: Log | None = None,
 ) -> Iterator[ImageResult]:
     """Predict `sources` and yield one `ImageResult` per input, in input order, as they are
@@ -55,12 +56,14 @@ def predict(
     them), or any other iterable, consumed lazily, of image paths and decoded images (PIL
     images, uint8 numpy (H, W, 3) arrays, uint8 torch (3, H, W) tensors). `model` is a registry
     name or a model from `load_model` (reused as is; `weights` and `device` then do not
-    apply). The other options are `detect`'s. Setup errors (unknown model, bad option, missing
-    path) raise here; an unreadable image is yielded with `.error` set. Close the returned
-    generator (or use `contextlib.closing`) to stop early.
+    apply). Video files, camera indexes and stream URLs give one result per processed frame
+    (every `vid_stride`-th; `.frame`, `.time_s`). The other options are `detect`'s. Setup
+    errors (unknown model, bad option, missing path) raise here; an unreadable image is
+    yielded with `.error` set. Close the returned generator (or use `contextlib.closing`) to
+    stop early.
     """
     check_options(conf=conf, batch=batch, inflight=inflight, max_det=max_det, imgsz=imgsz,
-                  workers=workers, topk=topk)  # fmt: skip
+                  workers=workers, topk=topk, vid_stride=vid_stride)  # fmt: skip
     inputs = _as_inputs(sources, recursive=recursive)
     predictor = make_predictor(
         model=model, weights=weights, device=device, conf=conf, iou=iou, max_det=max_det,
@@ -68,7 +71,7 @@ def predict(
     )  # fmt: skip
     stream = stream_results(
         inputs, predictor, batch=batch, workers=workers, inflight=inflight, topk=topk,
-        max_pixels=max_pixels,
+        max_pixels=max_pixels, vid_stride=vid_stride,
     )  # fmt: skip
     return _results_only(stream)
 
@@ -106,8 +109,11 @@ def check_options(
     imgsz: int | None,
     workers: int | None = None,
     topk: int = 5,
+    vid_stride: int = 1,
 ) -> None:
     """Range checks shared by `predict` and `detect` (ConfigError, exit 2)."""
+    if vid_stride < 1:
+        raise ConfigError(f"--vid-stride must be >= 1, got {vid_stride}")
     if workers is not None and workers < 0:
         raise ConfigError(f"--workers must be >= 0, got {workers}")
     if topk < 1:
@@ -200,6 +206,7 @@ def stream_results(
     topk: int = 5,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     keep_images: bool = False,
+    vid_stride: int = 1,
 ) -> Iterator[tuple[ImageResult, Any]]:
     """Yield `(result, image)` per input, in input order; `image` is the decoded uint8
     (3, H, W) tensor when `keep_images` (for drawing) and the result is not a failure, else
@@ -208,7 +215,8 @@ def stream_results(
 
     workers = default_workers() if workers is None else workers
     pin = getattr(predictor.device, "type", "cpu") == "cuda"
-    items = decoded_stream(inputs, workers=workers, max_pixels=max_pixels, pin_memory=pin)
+    items = decoded_stream(inputs, workers=workers, max_pixels=max_pixels, pin_memory=pin,
+                           vid_stride=vid_stride)  # fmt: skip
     outcomes = map_in_order(
         partial(_predict, predictor),
         _batches(items, batch),
@@ -282,8 +290,9 @@ def to_result(
     `conf` of a multi-label model)."""
     height, width = int(item.image.shape[1]), int(item.image.shape[2])
     result = ImageResult(
-        image=item.path, rel=item.rel, width=width, height=height, speed={"decode": item.decode_ms}
-    )
+        image=item.path, rel=item.rel, width=width, height=height, speed={"decode": item.decode_ms},
+        frame=item.frame, time_s=item.time_s, video=item.video,
+    )  # fmt: skip
     if getattr(prediction, "error", None):  # the model failed on this image: report it
         result.error = prediction.error
         _empty_like_the_task(result, info)

@@ -1,6 +1,7 @@
 """Where `detect`'s results go: files written by a background thread, in input order.
 
-`ResultSink` owns the writers (predictions.jsonl, annotated images, COCO results, YOLO labels)
+`ResultSink` owns the writers (predictions.jsonl, annotated images and videos, COCO results,
+YOLO labels)
 and one thread that draws, encodes and writes, so the model never waits on disk. It never
 touches the model: it takes finished `ImageResult`s (and the decoded image to draw on).
 """
@@ -44,6 +45,7 @@ class ResultSink:
             ImageWriter,
             JsonlWriter,
             OutputNames,
+            VideoOutputs,
             YoloTxtWriter,
         )
 
@@ -52,6 +54,8 @@ class ResultSink:
         self.names = OutputNames()  # one name per input, shared by every per-image file
         self.jsonl = JsonlWriter(out / "predictions.jsonl")
         self.images = ImageWriter(out) if save_img else None
+        self.videos = VideoOutputs(out) if save_img else None
+        self._video_base: tuple[str, Any] | None = None  # (rel, name) of the video being read
         self.coco = (
             CocoResultsWriter(out / "coco_results.json", category_ids, coco_image_ids)
             if save_coco
@@ -81,12 +85,17 @@ class ResultSink:
 
     def _write(self, result: ImageResult, image: Any) -> None:
         start = time.perf_counter()
-        base = self.names.base(result.rel)  # named even when failed: same name on a re-run
-        saved = []
-        if self.images is not None and image is not None:
-            saved.append(self.images.write(result, image, base))
-        if self.txt is not None:
-            saved.append(self.txt.write(result, base))
+        if result.frame is not None:
+            saved = self._write_frame(result, image)
+        else:
+            if self.videos is not None:
+                self.videos.finish()  # a video's end (its error, if any, comes next)
+            base = self.names.base(result.rel)  # named even when failed: same on a re-run
+            saved = []
+            if self.images is not None and image is not None:
+                saved.append(self.images.write(result, image, base))
+            if self.txt is not None:
+                saved.append(self.txt.write(result, base))
         if self.coco is not None:
             self.coco.write(result)
         result.speed["write"] = (time.perf_counter() - start) * 1000
@@ -96,11 +105,24 @@ class ResultSink:
         if self.on_written is not None:
             self.on_written(result)
 
+    def _write_frame(self, result: ImageResult, image: Any) -> list[Any]:
+        """A video frame: into its input's annotated video (named once per input, listed in
+        the first frame's line) and, with --save-txt, labels/<name>_<frame>.txt."""
+        if self._video_base is None or self._video_base[0] != result.rel:
+            self._video_base = (result.rel, self.names.base(result.rel))
+        base = self._video_base[1]
+        saved = []
+        if self.videos is not None and image is not None:
+            saved.append(self.videos.write(result, image, base))
+        if self.txt is not None:
+            saved.append(self.txt.write(result, base.with_name(f"{base.name}_{result.frame}")))
+        return saved
+
     def close(self) -> None:
         """Write what is queued, stop the thread, close the files; raise a writer error."""
         self.queue.put(None)
         self.thread.join()
-        for writer in (self.jsonl, self.coco, self.txt):
+        for writer in (self.videos, self.jsonl, self.coco, self.txt):
             if writer is not None:
                 writer.close()
         if self.error is not None:

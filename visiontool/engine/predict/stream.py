@@ -33,6 +33,9 @@ class DecodedItem:
     image: Any = None  # uint8 (3, H, W) tensor
     error: str | None = None
     decode_ms: float = 0.0
+    frame: int | None = None  # a video's frame number (from 0), None for an image
+    time_s: float | None = None  # the frame's time in its video (since the start, live)
+    video: Any = None  # the frame's `io.video.VideoInfo`
 
     def pin_memory(self) -> DecodedItem:
         """Called by the DataLoader's pin-memory thread so host-to-GPU copies can overlap."""
@@ -108,6 +111,47 @@ def as_image_tensor(data: Any) -> Any:
     return data
 
 
+def decode_entries(
+    inputs: Iterable[Any], max_pixels: int | None, vid_stride: int = 1
+) -> Iterator[DecodedItem]:
+    """Decode a one-pass input in order: one item per image, one per processed frame of a
+    video source (`SourceItem.is_video`)."""
+    index = 0
+    for entry in inputs:
+        if isinstance(entry, SourceItem) and entry.is_video:
+            for item in video_items(index, entry, vid_stride, max_pixels):
+                yield item
+                index += 1
+        else:
+            yield decode_input(index, entry, max_pixels)
+            index += 1
+
+
+def video_items(
+    index: int, entry: SourceItem, vid_stride: int, max_pixels: int | None
+) -> Iterator[DecodedItem]:
+    """Every `vid_stride`-th frame of a video source as items numbered from `index`; the
+    source's failure (does not open, truncated, a stream that stays down) as an error item."""
+    from visiontool.io.video import Frame, read_frames
+
+    start = time.perf_counter()
+    for got in read_frames(entry.path, stride=vid_stride):
+        elapsed = (time.perf_counter() - start) * 1000
+        if not isinstance(got, Frame):
+            yield DecodedItem(index, entry.path, entry.rel, error=got.message, decode_ms=elapsed)
+            return
+        height, width = got.image.shape[:2]
+        if max_pixels is not None and height * width > max_pixels:
+            message = (f"video frames of {width}x{height} exceed the {max_pixels:,}-pixel "
+                       "limit (--max-pixels)")  # fmt: skip
+            yield DecodedItem(index, entry.path, entry.rel, error=message, decode_ms=elapsed)
+            return
+        yield DecodedItem(index, entry.path, entry.rel, as_image_tensor(got.image), None,
+                          elapsed, got.number, got.time_s, got.info)  # fmt: skip
+        index += 1
+        start = time.perf_counter()
+
+
 class ImageStream(IterableDataset):
     """Every worker walks the plan and decodes its share (index % workers == worker id)."""
 
@@ -132,7 +176,7 @@ class _Raised:
 
 
 def _threaded(
-    inputs: Iterable[Any], max_pixels: int | None, depth: int = 4
+    inputs: Iterable[Any], max_pixels: int | None, depth: int = 4, vid_stride: int = 1
 ) -> Iterator[DecodedItem]:
     """Decode in one background thread of this process (the decoders release the GIL), a few
     images ahead: overlap without worker processes, which on 2 cores cost more than they give.
@@ -142,10 +186,10 @@ def _threaded(
 
     def produce() -> None:
         try:
-            for index, entry in enumerate(inputs):
+            for item in decode_entries(inputs, max_pixels, vid_stride):
                 if stop.is_set():
                     return
-                items.put(decode_input(index, entry, max_pixels))
+                items.put(item)
         except BaseException as exc:  # the caller's iterator failed: tell the consumer
             items.put(_Raised(exc))
         finally:
@@ -177,11 +221,12 @@ def decoded_stream(
     workers: int,
     max_pixels: int | None,
     pin_memory: bool = False,
+    vid_stride: int = 1,
 ) -> Iterator[DecodedItem]:
-    """Yield decoded items in input order: a plan in `workers` background processes (0: one
-    thread), any other iterable once, in one thread."""
-    if workers <= 0 or not isinstance(inputs, SourcePlan):
-        yield from _threaded(inputs, max_pixels)
+    """Yield decoded items in input order: a plan of images in `workers` background processes
+    (0: one thread), a plan with videos and any other iterable once, in one thread."""
+    if workers <= 0 or not isinstance(inputs, SourcePlan) or any(item.is_video for item in inputs):
+        yield from _threaded(inputs, max_pixels, vid_stride=vid_stride)
         return
     loader = DataLoader(
         ImageStream(inputs, max_pixels),
