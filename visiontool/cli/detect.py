@@ -82,6 +82,11 @@ def detect(
     vid_stride: int = typer.Option(
         1, "--vid-stride", help="Videos and streams: process every N-th frame."
     ),
+    tile: int = typer.Option(
+        None, "--tile", help="Large images: predict SIZE px tiles, merge their boxes."
+    ),
+    tile_overlap: float = typer.Option(0.2, "--tile-overlap", help="Overlap of tiles (fraction)."),
+    merge: str = typer.Option("nms", "--merge", help="Tiles' duplicates: nms or wbf."),
     seed: int = SeedOpt,
     device: str = DeviceOpt,
     out: Path = out_option("detect"),
@@ -121,6 +126,9 @@ def detect(
         strict=strict,
         seed=seed,
         vid_stride=vid_stride,
+        tile=tile,
+        tile_overlap=tile_overlap,
+        merge=merge,
     )
     from visiontool.io.sources import count_items
 

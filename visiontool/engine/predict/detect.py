@@ -22,6 +22,7 @@ from visiontool import __version__
 from visiontool.engine.predict.inflight import DEFAULT_INFLIGHT
 from visiontool.engine.predict.pipeline import check_options, make_predictor, stream_results
 from visiontool.engine.predict.sinks import ResultCallback, ResultSink
+from visiontool.engine.predict.tiling import TiledPredictor, check_tiling
 from visiontool.io.images import DEFAULT_MAX_PIXELS
 from visiontool.io.paths import prepare_out
 from visiontool.results import ImageResult
@@ -89,6 +90,12 @@ class DetectConfig:
     """Seeds torch before the model is built: makes `weights="none"` reproducible."""
     vid_stride: int = 1
     """Videos and streams: process every N-th frame."""
+    tile: int | None = None
+    """Large images: predict SIZE x SIZE tiles and merge their boxes (None: the whole image)."""
+    tile_overlap: float = 0.2
+    """With `tile`: the fraction of a tile its neighbours overlap."""
+    merge: str = "nms"
+    """With `tile`: how duplicates across tiles merge, `nms` or `wbf` (weighted box fusion)."""
 
 
 @dataclass
@@ -171,6 +178,7 @@ def run_detect(
         max_det=config.max_det, imgsz=config.imgsz, workers=config.workers, topk=config.topk,
         vid_stride=config.vid_stride,
     )  # fmt: skip
+    check_tiling(config.tile, config.tile_overlap, config.merge)
     if config.data is not None and not config.save_coco:
         from visiontool.errors import ConfigError
 
@@ -207,6 +215,9 @@ def _run(
         iou=config.iou, max_det=config.max_det, classes=config.classes, imgsz=config.imgsz,
         half=config.half, seed=config.seed, on_log=on_log,
     )  # fmt: skip
+    if config.tile:
+        predictor = TiledPredictor(predictor, tile=config.tile, overlap=config.tile_overlap,
+                                   merge=config.merge, batch=config.batch)  # fmt: skip
     info = predictor.loaded.info
     summary = DetectSummary(
         model=info.name,

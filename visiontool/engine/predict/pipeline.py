@@ -47,6 +47,9 @@ def predict(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     seed: int = 0,
     vid_stride: int = 1,
+    tile: int | None = None,
+    tile_overlap: float = 0.2,
+    merge: str = "nms",
     on_log: Log | None = None,
 ) -> Iterator[ImageResult]:
     """Predict `sources` and yield one `ImageResult` per input, in input order, as they are
@@ -57,7 +60,8 @@ def predict(
     images, uint8 numpy (H, W, 3) arrays, uint8 torch (3, H, W) tensors). `model` is a registry
     name or a model from `load_model` (reused as is; `weights` and `device` then do not
     apply). Video files, camera indexes and stream URLs give one result per processed frame
-    (every `vid_stride`-th; `.frame`, `.time_s`). The other options are `detect`'s. Setup
+    (every `vid_stride`-th; `.frame`, `.time_s`). `tile` predicts large images in tiles
+    (`engine.predict.tiling`). The other options are `detect`'s. Setup
     errors (unknown model, bad option, missing path) raise here; an unreadable image is
     yielded with `.error` set. Close the returned generator (or use `contextlib.closing`) to
     stop early.
@@ -69,6 +73,11 @@ def predict(
         model=model, weights=weights, device=device, conf=conf, iou=iou, max_det=max_det,
         classes=classes, imgsz=imgsz, half=half, seed=seed, on_log=on_log,
     )  # fmt: skip
+    if tile:
+        from visiontool.engine.predict.tiling import TiledPredictor
+
+        predictor = TiledPredictor(predictor, tile=tile, overlap=tile_overlap, merge=merge,
+                                   batch=batch)  # fmt: skip
     stream = stream_results(
         inputs, predictor, batch=batch, workers=workers, inflight=inflight, topk=topk,
         max_pixels=max_pixels, vid_stride=vid_stride,
