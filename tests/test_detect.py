@@ -368,9 +368,9 @@ def test_writing_overlaps_the_model(images, tmp_path, monkeypatch):
 
     real_write = ImageWriter.write
 
-    def slow_write(self, result, image, base=None):
+    def slow_write(self, result, image, base=None, bgr=None):
         time.sleep(0.05)
-        return real_write(self, result, image, base)
+        return real_write(self, result, image, base, bgr)
 
     monkeypatch.setattr(Predictor, "predict", slow_model)
     monkeypatch.setattr(ImageWriter, "write", slow_write)

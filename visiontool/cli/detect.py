@@ -87,6 +87,9 @@ def detect(
     ),
     tile_overlap: float = typer.Option(0.2, "--tile-overlap", help="Overlap of tiles (fraction)."),
     merge: str = typer.Option("nms", "--merge", help="Tiles' duplicates: nms or wbf."),
+    report: bool = typer.Option(
+        False, "--report", help="Write report.html: thumbnails filterable by class and score."
+    ),
     seed: int = SeedOpt,
     device: str = DeviceOpt,
     out: Path = out_option("detect"),
@@ -129,6 +132,7 @@ def detect(
         tile=tile,
         tile_overlap=tile_overlap,
         merge=merge,
+        report=report,
     )
     from visiontool.io.sources import count_items
 

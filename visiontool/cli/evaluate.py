@@ -66,6 +66,9 @@ def evaluate(
         False, "--lenient", help="Skip bad prediction lines with a warning instead of exiting 2."
     ),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write PNG plots."),
+    report: bool = typer.Option(
+        True, "--report/--no-report", help="Write report.html (scores, plots; opens offline)."
+    ),
     batch: int = typer.Option(8, "--batch", help="Images per forward pass (with --model)."),
     workers: int = WorkersOpt,
     half: bool = typer.Option(False, "--half", help="fp16/bf16 autocast on GPU."),
@@ -92,6 +95,7 @@ def evaluate(
         fail_under=dict(fail_under or []),
         lenient=lenient,
         plots=plots,
+        report=report,
         device=device,
         batch=batch,
         workers=workers,
@@ -170,7 +174,7 @@ def _f(value: float) -> str:
     return "-" if value < 0 else f"{value:.4f}"
 
 
-EVAL_OUTPUTS = ("metrics.json", "pr_curve.png", "confusion_matrix.png")
+EVAL_OUTPUTS = ("metrics.json", "pr_curve.png", "confusion_matrix.png", "report.html")
 
 
 def _out_folder(out: Path | None, exist_ok: bool, data: Path, pred: Path | None, console: Any):

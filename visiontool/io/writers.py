@@ -121,14 +121,19 @@ class ImageWriter:
         self.folder = folder
 
     def write(
-        self, result: ImageResult, image: Any, base: PurePosixPath | None = None
+        self,
+        result: ImageResult,
+        image: Any,
+        base: PurePosixPath | None = None,
+        bgr: Any = None,
     ) -> Path | None:
-        """Write <base><suffix> (`base`: from `OutputNames`; default the input's name)."""
+        """Write <base><suffix> (`base`: from `OutputNames`; default the input's name); `bgr`:
+        the image already annotated (`annotate`), else it is drawn here."""
         from visiontool.io.draw import encode_image, output_suffix
 
         if not result.ok or image is None:
             return None
-        bgr = annotate(result, image)
+        bgr = annotate(result, image) if bgr is None else bgr
         rel = PurePosixPath(result.rel)
         suffix = output_suffix(rel.suffix)
         base = base if base is not None else rel.with_suffix("")
@@ -161,8 +166,11 @@ class VideoOutputs:
         self._rel: str | None = None
         self._writer: Any = None
 
-    def write(self, result: ImageResult, image: Any, base: PurePosixPath) -> Path | None:
-        """Add the frame; returns the video's path for its first frame (None after)."""
+    def write(
+        self, result: ImageResult, image: Any, base: PurePosixPath, bgr: Any = None
+    ) -> Path | None:
+        """Add the frame (`bgr`: already annotated, else drawn here); returns the video's path
+        for its first frame (None after)."""
         from visiontool.io.video import VideoWriter
 
         first = result.rel != self._rel
@@ -173,7 +181,7 @@ class VideoOutputs:
             target = self.folder / base.with_name(base.name + ".mp4")
             self._writer = VideoWriter(target, fps=fps, size=(result.width, result.height))
             self._rel = result.rel
-        self._writer.write(annotate(result, image))
+        self._writer.write(annotate(result, image) if bgr is None else bgr)
         return self._writer.path if first else None
 
     def finish(self) -> Path | None:

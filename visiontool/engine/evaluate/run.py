@@ -58,6 +58,8 @@ class EvalConfig:
     """Skip bad prediction lines with a warning instead of raising (exit 2)."""
     plots: bool = True
     """Write PNG plots (PR curves, confusion matrix)."""
+    report: bool = True
+    """Write report.html: the scores, per-class table and plots in one offline page."""
     device: str = "auto"
     """With `model`: `auto`, `cpu`, `cuda` or `cuda:N`."""
     batch: int = 8
@@ -124,7 +126,19 @@ def run_eval(config: EvalConfig, *, on_log: Log | None = None) -> EvalReport:
         else:
             report = _run_detection(config, gt, dataset, log, run, plots)
     report.failed = failed_gates(report.metrics, config.fail_under)
+    if config.out is not None and config.report:
+        report.files.append(str(_write_report(config, report)))
     return report
+
+
+def _write_report(config: EvalConfig, report: EvalReport) -> Path:
+    from visiontool.io.report import eval_html, write_report
+
+    subtitle = (f"{report.images} images, {report.predictions} predictions from {report.source}; "
+                f"ground truth {config.data}")  # fmt: skip
+    text = eval_html(f"visiontool eval ({report.task})", report.metrics,
+                     [Path(f) for f in report.files], subtitle=subtitle)  # fmt: skip
+    return write_report(Path(config.out) / "report.html", text)  # type: ignore[arg-type]
 
 
 def _check_data_fits(

@@ -25,6 +25,7 @@ from visiontool.engine.predict.sinks import ResultCallback, ResultSink
 from visiontool.engine.predict.tiling import TiledPredictor, check_tiling
 from visiontool.io.images import DEFAULT_MAX_PIXELS
 from visiontool.io.paths import prepare_out
+from visiontool.io.report import DetectReport
 from visiontool.results import ImageResult
 
 __all__ = ["DetectConfig", "DetectSummary", "ResultCallback", "run_detect"]
@@ -96,6 +97,8 @@ class DetectConfig:
     """With `tile`: the fraction of a tile its neighbours overlap."""
     merge: str = "nms"
     """With `tile`: how duplicates across tiles merge, `nms` or `wbf` (weighted box fusion)."""
+    report: bool = False
+    """Write report.html: thumbnails filterable by class and score, counts per class."""
 
 
 @dataclass
@@ -237,6 +240,7 @@ def _run(
         out, category_ids=info.category_ids, save_img=config.save_img,
         save_txt=config.save_txt, save_conf=config.save_conf, save_coco=config.save_coco,
         coco_image_ids=coco_ids, depth=max(8, 2 * config.batch), on_written=written,
+        report=DetectReport(f"visiontool detect: {info.name}") if config.report else None,
     )  # fmt: skip
     results = stream_results(
         plan, predictor, batch=config.batch, workers=config.workers, inflight=summary.inflight,
@@ -261,9 +265,23 @@ def _run(
         sink.close()
         summary.total_s = time.perf_counter() - started
         write_json(out / "summary.json", summary.to_dict())
+        if sink.report is not None:
+            _write_detect_report(sink.report, summary, out)
     if coco_ids is not None and coco_ids.missing and on_log is not None:
         on_log(coco_ids.report())
     return summary
+
+
+def _write_detect_report(report: Any, summary: DetectSummary, out: Path) -> None:
+    from visiontool.io.report import write_report
+
+    what = "boxes" if summary.detections else "results"
+    subtitle = (
+        f"{summary.images} inputs, {summary.detections} {what}, {summary.failed} failed in "
+        f"{summary.total_s:.1f}s on {summary.device}; weights {summary.weights}"
+        + ("; stopped early" if summary.stopped_early else "")
+    )
+    write_report(out / "report.html", report.html(subtitle))
 
 
 class _CocoImageIds:
@@ -356,6 +374,7 @@ DETECT_OWNED = (
     "predictions.jsonl",
     "summary.json",
     "coco_results.json",
+    "report.html",
     ".coco_results.json.tmp",
     ".*.tmp",
 )

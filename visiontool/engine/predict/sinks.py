@@ -39,6 +39,7 @@ class ResultSink:
         coco_image_ids: Callable[[ImageResult], int | None] | None = None,
         depth: int = 8,
         on_written: ResultCallback | None = None,
+        report: Any = None,
     ) -> None:
         from visiontool.io.writers import (
             CocoResultsWriter,
@@ -50,6 +51,7 @@ class ResultSink:
         )
 
         self.on_written = on_written
+        self.report = report  # an io.report.DetectReport, fed each result, or None
         self.out = out
         self.names = OutputNames()  # one name per input, shared by every per-image file
         self.jsonl = JsonlWriter(out / "predictions.jsonl")
@@ -85,17 +87,28 @@ class ResultSink:
 
     def _write(self, result: ImageResult, image: Any) -> None:
         start = time.perf_counter()
+        first_frame = result.frame is not None and (
+            self._video_base is None or self._video_base[0] != result.rel
+        )
+        drawn = None
+        if image is not None and result.ok and (self.images is not None or self.report):
+            from visiontool.io.writers import annotate
+
+            drawn = annotate(result, image)
         if result.frame is not None:
-            saved = self._write_frame(result, image)
+            saved = self._write_frame(result, image, drawn)
         else:
             if self.videos is not None:
                 self.videos.finish()  # a video's end (its error, if any, comes next)
             base = self.names.base(result.rel)  # named even when failed: same on a re-run
             saved = []
             if self.images is not None and image is not None:
-                saved.append(self.images.write(result, image, base))
+                saved.append(self.images.write(result, image, base, bgr=drawn))
             if self.txt is not None:
                 saved.append(self.txt.write(result, base))
+        if self.report is not None and (result.frame is None or first_frame):
+            link = next((p for p in saved if p is not None), None)
+            self.report.add(result, drawn, link.relative_to(self.out).as_posix() if link else None)
         if self.coco is not None:
             self.coco.write(result)
         result.speed["write"] = (time.perf_counter() - start) * 1000
@@ -105,7 +118,7 @@ class ResultSink:
         if self.on_written is not None:
             self.on_written(result)
 
-    def _write_frame(self, result: ImageResult, image: Any) -> list[Any]:
+    def _write_frame(self, result: ImageResult, image: Any, drawn: Any) -> list[Any]:
         """A video frame: into its input's annotated video (named once per input, listed in
         the first frame's line) and, with --save-txt, labels/<name>_<frame>.txt."""
         if self._video_base is None or self._video_base[0] != result.rel:
@@ -113,7 +126,7 @@ class ResultSink:
         base = self._video_base[1]
         saved = []
         if self.videos is not None and image is not None:
-            saved.append(self.videos.write(result, image, base))
+            saved.append(self.videos.write(result, image, base, bgr=drawn))
         if self.txt is not None:
             saved.append(self.txt.write(result, base.with_name(f"{base.name}_{result.frame}")))
         return saved
