@@ -92,6 +92,20 @@ def test_eval_writes_a_report_unless_told_not_to(cli, tmp_path):
     assert not (tmp_path / "b" / "report.html").exists()
 
 
+def test_eval_on_a_data_set_shows_its_images_with_predictions_and_truth(cli, tmp_path):
+    data = tmp_path / "data"
+    synth_detection(data, n=10, imgsz=128, seed=5)
+    found = cli("detect", data / "images" / "val", *MODEL, "--out", tmp_path / "det")
+    assert found.exit_code == 0, found.output
+    scored = cli("eval", "--data", data, "--pred", tmp_path / "det" / "predictions.jsonl",
+                 "--out", tmp_path / "ev")  # fmt: skip
+    assert scored.exit_code == 0, scored.output
+    page = parse(tmp_path / "ev" / "report.html")
+    assert len(page.figures) == 2  # the val split's images
+    assert all(u.startswith("data:image/") for u in page.urls)
+    assert "ground truth in white" in (tmp_path / "ev" / "report.html").read_text()
+
+
 def find_browser() -> str | None:
     return next((path for name in BROWSERS if (path := shutil.which(name))), None)
 

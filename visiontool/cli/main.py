@@ -18,7 +18,7 @@ from typing import Any
 import typer
 
 from visiontool import __version__
-from visiontool.cli import anchors, benchmark, data, detect, evaluate, models, train
+from visiontool.cli import anchors, benchmark, data, detect, evaluate, export, models, train
 from visiontool.cli.common import Command, Group
 
 try:  # typer >= 0.20 vendors click
@@ -143,6 +143,7 @@ SHORT_HELP = {
     "models": "List models (weights offline or to download), heads, backbones.",
     "data": "Check, convert, generate, preview and summarise data sets.",
     "anchors": "Generate, see, label, fit and check anchor boxes.",
+    "export": "Export a model as ONNX or TorchScript, checked against the eager one.",
 }
 app.command("detect", help=detect.HELP, short_help=SHORT_HELP["detect"], cls=Command)(detect.detect)
 app.command("eval", help=evaluate.HELP, short_help=SHORT_HELP["eval"], cls=Command)(
@@ -152,6 +153,7 @@ app.command("train", help=train.HELP, short_help=SHORT_HELP["train"], cls=Comman
 app.command("benchmark", help=benchmark.HELP, short_help=SHORT_HELP["benchmark"], cls=Command)(
     benchmark.benchmark
 )
+app.command("export", help=export.HELP, short_help=SHORT_HELP["export"], cls=Command)(export.export)
 app.add_typer(models.app, name="models", help=models.HELP, short_help=SHORT_HELP["models"])
 app.add_typer(data.app, name="data", short_help=SHORT_HELP["data"])
 app.add_typer(anchors.app, name="anchors", short_help=SHORT_HELP["anchors"])

@@ -106,29 +106,34 @@ class DetectReport:
         self.thumbs.append(Thumb(name, link, thumbnail(bgr), scores, f"{name}: {what}"))
 
     def html(self, subtitle: str = "") -> str:
-        classes = sorted(self.counts)
-        options = "".join(f'<option value="{html.escape(c)}">{html.escape(c)}</option>'
-                          for c in classes)  # fmt: skip
         rows = [[c, str(n)] for c, n in self.counts.most_common()]
-        more = f" (first {len(self.thumbs)} shown; {self.not_shown} more)" if self.not_shown else ""
         body = [
             f"<h1>{html.escape(self.title)}</h1><p class=sub>{html.escape(subtitle)}</p>",
             "<h2>Detections per class</h2>",
             table(["class", "count"], rows) if rows else "<p>nothing found</p>",
-            f"<h2>Images{html.escape(more)}</h2>",
-            '<div class=controls><label>class <select id=cls><option value="all">all</option>'
-            f"{options}</select></label>"
-            "<label>min score <input id=score type=range min=0 max=1 step=0.05 value=0> "
-            "<span id=scoreval>0.00</span></label>"
-            f"<span><span id=shown>{len(self.thumbs)}</span> of {len(self.thumbs)} shown</span>"
-            "</div><div class=grid id=grid>",
-            *(_figure(t) for t in self.thumbs),
-            "</div>",
+            self.grid_html("Images"),
         ]
         if self.failed:
             body.append("<h2 class=failed>Failed inputs</h2>")
             body.append(table(["input", "reason"], [list(f) for f in self.failed]))
         return page(self.title, "".join(body), script=SCRIPT)
+
+    def grid_html(self, heading: str) -> str:
+        """The thumbnails with their class and score filter (needs SCRIPT on the page)."""
+        options = "".join(f'<option value="{html.escape(c)}">{html.escape(c)}</option>'
+                          for c in sorted(self.counts))  # fmt: skip
+        more = f" (first {len(self.thumbs)} shown; {self.not_shown} more)" if self.not_shown else ""
+        return "".join([
+            f"<h2>{html.escape(heading + more)}</h2>",
+            '<div class=controls><label>class <select id=cls><option value="all">all</option>'
+            f"{options}</select></label>"
+            '<label>min score <input id=score type=range min=0 max=1 step=0.05 value=0> '
+            "<span id=scoreval>0.00</span></label>"
+            f"<span><span id=shown>{len(self.thumbs)}</span> of {len(self.thumbs)} shown</span>"
+            "</div><div class=grid id=grid>",
+            *(_figure(t) for t in self.thumbs),
+            "</div>",
+        ])  # fmt: skip
 
 
 def _figure(thumb: Thumb) -> str:
@@ -140,8 +145,15 @@ def _figure(thumb: Thumb) -> str:
             f"<figcaption>{html.escape(thumb.caption)}</figcaption></figure>")  # fmt: skip
 
 
-def eval_html(title: str, metrics: dict[str, Any], plots: list[Path], subtitle: str = "") -> str:
-    """The eval report: overall scores, the per-class table, and the plots embedded."""
+def eval_html(
+    title: str,
+    metrics: dict[str, Any],
+    plots: list[Path],
+    subtitle: str = "",
+    grid: DetectReport | None = None,
+) -> str:
+    """The eval report: overall scores, the per-class table, the plots embedded, and with
+    `grid` the first images with their predictions (and ground truth) drawn."""
     overall = [[k, _number(v)] for k, v in metrics.items() if isinstance(v, (int, float))]
     per_class = metrics.get("per_class") or {}
     columns = sorted({key for row in per_class.values() for key in row}, key=_column_order)
@@ -162,6 +174,9 @@ def eval_html(title: str, metrics: dict[str, Any], plots: list[Path], subtitle: 
             body.append(f'<img alt="{html.escape(Path(path).stem)}" '
                         f'src="data:image/png;base64,{data}">')  # fmt: skip
         body.append("</div>")
+    if grid is not None and grid.thumbs:
+        body.append(grid.grid_html("Images: predictions in colour, ground truth in white"))
+        return page(title, "".join(body), script=SCRIPT)
     return page(title, "".join(body))
 
 

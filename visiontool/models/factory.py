@@ -59,6 +59,12 @@ def create_model(
     background for detectors (torchvision's convention). `arch` goes to the spec's builder
     (e.g. `head`, `backbone`, `imgsz` for the composed "detector"; `in_channels`)."""
     kind = weights_kind(weights)
+    if kind == "path" and str(weights).lower().endswith(".onnx"):
+        from visiontool.io.onnx_model import load_onnx
+
+        module, info = load_onnx(str(weights))  # exported: runs as it is (no new classes)
+        module.model_info, module.fresh_parameters = info, ()
+        return module
     if kind == "path":
         module, info = _from_file(name, Path(str(weights)))
     elif name is None:

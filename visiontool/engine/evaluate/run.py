@@ -86,6 +86,7 @@ class EvalReport:
     files: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)  # missed --fail-under gates
     matching: str | None = None  # detection: how predictions found their images
+    thumbnails: Any = field(default=None, repr=False)  # report.html's images (io.report)
 
     def to_dict(self) -> dict[str, Any]:
         data = dict(self.metrics)
@@ -137,7 +138,8 @@ def _write_report(config: EvalConfig, report: EvalReport) -> Path:
     subtitle = (f"{report.images} images, {report.predictions} predictions from {report.source}; "
                 f"ground truth {config.data}")  # fmt: skip
     text = eval_html(f"visiontool eval ({report.task})", report.metrics,
-                     [Path(f) for f in report.files], subtitle=subtitle)  # fmt: skip
+                     [Path(f) for f in report.files], subtitle=subtitle,
+                     grid=report.thumbnails)  # fmt: skip
     return write_report(Path(config.out) / "report.html", text)  # type: ignore[arg-type]
 
 
@@ -225,7 +227,45 @@ def _run_detection(
     )
     if config.out is not None:
         report.files = _write_detection(config, gt, report.to_dict(), extras, plots)
+        if config.report and dataset is not None:
+            conf = DETECTION_CONF if config.conf is None else config.conf
+            report.thumbnails = eval_thumbnails(gt, dets, dataset, conf=conf)
     return report
+
+
+EVAL_THUMBNAILS = 60  # images drawn into eval's report.html (reading them costs time)
+
+
+def eval_thumbnails(gt: GroundTruth, dets: Detections, dataset: Any, *, conf: float) -> Any:
+    """The first EVAL_THUMBNAILS images of the data set with their predictions at `conf` or
+    above (coloured, labelled) and their ground truth (thin white boxes)."""
+    import cv2
+
+    from visiontool.io.draw import draw_detections, to_bgr_array
+    from visiontool.io.images import read_image
+    from visiontool.io.report import DetectReport
+    from visiontool.results import Detection, ImageResult
+
+    grid = DetectReport("eval")
+    for record in list(dataset.records())[:EVAL_THUMBNAILS]:
+        image_id = int(record.image_id)
+        try:
+            image = read_image(record.path)
+        except Exception:  # noqa: BLE001 - the report shows what it can read
+            continue
+        mine = (dets.image_ids == image_id) & (dets.scores >= conf)
+        found = [Detection(tuple(map(float, box)), float(score), int(label), gt.classes[label])
+                 for box, score, label in zip(dets.boxes[mine], dets.scores[mine],
+                                              dets.labels[mine], strict=True)]  # fmt: skip
+        bgr = to_bgr_array(image)
+        for box in gt.boxes[gt.image == image_id]:
+            x1, y1, x2, y2 = (int(round(v)) for v in box)
+            cv2.rectangle(bgr, (x1, y1), (x2, y2), (255, 255, 255), 1)
+        draw_detections(bgr, found)
+        name = str(record.path.name)
+        result = ImageResult(image=str(record.path), rel=name, detections=found)
+        grid.add(result, bgr, None)
+    return grid
 
 
 def _model_run(config: EvalConfig) -> ModelRun:

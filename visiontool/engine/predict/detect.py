@@ -244,8 +244,8 @@ def _run(
     )  # fmt: skip
     results = stream_results(
         plan, predictor, batch=config.batch, workers=config.workers, inflight=summary.inflight,
-        topk=config.topk, max_pixels=config.max_pixels, keep_images=config.save_img,
-        vid_stride=config.vid_stride,
+        topk=config.topk, max_pixels=config.max_pixels,
+        keep_images=config.save_img or config.report, vid_stride=config.vid_stride,
     )  # fmt: skip
     started = time.perf_counter()
     try:

@@ -79,6 +79,11 @@ class Predictor:
         """A detector's head takes the thresholds and input size inside; a model without a
         head (the single-object model: one box per image, no NMS) only its input size."""
         module = self.loaded.module
+        if getattr(module, "exported", False):  # an ONNX graph: its NMS and size are fixed
+            if iou is not None or imgsz:
+                raise ConfigError("--iou and --imgsz are fixed inside an exported model; "
+                                  "export again with the values you want")  # fmt: skip
+            return
         if self.head is not None:
             self.head.configure(module, InferenceSettings(conf=conf or 0.0, iou=iou,
                                                           max_det=max_det))  # fmt: skip

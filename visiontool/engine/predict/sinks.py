@@ -91,7 +91,7 @@ class ResultSink:
             self._video_base is None or self._video_base[0] != result.rel
         )
         drawn = None
-        if image is not None and result.ok and (self.images is not None or self.report):
+        if image is not None and result.ok and (self.images is not None or self.report is not None):
             from visiontool.io.writers import annotate
 
             drawn = annotate(result, image)

@@ -118,7 +118,7 @@ class SingleShotDetector(nn.Module):
         height, width = image_list.tensors.shape[-2:]
         maps = self.feature_maps(image_list.tensors)
         outputs = self.head(maps)
-        anchors = self.anchors([tuple(m.shape[-2:]) for m in maps], maps[0].device)
+        anchors = self.anchors([(int(m.shape[-2]), int(m.shape[-1])) for m in maps], maps[0].device)
         if self.training:
             scale = torch.tensor([width, height, width, height], device=anchors.device)
             normalised = [{**t, "boxes": t["boxes"] / scale} for t in targets or []]
