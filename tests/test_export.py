@@ -97,6 +97,14 @@ def test_bad_export_options_are_one_line_exit_2(cli, tmp_path, args, message):
     assert not (tmp_path / "m.onnx").exists()
 
 
-def test_out_must_be_a_file(cli, tmp_path):
+def test_out_must_be_a_file_and_is_never_replaced_unasked(cli, tmp_path):
     result = cli("export", "--model", "shapes-tinyssd", "--out", tmp_path)
     assert result.exit_code == 2 and "is a folder" in result.output
+    mine = tmp_path / "mine.onnx"
+    mine.write_bytes(b"a user's file")
+    kept = cli("export", "--model", "shapes-tinyssd", "--out", mine)
+    assert kept.exit_code == 2 and "--exist-ok" in kept.output
+    assert mine.read_bytes() == b"a user's file"
+    replaced = cli("export", "--model", "shapes-tinyssd", "--out", mine, "--exist-ok")
+    assert replaced.exit_code == 0, replaced.output
+    assert mine.stat().st_size > 10_000 and not list(tmp_path.glob(".*part"))

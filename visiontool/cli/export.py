@@ -28,6 +28,7 @@ def export(
     out: Path = typer.Option(
         None, "--out", help="File to write.", show_default="MODEL.onnx / MODEL.torchscript"
     ),
+    exist_ok: bool = typer.Option(False, "--exist-ok", help="Replace an existing --out file."),
     json_out: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -40,7 +41,7 @@ def export(
         raise ConfigError("pass --model NAME or --weights CHECKPOINT")
     report = run_export(ExportConfig(model=model, weights=weights or "DEFAULT", format=fmt,
                                      dynamic=dynamic, half=half, imgsz=imgsz, out=out,
-                                     device=device))  # fmt: skip
+                                     device=device, exist_ok=exist_ok))  # fmt: skip
     check = report.check
     if json_out:
         console.emit_json(report.to_dict())

@@ -52,6 +52,7 @@ class ExportConfig:
     imgsz: int | None = None
     out: Path | None = None
     device: str = "cpu"
+    exist_ok: bool = False
 
 
 @dataclass
@@ -88,6 +89,15 @@ def run_export(config: ExportConfig) -> ExportReport:
     out = Path(config.out) if config.out else Path(f"{info.name}{SUFFIX[config.format]}")
     if out.exists() and out.is_dir():
         raise ConfigError(f"--out {out} is a folder; name the file to write")
+    if (
+        config.weights
+        and Path(str(config.weights)).exists()
+        and out.exists()
+        and (out.resolve() == Path(str(config.weights)).resolve())
+    ):
+        raise ConfigError(f"--out {out} is the checkpoint being exported; choose another name")
+    if out.exists() and not config.exist_ok:
+        raise ConfigError(f"--out {out} exists; pass --exist-ok to replace it")
     wrapper, samples = _wrapper_and_samples(predictor, config)
     dtype = torch.float16 if config.half else torch.float32
     wrapper = wrapper.to(dtype)
