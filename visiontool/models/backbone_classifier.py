@@ -61,16 +61,14 @@ def build_backbone_classifier(
     """A `BackboneClassifier` over registered `backbone`; the module carries `build_kwargs`
     (what a checkpoint records to rebuild it) and `image_mean`/`image_std` (the backbone's,
     for the model's preprocess)."""
-    from visiontool import registry
     from visiontool.errors import ConfigError
-    from visiontool.io.weights import weights_kind
+    from visiontool.models.backbones import last_map_trunk
 
     if num_classes < 1:
         raise ConfigError(f"a classifier needs >= 1 class, got {num_classes}")
-    spec = registry.get("backbone", backbone)
-    frozen = weights_kind(backbone_weights) != "none" if frozen_bn is None else bool(frozen_bn)
-    body = spec.build(weights=backbone_weights, trainable_layers=trainable_layers, fpn=False,
-                      returned_layers=None, frozen_bn=frozen)  # fmt: skip
+    spec, body, frozen = last_map_trunk(
+        backbone, weights=backbone_weights, trainable_layers=trainable_layers, frozen_bn=frozen_bn
+    )
     model = BackboneClassifier(body, int(num_classes), width=int(width))
     model.build_kwargs = {
         "model": "backbone-classifier", "backbone": spec.name, "num_classes": int(num_classes),

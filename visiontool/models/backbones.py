@@ -91,6 +91,26 @@ FAMILIES = (
 )
 
 
+def last_map_trunk(
+    backbone: str,
+    *,
+    weights: Any = None,
+    trainable_layers: int | None = None,
+    frozen_bn: bool | None = None,
+) -> tuple[Any, Any, bool]:
+    """(backbone spec, trunk returning its last map, frozen_bn) for the heads that read one
+    map (the single-object model, the backbone classifier). Batch norms are frozen when the
+    trunk starts from pretrained weights unless `frozen_bn` says otherwise."""
+    from visiontool import registry
+    from visiontool.io.weights import weights_kind
+
+    spec = registry.get("backbone", backbone)
+    frozen = weights_kind(weights) != "none" if frozen_bn is None else bool(frozen_bn)
+    body = spec.build(weights=weights, trainable_layers=trainable_layers, fpn=False,
+                      returned_layers=None, frozen_bn=frozen)  # fmt: skip
+    return spec, body, frozen
+
+
 def build_backbone(
     family: Family,
     *,

@@ -155,18 +155,16 @@ def build_single_object(
     """A `SingleObjectNet` over registered `backbone` (its last map, one tensor). The module
     carries `build_kwargs`: what a checkpoint records to rebuild it (registry model "single";
     the backbone's weights then come from the checkpoint)."""
-    from visiontool import registry
     from visiontool.errors import ConfigError
-    from visiontool.io.weights import weights_kind
+    from visiontool.models.backbones import last_map_trunk
 
     if num_classes < 1:
         raise ConfigError(f"the single-object model needs >= 1 class, got {num_classes}")
     if size < 32:
         raise ConfigError(f"the single-object model needs an input size >= 32, got {size}")
-    spec = registry.get("backbone", backbone)
-    frozen = weights_kind(backbone_weights) != "none" if frozen_bn is None else bool(frozen_bn)
-    body = spec.build(weights=backbone_weights, trainable_layers=trainable_layers, fpn=False,
-                      returned_layers=None, frozen_bn=frozen)  # fmt: skip
+    spec, body, frozen = last_map_trunk(
+        backbone, weights=backbone_weights, trainable_layers=trainable_layers, frozen_bn=frozen_bn
+    )
     model = SingleObjectNet(body, num_classes, size=size, box_weight=box_weight,
                             image_mean=spec.mean, image_std=spec.std, width=width,
                             hidden=hidden)  # fmt: skip
