@@ -170,6 +170,9 @@ def test_detect_a_video_writes_jsonl_frames_and_an_annotated_mp4(cli, tmp_path):
     assert (out / "still.png").exists()
     assert not list(out.glob(".*part*"))
     assert "frame 1/9 " in result.output and "frame 9/9 " in result.output
+    assert "1 image, 5 video frames," in result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts"]["images"] == 6 and summary["counts"]["frames"] == 5
 
 
 def test_no_save_img_writes_no_video_and_a_broken_video_is_a_failed_input(cli, tmp_path):

@@ -261,8 +261,15 @@ def _print_summary(console: Console, summary: DetectSummary) -> None:
             [[f["image"], f["error"]] for f in data["failures"]],
         )
     found = f"{counts['detections']} detections, " if _gives_boxes(data["task"]) else ""
+    frames = counts.get("frames", 0)
+    stills = counts["images"] - frames
+    inputs = ", ".join(
+        f"{n} {word}{'' if n == 1 else 's'}"
+        for n, word in ((stills, "image"), (frames, "video frame"))
+        if n or (word == "image" and not frames)
+    )
     console.final(
-        f"{counts['images']} image{'' if counts['images'] == 1 else 's'}, {found}"
+        f"{inputs}, {found}"
         f"{counts['failed']} failed in {times['total_s']:.1f}s on {data['device']}; "
         f"results saved to {data['out']}"
     )

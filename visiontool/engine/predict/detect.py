@@ -111,7 +111,8 @@ class DetectSummary:
     task: str
     out: str
     inflight: int = 1  # batches in the model at once
-    images: int = 0
+    images: int = 0  # results: images, and video frames (counted in `frames` too)
+    frames: int = 0
     failed: int = 0
     detections: int = 0  # boxes found (models that give boxes)
     failures: list[dict[str, str]] = field(default_factory=list)
@@ -122,6 +123,7 @@ class DetectSummary:
     def count(self, result: ImageResult) -> None:
         """Add one written result (its stage times but inference, counted per batch)."""
         self.images += 1
+        self.frames += result.frame is not None
         for stage, ms in result.speed.items():
             if stage != "inference":
                 self.stage_ms[stage] = self.stage_ms.get(stage, 0.0) + ms
@@ -151,6 +153,7 @@ class DetectSummary:
             },
             "counts": {
                 "images": self.images,
+                **({"frames": self.frames} if self.frames else {}),
                 "ok": self.images - self.failed,
                 "failed": self.failed,
                 "detections": self.detections,
