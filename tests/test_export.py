@@ -81,6 +81,19 @@ def test_without_onnxruntime_the_error_names_the_extra(cli, shapes, monkeypatch)
     assert "Traceback" not in result.output
 
 
+def test_a_corrupt_onnx_file_is_one_line_exit_3(cli, tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"garbage")
+    image = tmp_path / "a.png"
+    from tests.conftest import noise_image, save
+
+    save(noise_image(64, 64), image)
+    result = cli("detect", image, "--weights", bad, "--out", tmp_path / "o")
+    assert result.exit_code == 3, result.output
+    assert "is not an ONNX model onnxruntime can run" in result.output
+    assert "Traceback" not in result.output
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

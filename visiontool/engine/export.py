@@ -253,9 +253,20 @@ def onnx_session(path: Path) -> Any:
             f"{path} is an ONNX model: running it needs onnxruntime, "
             "`pip install 'visiontool[onnx]'`"
         ) from None
+    from visiontool.errors import ModelLoadError
+
+    if not Path(path).is_file():
+        raise ModelLoadError(f"ONNX model {path} not found")
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
-    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    try:
+        return onnxruntime.InferenceSession(str(path), options,
+                                            providers=["CPUExecutionProvider"])  # fmt: skip
+    except Exception as exc:  # onnxruntime's own error types (InvalidProtobuf, Fail...)
+        reason = " ".join(str(exc).split())[:200]
+        raise ModelLoadError(
+            f"{path} is not an ONNX model onnxruntime can run ({reason})"
+        ) from None
 
 
 def compare(wrapper: Any, path: Path, fmt: str, samples: list[Any], *, detector: bool) -> dict:
