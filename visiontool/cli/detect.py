@@ -260,7 +260,8 @@ def _print_summary(console: Console, summary: DetectSummary) -> None:
             ["image", "reason"],
             [[f["image"], f["error"]] for f in data["failures"]],
         )
-    found = f"{counts['detections']} detections, " if _gives_boxes(data["task"]) else ""
+    n = counts["detections"]
+    found = f"{n} detection{'' if n == 1 else 's'}, " if _gives_boxes(data["task"]) else ""
     frames = counts.get("frames", 0)
     stills = counts["images"] - frames
     inputs = ", ".join(

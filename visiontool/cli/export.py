@@ -45,6 +45,9 @@ def export(
     check = report.check
     if json_out:
         console.emit_json(report.to_dict())
+    if check["compared"] == "detections" and not check["detections"]:
+        console.warn("the sample images gave no detection scoring 0.05 or more (random or "
+                     "unrelated weights?): the check compared empty outputs only")  # fmt: skip
     agreement = (
         f"{check['detections']} detections agree: boxes within {check['max_box_px']:.3f} px, "
         f"scores within {check['max_score_diff']:.1e}"
