@@ -94,5 +94,6 @@ def test_eval_writes_the_same_plots_with_and_without_the_worker(tmp_path):
         assert proc.returncode == 0, proc.stderr
         assert f"FORK {flag == '1' and FORK}" in proc.stdout
         outputs[flag] = {p.name: p.read_bytes() for p in sorted(out.iterdir())}
-    assert set(outputs["1"]) == {"metrics.json", "pr_curve.png", "confusion_matrix.png"}
+    assert set(outputs["1"]) == {"metrics.json", "pr_curve.png", "confusion_matrix.png",
+                                 "report.html"}  # fmt: skip
     assert outputs["1"] == outputs["0"]

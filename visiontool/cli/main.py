@@ -136,14 +136,14 @@ def main(
 
 # One line each in `visiontool --help` (at 80 columns too); `visiontool CMD --help` says the rest.
 SHORT_HELP = {
-    "detect": "Detect objects, or classify, in images, folders, globs or stdin.",
+    "detect": "Detect objects, or classify, in images, videos, folders, streams.",
     "eval": "Score a model or predictions on a data set (mAP, AP50, top-1).",
     "train": "Train a detector (head + backbone, or a model) or a classifier.",
     "benchmark": "Time models (latency, images/s, TFLOP/s), data, eval or detect.",
     "models": "List models (weights offline or to download), heads, backbones.",
     "data": "Check, convert, generate, preview and summarise data sets.",
     "anchors": "Generate, see, label, fit and check anchor boxes.",
-    "export": "Export a model as ONNX or TorchScript, checked against the eager one.",
+    "export": "Export a model to ONNX or TorchScript, checked against the model.",
 }
 app.command("detect", help=detect.HELP, short_help=SHORT_HELP["detect"], cls=Command)(detect.detect)
 app.command("eval", help=evaluate.HELP, short_help=SHORT_HELP["eval"], cls=Command)(

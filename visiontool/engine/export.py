@@ -16,7 +16,7 @@ inputs (CUDA only: CPU kernels for fp16 convolutions are missing or slow).
 
 The model's `ModelInfo` (classes, preprocessing, input size) and its resize settings travel
 inside the file (ONNX metadata, TorchScript extra files), so `detect --weights model.onnx`
-rebuilds the same pipeline around it (`visiontool.io.onnx_model`, onnxruntime: the
+rebuilds the same pipeline around it (`visiontool.models.onnx_model`, onnxruntime: the
 `visiontool[onnx]` extra). After export, both models run on sample images (synthetic shapes
 scenes, made here) and must agree: boxes within 1 px, the same classes, scores within 1e-3.
 """
@@ -183,7 +183,7 @@ def sample_images() -> list[Any]:
 
 
 def _metadata(predictor: Any) -> dict[str, str]:
-    """What `io.onnx_model` needs to rebuild the pipeline: the model's info, and the
+    """What `models.onnx_model` needs to rebuild the pipeline: the model's info, and the
     detector's resize settings (the head's pre-resize reads them)."""
     data = {"visiontool_model_info": json.dumps(predictor.loaded.info.to_dict())}
     module = predictor.loaded.module
@@ -233,6 +233,8 @@ def run_exported(path: Path, fmt: str, sample: Any) -> list[Any]:
     import torch
 
     if fmt == "onnx":
+        from visiontool.models.onnx_model import onnx_session
+
         session = onnx_session(path)
         feed = {session.get_inputs()[0].name: sample.detach().cpu().numpy()}
         return [torch.from_numpy(o) for o in session.run(None, feed)]
@@ -240,33 +242,6 @@ def run_exported(path: Path, fmt: str, sample: Any) -> list[Any]:
     with torch.no_grad():
         out = loaded(sample)
     return [o.cpu() for o in (out if isinstance(out, (tuple, list)) else (out,))]
-
-
-def onnx_session(path: Path) -> Any:
-    """An onnxruntime session on the CPU; a clear error naming the extra without it."""
-    try:
-        import onnxruntime
-    except ImportError:
-        from visiontool.errors import ModelLoadError
-
-        raise ModelLoadError(
-            f"{path} is an ONNX model: running it needs onnxruntime, "
-            "`pip install 'visiontool[onnx]'`"
-        ) from None
-    from visiontool.errors import ModelLoadError
-
-    if not Path(path).is_file():
-        raise ModelLoadError(f"ONNX model {path} not found")
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3
-    try:
-        return onnxruntime.InferenceSession(str(path), options,
-                                            providers=["CPUExecutionProvider"])  # fmt: skip
-    except Exception as exc:  # onnxruntime's own error types (InvalidProtobuf, Fail...)
-        reason = " ".join(str(exc).split())[:200]
-        raise ModelLoadError(
-            f"{path} is not an ONNX model onnxruntime can run ({reason})"
-        ) from None
 
 
 def compare(wrapper: Any, path: Path, fmt: str, samples: list[Any], *, detector: bool) -> dict:

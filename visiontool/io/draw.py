@@ -195,6 +195,16 @@ def detection_tags(
     return tags
 
 
+def draw_outlines(bgr: Any, boxes: Any, rgb: tuple[int, int, int] = (255, 255, 255)) -> Any:
+    """Thin unlabelled boxes (xyxy, e.g. the ground truth under predictions), in place."""
+    import cv2
+
+    for box in boxes:
+        x1, y1, x2, y2 = (int(round(float(v))) for v in box)
+        cv2.rectangle(bgr, (x1, y1), (x2, y2), rgb[::-1], 1)
+    return bgr
+
+
 def draw_detections(bgr: Any, detections: Sequence[Detection]) -> Any:
     """Draw boxes and 'label score' tags in place on a BGR array; returns it.
 

@@ -114,8 +114,9 @@ def _serve(conn: Any) -> None:
     """The worker: import matplotlib now (the slow part), then run jobs until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     try:
-        import matplotlib.backends.backend_agg  # noqa: F401
-        import matplotlib.figure  # noqa: F401
+        from visiontool.io.plotting import preload
+
+        preload()
     except Exception:  # the job will raise the import error where it can be reported
         pass
     while True:

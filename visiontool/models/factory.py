@@ -60,7 +60,7 @@ def create_model(
     (e.g. `head`, `backbone`, `imgsz` for the composed "detector"; `in_channels`)."""
     kind = weights_kind(weights)
     if kind == "path" and str(weights).lower().endswith(".onnx"):
-        from visiontool.io.onnx_model import load_onnx
+        from visiontool.models.onnx_model import load_onnx
 
         module, info = load_onnx(str(weights))  # exported: runs as it is (no new classes)
         module.model_info, module.fresh_parameters = info, ()

@@ -239,9 +239,7 @@ EVAL_THUMBNAILS = 60  # images drawn into eval's report.html (reading them costs
 def eval_thumbnails(gt: GroundTruth, dets: Detections, dataset: Any, *, conf: float) -> Any:
     """The first EVAL_THUMBNAILS images of the data set with their predictions at `conf` or
     above (coloured, labelled) and their ground truth (thin white boxes)."""
-    import cv2
-
-    from visiontool.io.draw import draw_detections, to_bgr_array
+    from visiontool.io.draw import draw_detections, draw_outlines, to_bgr_array
     from visiontool.io.images import read_image
     from visiontool.io.report import DetectReport
     from visiontool.results import Detection, ImageResult
@@ -257,10 +255,7 @@ def eval_thumbnails(gt: GroundTruth, dets: Detections, dataset: Any, *, conf: fl
         found = [Detection(tuple(map(float, box)), float(score), int(label), gt.classes[label])
                  for box, score, label in zip(dets.boxes[mine], dets.scores[mine],
                                               dets.labels[mine], strict=True)]  # fmt: skip
-        bgr = to_bgr_array(image)
-        for box in gt.boxes[gt.image == image_id]:
-            x1, y1, x2, y2 = (int(round(v)) for v in box)
-            cv2.rectangle(bgr, (x1, y1), (x2, y2), (255, 255, 255), 1)
+        bgr = draw_outlines(to_bgr_array(image), gt.boxes[gt.image == image_id])
         draw_detections(bgr, found)
         name = str(record.path.name)
         result = ImageResult(image=str(record.path), rel=name, detections=found)

@@ -68,9 +68,32 @@ def _numpy(tensor: Any) -> Any:
     return tensor.detach().cpu().float().contiguous().numpy()
 
 
+def onnx_session(path: str | Path) -> Any:
+    """An onnxruntime session on the CPU; a clear error naming the extra without it, and a
+    one-line model error for a file onnxruntime cannot read."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ModelLoadError(
+            f"{path} is an ONNX model: running it needs onnxruntime, "
+            "`pip install 'visiontool[onnx]'`"
+        ) from None
+    if not Path(path).is_file():
+        raise ModelLoadError(f"ONNX model {path} not found")
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        return onnxruntime.InferenceSession(str(path), options,
+                                            providers=["CPUExecutionProvider"])  # fmt: skip
+    except Exception as exc:  # onnxruntime's own error types (InvalidProtobuf, Fail...)
+        reason = " ".join(str(exc).split())[:200]
+        raise ModelLoadError(
+            f"{path} is not an ONNX model onnxruntime can run ({reason})"
+        ) from None
+
+
 def load_onnx(path: str | Path) -> tuple[OnnxModule, Any]:
     """(module, ModelInfo) of a file written by `visiontool export --format onnx`."""
-    from visiontool.engine.export import onnx_session
     from visiontool.models.info import ModelInfo
 
     path = Path(path)
@@ -88,9 +111,8 @@ def load_onnx(path: str | Path) -> tuple[OnnxModule, Any]:
         fixed = tuple(values["fixed_size"]) if values.get("fixed_size") else None
         transform = SimpleNamespace(min_size=tuple(values["min_size"]),
                                     max_size=values["max_size"], fixed_size=fixed)  # fmt: skip
-    from visiontool.tasks.spec import get_task
-
-    detector = get_task(info.task).output == "boxes"
+    outputs = [o.name for o in session.get_outputs()]
+    detector = outputs[:3] == ["boxes", "scores", "labels"]  # what export names them
     module = OnnxModule(session, detector=detector, transform=transform)
     info = ModelInfo.from_dict({**info.to_dict(), "weights": str(path)})
     return module, info
