@@ -13,7 +13,7 @@ HELP = (
     "it: on sample images the exported and the eager model must give the same detections "
     "(boxes within 1 px, same classes, scores within 1e-3). The file carries the model's "
     "classes and preprocessing, so `visiontool detect --weights model.onnx` runs it through "
-    "onnxruntime (pip install 'visiontool[onnx]')."
+    "onnxruntime (pip install 'visiontool\\[onnx]')."
 )
 
 
