@@ -81,6 +81,23 @@ def test_without_onnxruntime_the_error_names_the_extra(cli, shapes, monkeypatch)
     assert "Traceback" not in result.output
 
 
+def test_half_export_runs_in_detect(cli, shapes, tmp_path):
+    half = tmp_path / "half.onnx"
+    made = cli("export", "--model", "shapes-tinyssd", "--half", "--out", half, "--json")
+    assert made.exit_code == 0, made.output
+    check = json.loads(made.stdout.splitlines()[0])["check"]
+    assert check["detections"] > 0 and check["max_box_px"] <= 1.0  # fp16 eager vs fp16 onnx
+    images = shapes / "data" / "images" / "train"
+    eager = cli("detect", images, "--model", "shapes-tinyssd", "--workers", "0",
+                "--out", tmp_path / "e")  # fmt: skip
+    exported = cli("detect", images, "--weights", half, "--workers", "0", "--out", tmp_path / "h")
+    assert eager.exit_code == 0 and exported.exit_code == 0, exported.output
+    for a, b in zip(detections(tmp_path / "e"), detections(tmp_path / "h"), strict=True):
+        strong_a = [d["label"] for d in a["detections"] if d["score"] > 0.5]
+        strong_b = [d["label"] for d in b["detections"] if d["score"] > 0.5]
+        assert strong_a == strong_b  # fp16 against the fp32 model: the confident ones agree
+
+
 def test_a_corrupt_onnx_file_is_one_line_exit_3(cli, tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"garbage")
@@ -98,7 +115,6 @@ def test_a_corrupt_onnx_file_is_one_line_exit_3(cli, tmp_path):
     ("args", "message"),
     [
         (["--model", "shapes-tinyssd", "--format", "tflite"], "--format must be one of"),
-        (["--model", "shapes-tinyssd", "--half"], "--half exports fp16 for CUDA"),
         ([], "pass --model NAME or --weights CHECKPOINT"),
         (["--model", "shapes-tinyssd", "--imgsz", "8"], "--imgsz must be >= 32"),
     ],

@@ -22,7 +22,7 @@ def export(
     weights: str = typer.Option(None, "--weights", "-w", help=WEIGHTS_HELP, show_default="DEFAULT"),
     fmt: str = typer.Option("onnx", "--format", "-f", help="onnx or torchscript."),
     dynamic: bool = typer.Option(False, "--dynamic", help="Input height and width may vary."),
-    half: bool = typer.Option(False, "--half", help="fp16 weights and inputs (CUDA only)."),
+    half: bool = typer.Option(False, "--half", help="fp16 weights and inputs (for GPUs)."),
     imgsz: int = typer.Option(None, "--imgsz", help="Input size.", show_default="the model's"),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
     out: Path = typer.Option(

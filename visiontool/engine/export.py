@@ -12,7 +12,7 @@ visiontool's model code:
 
 `--imgsz` fixes the input size the graph is traced at (default: the model's); `--dynamic`
 lets height and width (and a classifier's batch) vary. `--half` exports fp16 weights and
-inputs (CUDA only: CPU kernels for fp16 convolutions are missing or slow).
+inputs (for GPUs; it runs on CPU too, slowly).
 
 The model's `ModelInfo` (classes, preprocessing, input size) and its resize settings travel
 inside the file (ONNX metadata, TorchScript extra files), so `detect --weights model.onnx`
@@ -38,6 +38,7 @@ OPSET = 17
 BOX_TOLERANCE_PX = 1.0
 SCORE_TOLERANCE = 1e-3
 LOGIT_TOLERANCE = 1e-3
+LOGIT_TOLERANCE_HALF = 1e-2
 
 
 @dataclass
@@ -75,9 +76,6 @@ def run_export(config: ExportConfig) -> ExportReport:
 
     if config.format not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {config.format!r}")
-    if config.half and config.device == "cpu":
-        raise ConfigError("--half exports fp16 for CUDA: pass --device cuda (CPU has no fast "
-                          "fp16 convolutions)")  # fmt: skip
     if config.imgsz is not None and config.imgsz < 32:
         raise ConfigError(f"--imgsz must be >= 32, got {config.imgsz}")
     predictor = make_predictor(
@@ -118,7 +116,7 @@ def run_export(config: ExportConfig) -> ExportReport:
         with warnings.catch_warnings():  # torch.jit.load's deprecation notice
             warnings.simplefilter("ignore")
             check = compare(wrapper, tmp, config.format, samples,
-                            detector=_is_detector(predictor))  # fmt: skip
+                            detector=_is_detector(predictor), half=config.half)  # fmt: skip
         tmp.replace(out)
     finally:
         tmp.unlink(missing_ok=True)
@@ -236,7 +234,7 @@ def run_exported(path: Path, fmt: str, sample: Any) -> list[Any]:
         from visiontool.models.onnx_model import onnx_session
 
         session = onnx_session(path)
-        feed = {session.get_inputs()[0].name: sample.detach().cpu().numpy()}
+        feed = {session.get_inputs()[0].name: sample.detach().cpu().numpy()}  # same dtype
         return [torch.from_numpy(o) for o in session.run(None, feed)]
     loaded = torch.jit.load(str(path), map_location=sample.device)
     with torch.no_grad():
@@ -244,8 +242,12 @@ def run_exported(path: Path, fmt: str, sample: Any) -> list[Any]:
     return [o.cpu() for o in (out if isinstance(out, (tuple, list)) else (out,))]
 
 
-def compare(wrapper: Any, path: Path, fmt: str, samples: list[Any], *, detector: bool) -> dict:
-    """Eager vs exported on every sample; raises ModelLoadError when they disagree."""
+def compare(
+    wrapper: Any, path: Path, fmt: str, samples: list[Any], *, detector: bool, half: bool = False
+) -> dict:
+    """Eager vs exported on every sample; raises ModelLoadError when they disagree. Logits of
+    an fp16 export may differ by 1e-2 (fp16 keeps ~3 significant digits); the box and score
+    tolerances are the same for both."""
     import torch
 
     from visiontool.errors import ModelLoadError
@@ -278,7 +280,7 @@ def compare(wrapper: Any, path: Path, fmt: str, samples: list[Any], *, detector:
     check = {"images": len(samples), "compared": "detections" if detector else "logits",
              "detections": detections, "max_box_px": worst_box,
              "max_score_diff": worst_score, "max_logit_diff": worst_logit}  # fmt: skip
-    if worst_logit > LOGIT_TOLERANCE:
+    if worst_logit > (LOGIT_TOLERANCE_HALF if half else LOGIT_TOLERANCE):
         raise ModelLoadError(f"exported model disagrees with the eager one: logits differ by "
                              f"up to {worst_logit:.4f}")  # fmt: skip
     if worst_box > BOX_TOLERANCE_PX or worst_score > SCORE_TOLERANCE:

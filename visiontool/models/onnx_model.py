@@ -32,16 +32,17 @@ class OnnxModule(nn.Module):
         self.detector = detector
         self.input_name = session.get_inputs()[0].name
         self.input_shape = list(session.get_inputs()[0].shape)
+        self.half = session.get_inputs()[0].type == "tensor(float16)"  # export --half
         if transform is not None:
             self.transform = transform  # read by the head's pre-resize
 
     def forward(self, images: Any) -> Any:
         if not self.detector:
             try:
-                (logits,) = self.session.run(None, {self.input_name: _numpy(images)})
+                (logits,) = self.session.run(None, {self.input_name: _numpy(images, self.half)})
             except Exception as exc:  # onnxruntime's own error types
                 raise RuntimeError(f"onnxruntime: {exc}") from None
-            return torch.from_numpy(logits)
+            return torch.from_numpy(logits).float()
         return [self._detect(image) for image in images]
 
     def _detect(self, image: Any) -> dict[str, Any]:
@@ -56,16 +57,20 @@ class OnnxModule(nn.Module):
             )[0]
             scale = (width / fixed[1], height / fixed[0])
         try:
-            boxes, scores, labels = self.session.run(None, {self.input_name: _numpy(image)})
+            boxes, scores, labels = self.session.run(
+                None, {self.input_name: _numpy(image, self.half)}
+            )
         except Exception as exc:  # onnxruntime's own error types: the image is reported failed
             raise RuntimeError(f"onnxruntime: {exc}") from None
-        boxes = torch.from_numpy(boxes) * torch.tensor([scale[0], scale[1], scale[0], scale[1]])
-        return {"boxes": boxes, "scores": torch.from_numpy(scores),
+        boxes = torch.from_numpy(boxes).float() * torch.tensor([scale[0], scale[1], scale[0],
+                                                                scale[1]])  # fmt: skip
+        return {"boxes": boxes, "scores": torch.from_numpy(scores).float(),
                 "labels": torch.from_numpy(labels).long()}  # fmt: skip
 
 
-def _numpy(tensor: Any) -> Any:
-    return tensor.detach().cpu().float().contiguous().numpy()
+def _numpy(tensor: Any, half: bool = False) -> Any:
+    tensor = tensor.detach().cpu()
+    return (tensor.half() if half else tensor.float()).contiguous().numpy()
 
 
 def onnx_session(path: str | Path) -> Any:
