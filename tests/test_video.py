@@ -203,8 +203,14 @@ def test_ctrl_c_leaves_a_video_that_plays(tmp_path):
     out = tmp_path / "out"
     command = [sys.executable, "-m", "visiontool", "detect", str(clip), *MODEL, "--out", str(out)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # each frame's line as it is written
+
+    # pytest-xdist workers ignore SIGINT and a child inherits that: give it a shell's default
+    def default_sigint() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            cwd=Path(__file__).parents[1], env=env)  # fmt: skip
+                            cwd=Path(__file__).parents[1], env=env,
+                            preexec_fn=default_sigint)  # fmt: skip
     deadline = time.monotonic() + 120
     assert proc.stdout is not None
     for line in proc.stdout:  # wait until frames are being written
