@@ -265,9 +265,9 @@ def _print_summary(console: Console, summary: DetectSummary) -> None:
     frames = counts.get("frames", 0)
     stills = counts["images"] - frames
     inputs = ", ".join(
-        f"{n} {word}{'' if n == 1 else 's'}"
-        for n, word in ((stills, "image"), (frames, "video frame"))
-        if n or (word == "image" and not frames)
+        f"{count} {word}{'' if count == 1 else 's'}"
+        for count, word in ((stills, "image"), (frames, "video frame"))
+        if count or (word == "image" and not frames)
     )
     console.final(
         f"{inputs}, {found}"

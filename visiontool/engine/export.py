@@ -226,20 +226,29 @@ def _to_torchscript(wrapper: Any, sample: Any, path: Path, metadata: dict[str, s
     torch.jit.save(traced, str(path), _extra_files={k: v.encode() for k, v in metadata.items()})
 
 
-def run_exported(path: Path, fmt: str, sample: Any) -> list[Any]:
-    """The exported model's outputs for `sample`, as CPU tensors."""
+def exported_runner(path: Path, fmt: str, device: Any) -> Any:
+    """The exported model, loaded once, as a function: sample -> outputs as CPU tensors."""
     import torch
 
     if fmt == "onnx":
         from visiontool.models.onnx_model import onnx_session
 
         session = onnx_session(path)
-        feed = {session.get_inputs()[0].name: sample.detach().cpu().numpy()}  # same dtype
-        return [torch.from_numpy(o) for o in session.run(None, feed)]
-    loaded = torch.jit.load(str(path), map_location=sample.device)
-    with torch.no_grad():
-        out = loaded(sample)
-    return [o.cpu() for o in (out if isinstance(out, (tuple, list)) else (out,))]
+        name = session.get_inputs()[0].name
+
+        def run_onnx(sample: Any) -> list[Any]:
+            feed = {name: sample.detach().cpu().numpy()}  # the sample's dtype, as exported
+            return [torch.from_numpy(o) for o in session.run(None, feed)]
+
+        return run_onnx
+    loaded = torch.jit.load(str(path), map_location=device)
+
+    def run_script(sample: Any) -> list[Any]:
+        with torch.no_grad():
+            out = loaded(sample)
+        return [o.cpu() for o in (out if isinstance(out, (tuple, list)) else (out,))]
+
+    return run_script
 
 
 def compare(
@@ -253,10 +262,11 @@ def compare(
     from visiontool.errors import ModelLoadError
 
     worst_box, worst_score, worst_logit, detections = 0.0, 0.0, 0.0, 0
+    run_exported = exported_runner(path, fmt, samples[0].device)
     with torch.no_grad():
         for sample in samples:
             eager = wrapper(sample)
-            exported = run_exported(path, fmt, sample)
+            exported = run_exported(sample)
             if detector:
                 boxes, scores, labels = (t.detach().cpu().float() for t in eager)
                 eboxes, escores, elabels = (t.float() for t in exported[:3])

@@ -89,11 +89,15 @@ def count_items(specs: list[str], *, recursive: bool = False) -> int | None:
     None for stdin (`-`), which is read only once, by the run itself."""
     if "-" in specs:
         return None
+    count = 0
     try:
-        items = list(SourcePlan(specs=tuple(specs), recursive=recursive))
+        for item in SourcePlan(specs=tuple(specs), recursive=recursive):
+            if item.is_video:  # frames, not one image each: no total to show
+                return None
+            count += 1
     except (DataError, OSError):
         return None
-    return None if any(item.is_video for item in items) else len(items)
+    return count
 
 
 def first_item(plan: SourcePlan) -> SourceItem:

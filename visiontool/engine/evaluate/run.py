@@ -239,13 +239,15 @@ EVAL_THUMBNAILS = 60  # images drawn into eval's report.html (reading them costs
 def eval_thumbnails(gt: GroundTruth, dets: Detections, dataset: Any, *, conf: float) -> Any:
     """The first EVAL_THUMBNAILS images of the data set with their predictions at `conf` or
     above (coloured, labelled) and their ground truth (thin white boxes)."""
+    import itertools
+
     from visiontool.io.draw import draw_detections, draw_outlines, to_bgr_array
     from visiontool.io.images import read_image
     from visiontool.io.report import DetectReport
     from visiontool.results import Detection, ImageResult
 
     grid = DetectReport("eval")
-    for record in list(dataset.records())[:EVAL_THUMBNAILS]:
+    for record in itertools.islice(dataset.records(), EVAL_THUMBNAILS):
         image_id = int(record.image_id)
         try:
             image = read_image(record.path)

@@ -22,7 +22,6 @@ from visiontool import __version__
 from visiontool.engine.predict.inflight import DEFAULT_INFLIGHT
 from visiontool.engine.predict.pipeline import check_options, make_predictor, stream_results
 from visiontool.engine.predict.sinks import ResultCallback, ResultSink
-from visiontool.engine.predict.tiling import TiledPredictor, check_tiling
 from visiontool.io.images import DEFAULT_MAX_PIXELS
 from visiontool.io.paths import prepare_out
 from visiontool.io.report import DetectReport
@@ -182,9 +181,9 @@ def run_detect(
     check_options(
         conf=config.conf, batch=config.batch, inflight=config.inflight,
         max_det=config.max_det, imgsz=config.imgsz, workers=config.workers, topk=config.topk,
-        vid_stride=config.vid_stride,
+        vid_stride=config.vid_stride, tile=config.tile, tile_overlap=config.tile_overlap,
+        merge=config.merge,
     )  # fmt: skip
-    check_tiling(config.tile, config.tile_overlap, config.merge)
     if config.data is not None and not config.save_coco:
         from visiontool.errors import ConfigError
 
@@ -219,11 +218,9 @@ def _run(
     predictor = make_predictor(
         model=config.model, weights=config.weights, device=config.device, conf=config.conf,
         iou=config.iou, max_det=config.max_det, classes=config.classes, imgsz=config.imgsz,
-        half=config.half, seed=config.seed, on_log=on_log,
+        half=config.half, seed=config.seed, on_log=on_log, tile=config.tile,
+        tile_overlap=config.tile_overlap, merge=config.merge, batch=config.batch,
     )  # fmt: skip
-    if config.tile:
-        predictor = TiledPredictor(predictor, tile=config.tile, overlap=config.tile_overlap,
-                                   merge=config.merge, batch=config.batch)  # fmt: skip
     info = predictor.loaded.info
     summary = DetectSummary(
         model=info.name,

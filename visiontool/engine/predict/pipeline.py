@@ -67,17 +67,14 @@ def predict(
     stop early.
     """
     check_options(conf=conf, batch=batch, inflight=inflight, max_det=max_det, imgsz=imgsz,
-                  workers=workers, topk=topk, vid_stride=vid_stride)  # fmt: skip
+                  workers=workers, topk=topk, vid_stride=vid_stride, tile=tile,
+                  tile_overlap=tile_overlap, merge=merge)  # fmt: skip
     inputs = _as_inputs(sources, recursive=recursive)
     predictor = make_predictor(
         model=model, weights=weights, device=device, conf=conf, iou=iou, max_det=max_det,
-        classes=classes, imgsz=imgsz, half=half, seed=seed, on_log=on_log,
+        classes=classes, imgsz=imgsz, half=half, seed=seed, on_log=on_log, tile=tile,
+        tile_overlap=tile_overlap, merge=merge, batch=batch,
     )  # fmt: skip
-    if tile:
-        from visiontool.engine.predict.tiling import TiledPredictor
-
-        predictor = TiledPredictor(predictor, tile=tile, overlap=tile_overlap, merge=merge,
-                                   batch=batch)  # fmt: skip
     stream = stream_results(
         inputs, predictor, batch=batch, workers=workers, inflight=inflight, topk=topk,
         max_pixels=max_pixels, vid_stride=vid_stride,
@@ -119,8 +116,14 @@ def check_options(
     workers: int | None = None,
     topk: int = 5,
     vid_stride: int = 1,
+    tile: int | None = None,
+    tile_overlap: float = 0.2,
+    merge: str = "nms",
 ) -> None:
     """Range checks shared by `predict` and `detect` (ConfigError, exit 2)."""
+    from visiontool.engine.predict.tiling import check_tiling
+
+    check_tiling(tile, tile_overlap, merge)
     if vid_stride < 1:
         raise ConfigError(f"--vid-stride must be >= 1, got {vid_stride}")
     if workers is not None and workers < 0:
@@ -155,8 +158,13 @@ def make_predictor(
     half: bool,
     seed: int,
     on_log: Log | None = None,
+    tile: int | None = None,
+    tile_overlap: float = 0.2,
+    merge: str = "nms",
+    batch: int = 1,
 ) -> Any:
-    """Load `model` (a name, or a `LoadedModel` to reuse) and wrap it in a `Predictor`."""
+    """Load `model` (a name, or a `LoadedModel` to reuse) and wrap it in a `Predictor`; with
+    `tile`, in a `TiledPredictor` over it (tiles `batch` at a time)."""
     import torch
 
     from visiontool.engine.predict.predictor import Predictor
@@ -175,7 +183,7 @@ def make_predictor(
         log("running with random weights (--weights none): predictions are meaningless")
     if half and loaded.device.type != "cuda":
         log("--half ignored on CPU (autocast is GPU-only here)")
-    return Predictor(
+    predictor = Predictor(
         loaded,
         conf=conf,
         iou=iou,
@@ -184,6 +192,11 @@ def make_predictor(
         imgsz=imgsz,
         half=half,
     )
+    if not tile:
+        return predictor
+    from visiontool.engine.predict.tiling import TiledPredictor
+
+    return TiledPredictor(predictor, tile=tile, overlap=tile_overlap, merge=merge, batch=batch)
 
 
 def resolve_classes(selected: list[str] | None, classes: list[str]) -> list[int] | None:
