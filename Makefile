@@ -21,7 +21,14 @@ SHAPES_FINETUNE := $(BIN)/visiontool train --data runs/data/shapes --head frcnn 
 TINYSSD_DATA := $(BIN)/visiontool data synth --out runs/data/shapes2k --n 2000 --imgsz 256 --format coco --seed 101
 TINYSSD_TRAIN := $(BIN)/visiontool train --data runs/data/shapes2k --model tinyssd \
 	--anchor-sizes "15,23;33,46;67,87;115,141;179,230" --epochs 20 --batch 8 --optimizer adamw --lr 0.002 \
-	--amp --workers 0 --model-name shapes-tinyssd --seed 0 --out runs/weights/shapes-tinyssd --exist-ok
+	--amp --workers 0 --model-name shapes-tinyssd --seed 0 --out runs/weights/shapes-tinyssd-base --exist-ok
+# then far more images (a fresh 24k-image set), from that checkpoint, with an EMA of the weights
+SHAPES24K_DATA := $(BIN)/visiontool data synth --out runs/data/shapes24k --n 24000 --imgsz 256 \
+	--val-fraction 0.0125 --format coco --seed 1001
+TINYSSD_FINETUNE := $(BIN)/visiontool train --data runs/data/shapes24k --model tinyssd \
+	--anchor-sizes "15,23;33,46;67,87;115,141;179,230" --weights runs/weights/shapes-tinyssd-base/weights/best.pt \
+	--epochs 3 --batch 8 --optimizer adamw --lr 0.001 --warmup 0.05 --ema --amp --workers 0 \
+	--model-name shapes-tinyssd --seed 2 --out runs/weights/shapes-tinyssd --exist-ok
 HELDOUT_SHAPES := visiontool data synth --out runs/data/heldout --n 1500 --imgsz 256 --format coco --seed 202
 DIGITS_DATA := $(BIN)/visiontool data synth --task classify --kind digits --out runs/data/digits --n 5000 --imgsz 32 --seed 11
 DIGITS_TRAIN := $(BIN)/visiontool train --task classify --model lenet --data runs/data/digits --epochs 30 \
@@ -57,11 +64,11 @@ format: $(STAMP)
 
 OUT ?= runs/demo
 demo: $(STAMP)
-	$(BIN)/visiontool detect examples --model shapes-frcnn --out $(OUT) --exist-ok
+	$(BIN)/visiontool detect examples --model shapes-tinyssd --out $(OUT) --exist-ok
 
 # Retrain the shipped models from scratch on CPU (about 1.5 hours on 2 cores) and refresh the manifest.
 weights: $(STAMP)
-	rm -rf runs/data/shapes runs/data/shapes2k runs/data/digits
+	rm -rf runs/data/shapes runs/data/shapes2k runs/data/shapes24k runs/data/digits
 	$(SHAPES_DATA)
 	$(SHAPES_TRAIN)
 	$(SHAPES_FINETUNE)
@@ -72,9 +79,13 @@ weights: $(STAMP)
 		--command '$(subst $(BIN)/,,$(SHAPES_TRAIN)) && $(subst $(BIN)/,,$(SHAPES_FINETUNE))'
 	$(TINYSSD_DATA)
 	$(TINYSSD_TRAIN)
-	$(BIN)/python tools/ship_weights.py shapes-tinyssd runs/weights/shapes-tinyssd runs/data/shapes2k \
-		--description "TinySSD (d2l, 5 scales of multibox anchors) for the six synthetic shapes" \
-		--data-recipe '$(subst $(BIN)/,,$(TINYSSD_DATA))' --command '$(subst $(BIN)/,,$(TINYSSD_TRAIN))' \
+	$(SHAPES24K_DATA)
+	$(TINYSSD_FINETUNE)
+	$(BIN)/python tools/ship_weights.py shapes-tinyssd runs/weights/shapes-tinyssd runs/data/shapes24k \
+		--earlier-run runs/weights/shapes-tinyssd-base --tune-conf \
+		--description "TinySSD (d2l, 5 scales of multibox anchors) for the six synthetic shapes; the demo's detector" \
+		--data-recipe '$(subst $(BIN)/,,$(TINYSSD_DATA)) && $(subst $(BIN)/,,$(SHAPES24K_DATA))' \
+		--command '$(subst $(BIN)/,,$(TINYSSD_TRAIN)) && $(subst $(BIN)/,,$(TINYSSD_FINETUNE))' \
 		--heldout-recipe '$(HELDOUT_SHAPES)'
 	$(DIGITS_DATA)
 	$(DIGITS_TRAIN)

@@ -157,6 +157,19 @@ def test_evaluate_voc_difficult_and_duplicates():
     assert result.ap07[0] == pytest.approx((6 * 1.0 + 5 * 0.5) / 11)
     assert result.ap[1] == -1.0  # class without ground truth is undefined
     assert result.map == pytest.approx(0.75)
+    # F1 = 2 TP / (kept + npos): 0.9 -> 2/3, 0.8 -> 2/4, 0.6 -> 2/5, 0.5 -> 4/6 (ties 0.9)
+    assert result.f1 == pytest.approx(2 / 3) and result.f1_conf == 0.9
+
+
+def test_best_f1_keeps_ties_together_and_handles_no_detections():
+    from visiontool.metrics.voc import best_f1
+
+    scores = np.array([0.9, 0.7, 0.7, 0.3])
+    tp = np.array([True, True, False, True])
+    # thresholds: 0.9 -> 2/(1+3)=.5; 0.7 keeps both ties -> 4/(3+3)=.667; 0.3 -> 6/(4+3)=.857
+    assert best_f1(scores, tp, 3) == (pytest.approx(6 / 7), 0.3)
+    assert best_f1(scores[:3], tp[:3], 3) == (pytest.approx(4 / 6), 0.7)  # not 0.7's first half
+    assert best_f1(np.array([]), np.array([], bool), 3) == (0.0, 0.0)
 
 
 def test_detection_confusion_with_background():

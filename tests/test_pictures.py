@@ -169,6 +169,27 @@ def test_detect_tags_stay_inside_the_image_and_never_overlap(size: tuple[int, in
     assert covered - last < 0.3 * height * width  # tags stop before covering the picture
 
 
+def test_a_tag_moves_inside_or_below_its_box_rather_than_hide_another() -> None:
+    from visiontool.io.draw import detection_tags
+    from visiontool.results import Detection
+
+    big = Detection((100.0, 100.0, 200.0, 200.0), 0.9, 0, "square")
+    small = Detection((104.0, 86.0, 116.0, 98.0), 0.8, 1, "circle")  # just above big's corner
+    (_, (x1, y1, x2, y2), _), (_, small_tag, _) = detection_tags([big, small], 256, 256)
+    assert y1 >= 100 and x1 >= 100  # inside the square, not over the little circle
+    assert y1 == 100  # at the box's top edge, the first spot after "above"
+    assert small_tag[3] <= 86 or small_tag[1] >= 98  # the circle's own tag leaves it visible
+    # a small box at the top of the picture (no room above; inside would hide it): below it
+    top_a = Detection((10.0, 0.0, 60.0, 40.0), 0.9, 0, "star")
+    top_b = Detection((10.0, 0.0, 60.0, 40.0), 0.5, 2, "cross")  # a duplicate at the same place
+    (_, first, _), (_, second, _) = detection_tags([top_a, top_b], 256, 256)
+    assert first[1] == 40  # below the box: its object stays visible
+    assert second[3] <= first[1] or second[1] >= first[3]  # the duplicate's tag covers no tag
+    big_a = Detection((10.0, 0.0, 210.0, 200.0), 0.9, 0, "star")  # big: inside its top edge
+    ((_, big_tag, _),) = detection_tags([big_a], 256, 256)
+    assert big_tag[1] == 0
+
+
 def test_detect_tags_are_painted_where_they_are_placed() -> None:
     from visiontool.io.draw import blank, detection_tags, draw_detections
 

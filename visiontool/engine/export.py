@@ -78,6 +78,8 @@ def run_export(config: ExportConfig) -> ExportReport:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {config.format!r}")
     if config.imgsz is not None and config.imgsz < 32:
         raise ConfigError(f"--imgsz must be >= 32, got {config.imgsz}")
+    if config.out:  # a bad --out is refused before the (slow) model load
+        _check_out(Path(config.out), config)
     predictor = make_predictor(
         model=config.model, weights=config.weights, device=config.device,
         conf=EXPORT_SCORE_THRESH, iou=None, max_det=300, classes=None, imgsz=config.imgsz,
@@ -85,17 +87,7 @@ def run_export(config: ExportConfig) -> ExportReport:
     )  # fmt: skip
     info = predictor.loaded.info
     out = Path(config.out) if config.out else Path(f"{info.name}{SUFFIX[config.format]}")
-    if out.exists() and out.is_dir():
-        raise ConfigError(f"--out {out} is a folder; name the file to write")
-    if (
-        config.weights
-        and Path(str(config.weights)).exists()
-        and out.exists()
-        and (out.resolve() == Path(str(config.weights)).resolve())
-    ):
-        raise ConfigError(f"--out {out} is the checkpoint being exported; choose another name")
-    if out.exists() and not config.exist_ok:
-        raise ConfigError(f"--out {out} exists; pass --exist-ok to replace it")
+    _check_out(out, config)
     wrapper, samples = _wrapper_and_samples(predictor, config)
     dtype = torch.float16 if config.half else torch.float32
     wrapper = wrapper.to(dtype)
@@ -127,22 +119,39 @@ def _is_detector(predictor: Any) -> bool:
     return predictor.spec.output == "boxes"
 
 
-class DetectorStep:
-    """The detector on one pre-resized float image -> (boxes, scores, raw labels)."""
+def _check_out(out: Path, config: ExportConfig) -> None:
+    """Refuse an --out that is a folder, the checkpoint itself, or an existing file (without
+    --exist-ok)."""
+    if out.exists() and out.is_dir():
+        raise ConfigError(f"--out {out} is a folder; name the file to write")
+    weights = Path(str(config.weights)) if config.weights else None
+    if (
+        weights is not None
+        and weights.exists()
+        and out.exists()
+        and out.resolve() == weights.resolve()
+    ):
+        raise ConfigError(f"--out {out} is the checkpoint being exported; choose another name")
+    if out.exists() and not config.exist_ok:
+        raise ConfigError(f"--out {out} exists; pass --exist-ok to replace it")
 
-    def __new__(cls, module: Any) -> Any:
-        import torch
 
-        class _Step(torch.nn.Module):
-            def __init__(self, inner: Any) -> None:
-                super().__init__()
-                self.inner = inner
+def detector_step(module: Any) -> Any:
+    """An nn.Module running the detector on one pre-resized float image -> (boxes, scores, raw
+    labels): the tensors-only signature ONNX and TorchScript need (the detector itself takes a
+    list and returns dicts). Built here so that importing this module does not import torch."""
+    import torch
 
-            def forward(self, image: Any) -> Any:
-                out = self.inner([image])[0]
-                return out["boxes"], out["scores"], out["labels"]
+    class DetectorStep(torch.nn.Module):
+        def __init__(self, inner: Any) -> None:
+            super().__init__()
+            self.inner = inner
 
-        return _Step(module)
+        def forward(self, image: Any) -> Any:
+            out = self.inner([image])[0]
+            return out["boxes"], out["scores"], out["labels"]
+
+    return DetectorStep(module)
 
 
 def _wrapper_and_samples(predictor: Any, config: ExportConfig) -> tuple[Any, list[Any]]:
@@ -160,7 +169,7 @@ def _wrapper_and_samples(predictor: Any, config: ExportConfig) -> tuple[Any, lis
         if config.dynamic:  # and a wide one, which a --dynamic graph must take as it is
             images.append(images[-1][:, :200, :])
         samples = [predictor._resize_first(image)[0] for image in images]
-        return DetectorStep(module).eval(), samples
+        return detector_step(module).eval(), samples
     batch = [classify_transform(image, predictor._preprocess) for image in images]
     return predictor.loaded.module.eval(), [torch.stack(batch[:1]), torch.stack(batch)]
 

@@ -142,13 +142,15 @@ def draw_boxes(
 
 
 TAG_AREA = 0.3  # most of a detect picture that tags may cover (thumbnails with many boxes)
+HIDES = 0.25  # a tag covering more of another box than this hides it (a corner does not)
 
 
 def detect_style(height: int, width: int) -> tuple[int, float]:
     """(line thickness, font scale) of detect's pictures: 1 px lines and a small font (about
-    7 px glyphs) on thumbnails, growing with the image (3 px lines, ~30 px glyphs at 1080p)."""
+    8 px capitals at 256 px, the smallest still readable at 100%; 6 px on tiny thumbnails),
+    growing with the image (3 px lines, ~26 px capitals at 1080p)."""
     side = min(height, width)
-    return max(1, round(side / 400)), min(1.2, max(0.25, side / 900))
+    return max(1, round(side / 400)), min(1.2, max(0.25, side / 760))
 
 
 def fit_label(text: str, short: str, max_width: int, scale: float, thickness: int) -> str:
@@ -164,19 +166,26 @@ def fit_label(text: str, short: str, max_width: int, scale: float, thickness: in
     return short[: max(3, (max_width - 2 * _pad(thickness)) // max(1, per_char))]
 
 
+Rect = tuple[int, int, int, int]
+
+
 def detection_tags(
     detections: Sequence[Detection], height: int, width: int
-) -> list[tuple[str, tuple[int, int, int, int], int]]:
+) -> list[tuple[str, Rect, int]]:
     """Where detect puts its label tags on a `height` x `width` image: (text, (x1, y1, x2, y2),
     index into `detections`) for each detection that gets one.
 
-    Tags sit above their box's top-left corner and stay inside the image; they are no wider
-    than half of it (the score, then letters of the name, are dropped on thumbnails); a tag
-    that would cover an earlier one moves down past it, or is left out when there is no free
-    room below or tags already cover `TAG_AREA` of the picture (its box is still drawn).
-    Detections come best first, so the best keep their tags."""
+    A tag goes above its box's top-left corner; when that spot is taken by an earlier tag or
+    would hide more than `HIDES` of a box (its own too: a small box's tag goes outside), inside
+    the box's top edge, then below the box, then inside its bottom edge (the first that covers no
+    tag and hides the least); failing all four it slides down from the first until it covers
+    no tag. Tags stay inside the image and are no wider than half of it (the score, then
+    letters of the name, are dropped on thumbnails); a tag with no free room, or once tags
+    cover `TAG_AREA` of the picture, is
+    left out (its box is still drawn). Detections come best first, so the best keep tags."""
     thickness, font_scale = detect_style(height, width)
-    placed: list[tuple[int, int, int, int]] = []
+    boxes = [tuple(int(round(float(v))) for v in det.box) for det in detections]
+    placed: list[Rect] = []
     tags = []
     max_width = max(24, width // 2)
     budget = TAG_AREA * height * width
@@ -185,14 +194,49 @@ def detection_tags(
             break  # tags already cover their share of the picture: the rest get boxes only
         text = fit_label(f"{det.label} {det.score:.2f}", det.label, max_width, font_scale,
                          thickness)  # fmt: skip
-        corner = (int(round(det.box[0])), int(round(det.box[1])))
-        x1, y1, x2, y2 = _tag_rect(text, corner, font_scale, thickness, height, width)
-        top = _free_top(placed, x1, y1, x2, y2 - y1, height)
-        if top is None:
+        rect = _tag_spot(text, boxes[index], boxes, placed, font_scale, thickness, height, width)
+        if rect is None:
             continue
-        placed.append((x1, top, x2, top + y2 - y1))
-        tags.append((text, placed[-1], index))
+        placed.append(rect)
+        tags.append((text, rect, index))
     return tags
+
+
+def _tag_spot(
+    text: str,
+    box: Sequence[int],
+    boxes: Sequence[Sequence[int]],
+    placed: Sequence[Rect],
+    scale: float,
+    thickness: int,
+    height: int,
+    width: int,
+) -> Rect | None:
+    """The tag rectangle for `box` (see `detection_tags`), or None when none is free; `boxes`
+    are every detection's, its own included (a tag inside a small box hides its object)."""
+    x1, y1, x2, y2 = _tag_rect(text, (box[0], box[1]), scale, thickness, height, width, below=True)
+    h = y2 - y1
+    spots = []
+    for order, top in enumerate((box[1] - h, box[1], box[3], box[3] - h)):
+        top = max(0, min(top, height - h))
+        rect = (x1, top, x2, top + h)
+        if not any(_overlap(rect, p) for p in placed):
+            hidden = [_overlap(rect, b) / max(1, _area(b)) for b in boxes]
+            spots.append((round(sum(f for f in hidden if f > HIDES), 1), order, rect))
+    if spots:
+        return min(spots)[2]
+    first = max(0, min(box[1] - h, height - h))
+    top = _free_top(placed, x1, first, x2, h, height)
+    return None if top is None else (x1, top, x2, top + h)
+
+
+def _area(box: Sequence[int]) -> int:
+    return max(0, box[2] - box[0]) * max(0, box[3] - box[1])
+
+
+def _overlap(a: Sequence[int], b: Sequence[int]) -> int:
+    """Intersection area of two (x1, y1, x2, y2) rectangles, in px."""
+    return max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
 
 
 def draw_outlines(bgr: Any, boxes: Any, rgb: tuple[int, int, int] = (255, 255, 255)) -> Any:

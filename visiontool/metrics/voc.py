@@ -26,6 +26,8 @@ class VocResult:
     ap: np.ndarray  # (K,)
     n_pos: np.ndarray  # (K,) non-difficult ground-truth boxes
     curves: list[tuple[np.ndarray, np.ndarray]]  # per class (recall, precision), score order
+    f1: float = 0.0  # the best F1 over all classes together (micro), keeping scores >= f1_conf
+    f1_conf: float = 0.0  # the lowest score kept at that F1: a tuned default --conf
 
     @property
     def map07(self) -> float:
@@ -96,6 +98,7 @@ def evaluate_voc(
     order, tp = order[keep], tp[keep]
 
     n_pos = np.bincount(gt_labels[~difficult], minlength=num_classes)[:num_classes]
+    f1, f1_conf = best_f1(det_scores[order], tp, int(n_pos.sum()))
     labels = det_labels[order]
     by_class = np.argsort(labels, kind="stable")
     labels, tp = labels[by_class], tp[by_class]
@@ -112,7 +115,19 @@ def evaluate_voc(
         if n_pos[k] > 0:
             ap07[k] = voc_ap(recall, precision, use_07_metric=True)
             ap[k] = voc_ap(recall, precision, use_07_metric=False)
-    return VocResult(ap07=ap07, ap=ap, n_pos=n_pos, curves=curves)
+    return VocResult(ap07=ap07, ap=ap, n_pos=n_pos, curves=curves, f1=f1, f1_conf=f1_conf)
+
+
+def best_f1(scores: np.ndarray, tp: np.ndarray, n_pos: int) -> tuple[float, float]:
+    """(F1, score threshold) where F1 = 2 TP / (kept + ground truth) is highest, over
+    detections in descending `scores` order with their true-positive flags; thresholds sit on
+    the last of equal scores (a threshold keeps all of a tie). (0, 0) without detections."""
+    if scores.size == 0 or n_pos == 0:
+        return 0.0, 0.0
+    f1 = 2.0 * np.cumsum(tp) / (np.arange(1, scores.size + 1) + n_pos)
+    last_of_tie = np.append(scores[1:] != scores[:-1], True)
+    best = int(np.flatnonzero(last_of_tie)[np.argmax(f1[last_of_tie])])
+    return float(f1[best]), float(scores[best])
 
 
 def box_iou_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -315,6 +315,8 @@ def score_detections(
     metrics: dict[str, Any] = dict(coco.stats)
     metrics["voc07_map50"] = voc.map07
     metrics["voc_map50"] = voc.map
+    metrics["f1"] = voc.f1  # best F1 at IoU 0.5, all classes together
+    metrics["f1_conf"] = voc.f1_conf  # ... reached keeping scores >= this
     metrics["per_class"] = per_class
     return metrics, {"coco": coco, "voc": voc}
 
