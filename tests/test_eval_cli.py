@@ -18,7 +18,7 @@ from visiontool.cli.main import app
 KEYS = [
     "map", "map50", "map75", "map_small", "map_medium", "map_large",
     "mar_1", "mar_10", "mar_100", "mar_small", "mar_medium", "mar_large",
-    "voc07_map50", "voc_map50", "per_class", "matching",
+    "voc07_map50", "voc_map50", "f1", "f1_conf", "per_class", "matching",
 ]  # fmt: skip
 
 runner = CliRunner()
