@@ -373,3 +373,20 @@ def test_tampered_or_foreign_resume_checkpoints_are_one_line(cli, digits, tmp_pa
     loose = tmp_path / "loose.pt"
     loose.write_bytes((weights / "last.pt").read_bytes())
     one_error_line(cli("train", "--resume", loose), 2, "weights/last.pt")
+
+
+def test_every_recorded_option_type_passes_the_resume_check():
+    """A run's recorded arguments (every TrainConfig field, --arch's KEY=VALUE dict included)
+    pass the resume check: a run trained with --arch could not be resumed before."""
+    import dataclasses
+
+    from visiontool.engine.train.trainer import _recorded_problem
+
+    config = TrainConfig(data="data/shapes", arch={"fc": 1024, "roi_op": "pool"},
+                         returned_layers=[3], anchor_sizes=[32.0, 64.0])  # fmt: skip
+    args = dataclasses.asdict(config)
+    train = {"epoch": 4, "step": 1200, "bad_epochs": 0, "history": [], "rng": {},
+             "scheduler": {}, "scaler": {}, "optimizer": {}}  # fmt: skip
+    assert _recorded_problem({"train": train, "train_args": args}) is None
+    args["arch"] = "fc=1024"  # a tampered type is still refused
+    assert "'arch' has a wrong type" in _recorded_problem({"train": train, "train_args": args})

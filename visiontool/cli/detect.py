@@ -44,7 +44,7 @@ def detect(
         None,
         "--conf",
         help="Score threshold: drop boxes (multilabel: classes) scoring below it.",
-        show_default="the model's: 0.25; multilabel its trained --threshold; single 0",
+        show_default="the model's (shipped detectors: tuned), else 0.25; multilabel: --threshold",
     ),
     iou: float = typer.Option(None, "--iou", help="NMS IoU threshold.", show_default="the model's"),
     max_det: int = typer.Option(300, "--max-det", help="Most detections kept per image."),

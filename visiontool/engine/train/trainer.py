@@ -1010,6 +1010,8 @@ def _type_ok(annotation: str, value: Any) -> bool:
             return True
         if part.startswith("list[") and isinstance(value, list):
             return True
+        if part.startswith("dict[") and isinstance(value, dict):  # e.g. --arch KEY=VALUE
+            return True
     return False
 
 
