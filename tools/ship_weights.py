@@ -73,15 +73,16 @@ def heldout_score(recipe: str, weights: Path, keys: tuple[str, ...]) -> dict:
 
 
 def training_record(runs: list[Path], device: str | None) -> dict:
-    """Where and how long the model trained: the sum of every run's epoch times (a recipe may
-    chain runs) and the device (default: this machine's CPU or GPU name)."""
+    """Where and how long the model trained: the sum of every run's epoch wall times (a recipe
+    may chain runs; pauses count, e.g. while tests shared the cores) and the device (default:
+    this machine's CPU or GPU name)."""
     import csv
 
     seconds = 0.0
     for run in runs:
         with (run / "results.csv").open(newline="") as handle:
             seconds += sum(float(row["time_s"]) for row in csv.DictReader(handle))
-    return {"device": device or machine_name(), "minutes": round(seconds / 60, 1)}
+    return {"device": device or machine_name(), "wall_minutes": round(seconds / 60, 1)}
 
 
 def machine_name() -> str:
