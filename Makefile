@@ -66,7 +66,7 @@ OUT ?= runs/demo
 demo: $(STAMP)
 	$(BIN)/visiontool detect examples --model shapes-tinyssd --out $(OUT) --exist-ok
 
-# Retrain the shipped models from scratch on CPU (about 1.5 hours on 2 cores) and refresh the manifest.
+# Retrain the shipped models from scratch on CPU (about 3.5 hours on 2 cores) and refresh the manifest.
 weights: $(STAMP)
 	rm -rf runs/data/shapes runs/data/shapes2k runs/data/shapes24k runs/data/digits
 	$(SHAPES_DATA)
