@@ -269,3 +269,23 @@ def test_a_failed_plot_writes_nothing(tmp_path: Path) -> None:
         ax.plot([0, 1], [0, 1])
         raise RuntimeError("boom")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_boxes_far_outside_or_not_finite_draw_without_error() -> None:
+    """A broken model's boxes (1e12, NaN, inf, inverted) must not crash the writer: OpenCV takes
+    32-bit ints, so far corners are pulled in and non-finite boxes are skipped."""
+    from visiontool.io.draw import blank, detection_tags, draw_detections
+    from visiontool.results import Detection
+
+    nan, inf = float("nan"), float("inf")
+    dets = [
+        Detection((20.0, 20.0, 60.0, 60.0), 0.9, 0, "ok"),
+        Detection((1e12, -1e12, 1e12, 1e12), 0.8, 1, "far"),
+        Detection((nan, 0.0, 5.0, 5.0), 0.7, 2, "nan"),
+        Detection((inf, 0.0, 5.0, 5.0), 0.6, 3, "inf"),
+        Detection((100.0, 100.0, 90.0, 90.0), 0.5, 4, "inverted"),
+    ]
+    picture = draw_detections(blank(128, 128), dets)
+    tagged = {dets[i].label for _, _, i in detection_tags(dets, 128, 128)}
+    assert "nan" not in tagged and "inf" not in tagged and "ok" in tagged
+    assert (picture == np.array(color(0)[::-1], np.uint8)).all(axis=2).sum() > 50

@@ -97,16 +97,36 @@ def draw_box(
     label: str | None = None,
     font_scale: float | None = None,
 ) -> Any:
-    """One xyxy box (pixels) in place, with a filled `label` tag on its top-left corner."""
+    """One xyxy box (pixels) in place, with a filled `label` tag on its top-left corner. A box
+    with a non-finite corner is not drawn; corners far outside the picture are pulled in (OpenCV
+    takes 32-bit ints only)."""
     import cv2
 
     bgr_color = _bgr(rgb)
-    x1, y1, x2, y2 = (int(round(v)) for v in box)
+    corners = pixel_box(box, *bgr.shape[:2])
+    if corners is None:
+        return bgr
+    x1, y1, x2, y2 = corners
     cv2.rectangle(bgr, (x1, y1), (x2, y2), bgr_color, thickness, cv2.LINE_AA)
     if label:
         scale = font_scale if font_scale is not None else line_style(*bgr.shape[:2])[1]
         _tag(bgr, label, (x1, y1), bgr_color, scale, thickness)
     return bgr
+
+
+def pixel_box(box: Sequence[float], height: int, width: int) -> tuple[int, int, int, int] | None:
+    """`box` as int pixels, each corner kept within a picture's size beyond its edges; None if a
+    corner is not a finite number."""
+    import math
+
+    values = [float(v) for v in box]
+    if not all(math.isfinite(v) for v in values):
+        return None
+    x1, y1, x2, y2 = (
+        int(round(min(max(v, -side), 2 * side)))
+        for v, side in zip(values, (width, height, width, height), strict=True)
+    )
+    return x1, y1, x2, y2
 
 
 def draw_boxes(
@@ -184,7 +204,7 @@ def detection_tags(
     cover `TAG_AREA` of the picture, is
     left out (its box is still drawn). Detections come best first, so the best keep tags."""
     thickness, font_scale = detect_style(height, width)
-    boxes = [tuple(int(round(float(v))) for v in det.box) for det in detections]
+    boxes = [pixel_box(det.box, height, width) for det in detections]
     placed: list[Rect] = []
     tags = []
     max_width = max(24, width // 2)
@@ -192,9 +212,12 @@ def detection_tags(
     for index, det in enumerate(detections):
         if sum((x2 - x1) * (y2 - y1) for x1, y1, x2, y2 in placed) >= budget:
             break  # tags already cover their share of the picture: the rest get boxes only
+        if boxes[index] is None:
+            continue  # a box with a NaN corner is not drawn either
         text = fit_label(f"{det.label} {det.score:.2f}", det.label, max_width, font_scale,
                          thickness)  # fmt: skip
-        rect = _tag_spot(text, boxes[index], boxes, placed, font_scale, thickness, height, width)
+        others = [box for box in boxes if box is not None]
+        rect = _tag_spot(text, boxes[index], others, placed, font_scale, thickness, height, width)
         if rect is None:
             continue
         placed.append(rect)
