@@ -168,6 +168,8 @@ def test_iou_thresholds_and_gates(tmp_path):
     assert "voc_map50" not in missed.output.split("gate missed")[-1]
     passed = invoke(*base, "--out", str(tmp_path / "c"), "--fail-under", "map50=0.1")
     assert passed.exit_code == 0, passed.output
+    f1 = invoke(*base, "--out", str(tmp_path / "f"), "--fail-under", "f1=0.999")  # F1 gates too
+    assert f1.exit_code == 1 and "gate missed: f1=" in f1.output
     unknown = invoke(*base, "--out", str(tmp_path / "d"), "--fail-under", "mAP50=0.1")
     assert unknown.exit_code == 2 and "map50" in unknown.output
     malformed = invoke(*base, "--out", str(tmp_path / "e"), "--fail-under", "map50")

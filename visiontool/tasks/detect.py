@@ -13,8 +13,9 @@ from visiontool import registry
 from visiontool.metrics.coco import COCO_KEYS
 from visiontool.tasks.spec import TaskSpec
 
-METRICS = (*COCO_KEYS, "voc07_map50", "voc_map50")
-"""COCO's 12 numbers and VOC AP50 (07 11-point, all-point), as `visiontool eval` reports them."""
+METRICS = (*COCO_KEYS, "voc07_map50", "voc_map50", "f1")
+"""COCO's 12 numbers, VOC AP50 (07 11-point, all-point) and the best F1 at IoU 0.5, as `visiontool
+eval` reports them (what --fail-under and --metric may name)."""
 
 
 def model_targets(targets: Sequence[Any], device: Any) -> list[dict[str, Any]]:
