@@ -185,7 +185,8 @@ def test_inflight_batches_give_identical_results_in_input_order(cli, images, tmp
         assert cli(*args, "--out", out).exit_code == 0
         rows = read_jsonl(out / "predictions.jsonl")
         outputs.append([(r["image"], r["detections"]) for r in rows])
-        assert json.loads((out / "summary.json").read_text())["inflight"] == int(inflight)
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["inflight"] == int(inflight) and summary["conf"] == 0  # what was applied
     assert outputs[0] == outputs[1]
     assert [Path(image).name for image, _ in outputs[0]] == [
         "img0.jpg", "img1.jpg", "img2.jpg", "deep.png"]  # fmt: skip

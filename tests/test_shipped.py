@@ -228,6 +228,8 @@ def test_make_demo_runs_the_shipped_detector(tmp_path):
     assert all(row["error"] is None for row in rows)
     assert sum(len(row["detections"]) for row in rows) >= len(rows)
     assert f"results saved to {out}" in result.stdout
+    manifest = {entry["name"]: entry for entry in MANIFEST}  # the shipped model's tuned conf
+    assert json.loads((out / "summary.json").read_text())["conf"] == manifest[demo_model()]["conf"]
 
 
 def test_weights_none_rebuilds_the_shipped_architecture_untrained():

@@ -110,6 +110,7 @@ class DetectSummary:
     task: str
     out: str
     inflight: int = 1  # batches in the model at once
+    conf: float | None = None  # the score threshold applied (--conf, else the model's own)
     images: int = 0  # results: images, and video frames (counted in `frames` too)
     frames: int = 0
     failed: int = 0
@@ -144,6 +145,7 @@ class DetectSummary:
             "task": self.task,
             "out": self.out,
             "inflight": self.inflight,
+            "conf": self.conf,
             "versions": {
                 "visiontool": __version__,
                 "torch": torch.__version__,
@@ -229,6 +231,7 @@ def _run(
         task=info.task,
         out=str(out),
         inflight=config.inflight or DEFAULT_INFLIGHT,
+        conf=getattr(predictor, "conf", None),
     )
 
     def written(result: ImageResult) -> None:
