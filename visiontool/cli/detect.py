@@ -59,7 +59,7 @@ def detect(
     inflight: int = typer.Option(
         None, "--inflight", help="Batches in the model at once, one thread each.", show_default="2"
     ),
-    half: bool = typer.Option(False, "--half", help="fp16/bf16 autocast on GPU."),
+    half: bool = typer.Option(False, "--half", help="fp16 autocast on GPU (ignored on CPU)."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders."),
     max_pixels: int = typer.Option(
         100_000_000,

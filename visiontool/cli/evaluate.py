@@ -71,7 +71,7 @@ def evaluate(
     ),
     batch: int = typer.Option(8, "--batch", help="Images per forward pass (with --model)."),
     workers: int = WorkersOpt,
-    half: bool = typer.Option(False, "--half", help="fp16/bf16 autocast on GPU."),
+    half: bool = typer.Option(False, "--half", help="fp16 autocast on GPU (ignored on CPU)."),
     imgsz: int = typer.Option(
         None, "--imgsz", help="Model input size.", show_default="the model's"
     ),
