@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -217,11 +218,21 @@ def test_without_a_manifest_shipped_names_fail_clearly_and_listing_still_works(t
     assert "manifest" in detect.stderr and "unknown model" not in detect.stderr
 
 
+NO_INDEX = re.compile(
+    r"No matching distribution found|Could not find a version that satisfies|"
+    r"Failed to establish a new connection|Temporary failure in name resolution|"
+    r"Network is unreachable"
+)
+"""pip's words when the package index cannot be reached (the install, not the demo, failed)."""
+
+
 @pytest.mark.slow
 def test_make_demo_runs_the_shipped_detector(tmp_path):
     out = tmp_path / "demo"
     result = subprocess.run(["make", "demo", f"OUT={out}"], cwd=REPO, capture_output=True,
                             text=True)  # fmt: skip
+    if result.returncode != 0 and NO_INDEX.search(result.stderr):  # e.g. an offline GPU machine
+        pytest.skip("make demo could not install its venv: no package index reachable")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     rows = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == len(list((REPO / "examples").glob("*.jpg")))

@@ -773,8 +773,11 @@ class Trainer:
                 bad_epochs=self.bad_epochs,
                 partial={"totals": self._partial[0], "seen": self._partial[1]} if step else None,
             )
+        # weights as CPU tensors: a checkpoint made on a GPU loads anywhere without map_location
+        # (and compares equal to a CPU model's weights); optimizer state follows its parameters
+        cpu_weights = {k: v.detach().cpu() for k, v in weights.state_dict().items()}
         checkpoint = make_checkpoint(
-            weights.state_dict(), self.info.to_dict(), train_args=self.cfg.to_dict(), train=state
+            cpu_weights, self.info.to_dict(), train_args=self.cfg.to_dict(), train=state
         )
         save_checkpoint(self.out / "weights" / name, checkpoint)
 
