@@ -92,3 +92,17 @@ def test_benchmark_command_runs_both_pipelines_on_the_same_images(cli, tmp_path,
     if n > 1:  # and that check does tell two pictures apart
         other = pixels(work / "naive" / inputs[1])
         assert np.mean(np.abs(pixels(work / "ours" / inputs[0]) - other) <= 8) < 0.9
+
+
+def test_gpu_check_script_is_valid_bash_and_covers_each_check():
+    """benchmarks/gpu_check.sh is run once per GPU session, where a syntax error would waste the
+    machine's time: it must parse, and name every check issue #16 asks for."""
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.sh"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    text = script.read_text()
+    for check in ("pytest", "detect_pipeline.py", "--half", "train_speed.py --device", "--amp",
+                  "torch.distributed.run"):  # fmt: skip
+        assert check in text, check
