@@ -201,26 +201,32 @@ def detection_tags(
     tag and hides the least); failing all four it slides down from the first until it covers
     no tag. Tags stay inside the image and are no wider than half of it (the score, then
     letters of the name, are dropped on thumbnails); a tag with no free room, or once tags
-    cover `TAG_AREA` of the picture, is
-    left out (its box is still drawn). Detections come best first, so the best keep tags."""
+    cover `TAG_AREA` of the picture, is left out (its box is still drawn). Detections come
+    best first, so the best keep their tags."""
+    import numpy as np
+
     thickness, font_scale = detect_style(height, width)
     boxes = [pixel_box(det.box, height, width) for det in detections]
-    placed: list[Rect] = []
+    drawn = np.array([b for b in boxes if b is not None], dtype=np.float64).reshape(-1, 4)
+    placed = np.zeros((len(detections), 4), dtype=np.float64)  # the first `count` rows are tags
+    count, covered = 0, 0
     tags = []
     max_width = max(24, width // 2)
     budget = TAG_AREA * height * width
     for index, det in enumerate(detections):
-        if sum((x2 - x1) * (y2 - y1) for x1, y1, x2, y2 in placed) >= budget:
+        if covered >= budget:
             break  # tags already cover their share of the picture: the rest get boxes only
         if boxes[index] is None:
             continue  # a box with a NaN corner is not drawn either
         text = fit_label(f"{det.label} {det.score:.2f}", det.label, max_width, font_scale,
                          thickness)  # fmt: skip
-        others = [box for box in boxes if box is not None]
-        rect = _tag_spot(text, boxes[index], others, placed, font_scale, thickness, height, width)
+        rect = _tag_spot(text, boxes[index], drawn, placed[:count], font_scale, thickness,
+                         height, width)  # fmt: skip
         if rect is None:
             continue
-        placed.append(rect)
+        placed[count] = rect
+        count += 1
+        covered += (rect[2] - rect[0]) * (rect[3] - rect[1])
         tags.append((text, rect, index))
     return tags
 
@@ -228,38 +234,53 @@ def detection_tags(
 def _tag_spot(
     text: str,
     box: Sequence[int],
-    boxes: Sequence[Sequence[int]],
-    placed: Sequence[Rect],
+    boxes: Any,
+    placed: Any,
     scale: float,
     thickness: int,
     height: int,
     width: int,
 ) -> Rect | None:
     """The tag rectangle for `box` (see `detection_tags`), or None when none is free; `boxes`
-    are every detection's, its own included (a tag inside a small box hides its object)."""
+    (an (N, 4) array) are every drawn detection's, its own included (a tag inside a small box
+    hides its object); `placed` (an (M, 4) array) the tags so far."""
     x1, y1, x2, y2 = _tag_rect(text, (box[0], box[1]), scale, thickness, height, width, below=True)
     h = y2 - y1
     spots = []
     for order, top in enumerate((box[1] - h, box[1], box[3], box[3] - h)):
         top = max(0, min(top, height - h))
         rect = (x1, top, x2, top + h)
-        if not any(_overlap(rect, p) for p in placed):
-            hidden = [_overlap(rect, b) / max(1, _area(b)) for b in boxes]
-            spots.append((round(sum(f for f in hidden if f > HIDES), 1), order, rect))
+        if not _covers_any(rect, placed):
+            spots.append((round(_hidden(rect, boxes), 1), order, rect))
     if spots:
         return min(spots)[2]
     first = max(0, min(box[1] - h, height - h))
-    top = _free_top(placed, x1, first, x2, h, height)
+    top = _free_top([tuple(p) for p in placed.tolist()], x1, first, x2, h, height)
     return None if top is None else (x1, top, x2, top + h)
 
 
-def _area(box: Sequence[int]) -> int:
-    return max(0, box[2] - box[0]) * max(0, box[3] - box[1])
+def _covers_any(rect: Rect, rects: Any) -> bool:
+    """Whether `rect` overlaps any row of `rects` (M, 4) by a positive area."""
+    return bool(
+        (
+            (rects[:, 0] < rect[2]) & (rect[0] < rects[:, 2])
+            & (rects[:, 1] < rect[3]) & (rect[1] < rects[:, 3])
+        ).any()
+    )  # fmt: skip
 
 
-def _overlap(a: Sequence[int], b: Sequence[int]) -> int:
-    """Intersection area of two (x1, y1, x2, y2) rectangles, in px."""
-    return max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
+def _hidden(rect: Rect, boxes: Any) -> float:
+    """How much of `boxes` (N, 4) a tag at `rect` hides: the sum of the covered fractions
+    above `HIDES` (vectorised: a picture may hold hundreds of boxes)."""
+    import numpy as np
+
+    w = np.clip(np.minimum(boxes[:, 2], rect[2]) - np.maximum(boxes[:, 0], rect[0]), 0, None)
+    h = np.clip(np.minimum(boxes[:, 3], rect[3]) - np.maximum(boxes[:, 1], rect[1]), 0, None)
+    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(
+        boxes[:, 3] - boxes[:, 1], 0, None
+    )
+    fractions = w * h / np.maximum(areas, 1.0)
+    return float(fractions[fractions > HIDES].sum())
 
 
 def draw_outlines(bgr: Any, boxes: Any, rgb: tuple[int, int, int] = (255, 255, 255)) -> Any:
