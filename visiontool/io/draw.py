@@ -255,7 +255,7 @@ def _tag_spot(
     if spots:
         return min(spots)[2]
     first = max(0, min(box[1] - h, height - h))
-    top = _free_top([tuple(p) for p in placed.tolist()], x1, first, x2, h, height)
+    top = _free_top(placed, x1, first, x2, h, height)
     return None if top is None else (x1, top, x2, top + h)
 
 
@@ -288,8 +288,9 @@ def draw_outlines(bgr: Any, boxes: Any, rgb: tuple[int, int, int] = (255, 255, 2
     import cv2
 
     for box in boxes:
-        x1, y1, x2, y2 = (int(round(float(v))) for v in box)
-        cv2.rectangle(bgr, (x1, y1), (x2, y2), rgb[::-1], 1)
+        corners = pixel_box(box, *bgr.shape[:2])
+        if corners is not None:
+            cv2.rectangle(bgr, corners[:2], corners[2:], rgb[::-1], 1)
     return bgr
 
 
@@ -368,7 +369,10 @@ def _tag(
     height, width = bgr.shape[:2]
     x, top, right, bottom = _tag_rect(text, corner, scale, thickness, height, width, below=below)
     if placed is not None:
-        free = _free_top(placed, x, top, right, bottom - top, height)
+        import numpy as np
+
+        tags = np.asarray(placed, dtype=np.float64).reshape(-1, 4)
+        free = _free_top(tags, x, top, right, bottom - top, height)
         top, bottom = (top, bottom) if free is None else (free, free + bottom - top)
         placed.append((x, top, right, bottom))
     font, pad = cv2.FONT_HERSHEY_SIMPLEX, _pad(thickness)
@@ -412,16 +416,11 @@ def _pad(thickness: int) -> int:
     return max(2, thickness)
 
 
-def _free_top(
-    placed: Sequence[tuple[int, int, int, int]], x1: int, top: int, x2: int, h: int, limit: int
-) -> int | None:
-    """The first top at or below `top` where an (x1..x2, h tall) tag covers none of `placed`
-    (None when there is none)."""
+def _free_top(placed: Any, x1: int, top: int, x2: int, h: int, limit: int) -> int | None:
+    """The first top at or below `top` where an (x1..x2, h tall) tag covers no row of `placed`
+    (an (M, 4) array of tags; None when there is no such top)."""
     for candidate in range(top, limit - h + 1, max(1, h // 2)):
-        if not any(
-            x1 < px2 and px1 < x2 and candidate < py2 and py1 < candidate + h
-            for px1, py1, px2, py2 in placed
-        ):
+        if not _covers_any((x1, candidate, x2, candidate + h), placed):
             return candidate
     return None
 

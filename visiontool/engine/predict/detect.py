@@ -231,7 +231,7 @@ def _run(
         task=info.task,
         out=str(out),
         inflight=config.inflight or DEFAULT_INFLIGHT,
-        conf=getattr(predictor, "conf", None),
+        conf=predictor.conf,
     )
 
     def written(result: ImageResult) -> None:
