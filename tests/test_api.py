@@ -94,7 +94,7 @@ def test_predict_gives_what_detect_writes(tmp_path):
     assert isinstance(streamed[0].detections[0], visiontool.Detection)
     assert set(streamed[0].speed) == {"decode", "inference"}
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
-        "predictions.jsonl", "summary.json"]  # fmt: skip
+        "args.json", "predictions.jsonl", "summary.json"]  # fmt: skip
 
 
 def test_results_stream_out_before_the_inputs_are_read(shapes):

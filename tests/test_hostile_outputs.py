@@ -131,7 +131,8 @@ def test_exist_ok_replaces_only_the_earlier_runs_own_files(cli, images, tmp_path
     assert second.exit_code == 0, second.output
     assert "replacing" in second.output and "img1.jpg" in second.output
     left = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    assert left == ["img0.jpg", "mine.png", "notes.md", "predictions.jsonl", "summary.json"]
+    assert left == ["args.json", "img0.jpg", "mine.png", "notes.md", "predictions.jsonl",
+                    "summary.json"]  # fmt: skip
     assert len((out / "predictions.jsonl").read_text().splitlines()) == 1
 
 
@@ -224,7 +225,7 @@ def test_inputs_sharing_a_stem_get_2_in_every_output(cli, tmp_path):
         width = int(json.loads(json.dumps(row))["width"])
         assert width == 40 + names.index(Path(row["image"]).name)
     assert len(set(bases)) == len(names)  # nothing overwritten
-    assert len(list(out.glob("*.*"))) - 2 == len(names)  # + predictions.jsonl, summary.json
+    assert len(list(out.glob("*.*"))) - 3 == len(names)  # + args.json, predictions, summary
     assert len(list((out / "labels").glob("*.txt"))) == len(names)
     by_input = {Path(r["image"]).name: r["saved"][0] for r in rows}
     assert by_input["a.gif"] == "a.png" and by_input["a.png"] == "a_2.png"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -94,6 +95,11 @@ def detect(
     device: str = DeviceOpt,
     out: Path = out_option("detect"),
     exist_ok: bool = ExistOkOpt,
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="Carry on the stopped run in --out: skip the images its predictions.jsonl has.",
+    ),
     json_out: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -101,7 +107,12 @@ def detect(
 
     if model is None and weights is None:
         raise typer.BadParameter("pass --model NAME (see `visiontool models`) or --weights PATH")
-    console = Console(json_mode=json_out, quiet=quiet)
+    from visiontool.engine.distributed import launched_by_torchrun
+
+    several = launched_by_torchrun() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    # under torchrun, rank 0 speaks for the job (its own images, then the merged summary)
+    speaks = os.environ.get("RANK", "0") == "0"
+    console = Console(json_mode=json_out, quiet=quiet or not speaks)
     config = DetectConfig(
         sources=list(sources or []),
         out=out,
@@ -133,16 +144,21 @@ def detect(
         tile_overlap=tile_overlap,
         merge=merge,
         report=report,
+        resume=resume,
     )
     from visiontool.io.sources import count_items
 
-    total = count_items(config.sources, recursive=recursive) if config.sources else None
+    whole = config.sources and not resume and not several  # else the count would mislead
+    total = count_items(config.sources, recursive=recursive) if whole else None
     view = _Progress(console, json_out=json_out, total=total)
     try:
-        summary = run_detect(config, on_result=view.on_result, on_log=console.warn)
+        summary = run_detect(
+            config, on_result=view.on_result, on_log=console.warn if speaks else None
+        )
     finally:
         view.stop()
-    _print_summary(console, summary)
+    if speaks:
+        _print_summary(console, summary)
     if summary.failed:
         raise typer.Exit(1)
 
@@ -249,7 +265,8 @@ def _print_summary(console: Console, summary: DetectSummary) -> None:
     counts, times = data["counts"], data["times"]
     speed = ", ".join(f"{ms:.1f}ms {stage}" for stage, ms in times["per_image_ms"].items())
     overlap = f", {data['inflight']} batches at once" if data["inflight"] > 1 else ""
-    if counts["images"] > counts["failed"]:  # no speed line when nothing was processed
+    now = counts["images"] - data["resumed"]  # this run's share (--resume)
+    if now > 0 and counts["images"] > counts["failed"]:  # no speed line for nothing done
         console.log(
             f"Speed per image: {speed} (stages overlap{overlap}); "
             f"{times['images_per_s']:.2f} images/s"
@@ -269,8 +286,9 @@ def _print_summary(console: Console, summary: DetectSummary) -> None:
         for count, word in ((stills, "image"), (frames, "video frame"))
         if count or (word == "image" and not frames)
     )
+    earlier = f" ({data['resumed']} done before --resume)" if data["resumed"] else ""
     console.final(
-        f"{inputs}, {found}"
+        f"{inputs}{earlier}, {found}"
         f"{counts['failed']} failed in {times['total_s']:.1f}s on {data['device']}; "
         f"results saved to {data['out']}"
     )

@@ -22,7 +22,7 @@ import glob
 import os
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 from visiontool.errors import DataError
@@ -49,17 +49,48 @@ class SourceItem:
 
 @dataclass(frozen=True)
 class SourcePlan:
-    """Validated source specs; picklable so DataLoader workers can re-walk them."""
+    """Validated source specs; picklable so DataLoader workers can re-walk them.
+
+    Iterating yields the selected items: all of them, less the first `skip` occurrences of
+    each path (`detect --resume`: done before), and of the rest every `shard[1]`-th from
+    `shard[0]` (one process of several under torchrun). `walk` yields every item with its
+    position, selected or not, so output names stay those of one whole run."""
 
     specs: tuple[str, ...]
     recursive: bool = False
     stdin_lines: tuple[str, ...] = ()
+    skip: tuple[tuple[str, int], ...] = ()
+    shard: tuple[int, int] = (0, 1)
 
-    def __iter__(self) -> Iterator[SourceItem]:
+    def walk(self) -> Iterator[tuple[int, SourceItem, bool]]:
+        """(position in the whole plan, item, selected) for every item."""
         seen: set[str] = set()
+        skip = dict(self.skip)
+        rank, world = self.shard
+        kept = 0
+        index = 0
         for spec in self.specs:
             for path, rel in _expand(spec, self.recursive, self.stdin_lines):
-                yield SourceItem(path=path, rel=_unique(rel, seen), kind=source_kind(path))
+                item = SourceItem(path=path, rel=_unique(rel, seen), kind=source_kind(path))
+                if skip.get(path, 0) > 0:
+                    skip[path] -= 1
+                    selected = False
+                else:
+                    selected = kept % world == rank
+                    kept += 1
+                yield index, item, selected
+                index += 1
+
+    def __iter__(self) -> Iterator[SourceItem]:
+        for _, item, selected in self.walk():
+            if selected:
+                yield item
+
+    def select(
+        self, *, skip: dict[str, int] | None = None, shard: tuple[int, int] = (0, 1)
+    ) -> SourcePlan:
+        """This plan with `skip` (path -> occurrences done) and `shard` (rank, world)."""
+        return replace(self, skip=tuple(sorted((skip or {}).items())), shard=shard)
 
 
 def plan_sources(specs: list[str], *, recursive: bool = False) -> SourcePlan:

@@ -21,17 +21,25 @@ from visiontool.results import ImageResult
 class JsonlWriter:
     """predictions.jsonl: one JSON object per image, flushed per line."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, append: bool = False) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._handle: IO[str] = path.open("w", encoding="utf-8")
+        self._handle: IO[str] = path.open("a" if append else "w", encoding="utf-8")
 
-    def write(self, result: ImageResult, saved: list[str] | None = None) -> None:
+    def write(
+        self,
+        result: ImageResult,
+        saved: list[str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         """One line; `saved` (the per-image files written for it, relative to the output
-        folder) is recorded so `--exist-ok` can later remove exactly these files."""
+        folder) is recorded so `--exist-ok` can later remove exactly these files; `extra`
+        keys are added (a process part's `_order`)."""
         data = result.to_dict()
         if saved:
             data["saved"] = saved
+        if extra:
+            data.update(extra)
         self._handle.write(json.dumps(data) + "\n")
         self._handle.flush()
 
@@ -77,7 +85,9 @@ class CocoResultsWriter:
                 "image_id": image_id,
                 "file_name": result.rel,
                 "category_id": self.category_ids[det.class_id],
-                "bbox": [round(v, 2) for v in xyxy_to_xywh(tuple(det.box))],
+                # from the corners as predictions.jsonl rounds them, so a coco_results.json
+                # rebuilt from those lines (--resume, torchrun) is byte-identical
+                "bbox": [round(v, 2) for v in xyxy_to_xywh(tuple(round(v, 2) for v in det.box))],
                 "score": round(det.score, 5),
             }
             self._handle.write(("" if self._first else ",\n") + json.dumps(entry))
@@ -212,3 +222,38 @@ class OutputNames:
             index += 1
         self._seen.add(candidate.as_posix().casefold())
         return candidate
+
+
+class PlanNames:
+    """`OutputNames` of a whole plan, for the results of its selected items.
+
+    Results arrive in plan order, so the plan is walked once more in step with them, naming
+    every item (skipped and other processes' ones too): a resumed run, or one process of
+    several, names each input as one whole run would, and no two processes pick one name.
+    `position(rel)` is the item's 0-based place in the whole plan (negative for an input the
+    walk did not find: a folder changed during the run)."""
+
+    def __init__(self, plan: Any) -> None:
+        self._walk = plan.walk()
+        self._names = OutputNames()
+        self._current: tuple[str, PurePosixPath, int] | None = None
+        self._lost = 0
+
+    def _advance(self, rel: str) -> tuple[str, PurePosixPath, int]:
+        if self._current is not None and self._current[0] == rel:
+            return self._current  # another frame of the same video
+        for index, item, _ in self._walk:
+            name = self._names.base(item.rel)
+            if item.rel == rel:
+                self._current = (rel, name, index)
+                return self._current
+        # not in this walk (a folder changed during the run): named after the others
+        self._lost += 1
+        self._current = (rel, self._names.base(rel), -self._lost)
+        return self._current
+
+    def base(self, rel: str) -> PurePosixPath:
+        return self._advance(rel)[1]
+
+    def position(self, rel: str) -> int:
+        return self._advance(rel)[2]

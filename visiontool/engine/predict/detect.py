@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,6 +98,9 @@ class DetectConfig:
     """With `tile`: how duplicates across tiles merge, `nms` or `wbf` (weighted box fusion)."""
     report: bool = False
     """Write report.html: thumbnails filterable by class and score, counts per class."""
+    resume: bool = False
+    """Carry on the run in `out` (which must be given): skip the inputs its predictions.jsonl
+    already has, append the rest (`engine.predict.resume`)."""
 
 
 @dataclass
@@ -119,6 +122,8 @@ class DetectSummary:
     stage_ms: dict[str, float] = field(default_factory=dict)  # totals per stage
     total_s: float = 0.0
     stopped_early: bool = False
+    resumed: int = 0  # results from earlier runs in the folder (--resume), counted in `images`
+    processes: int = 1  # torchrun processes whose results were merged
 
     def count(self, result: ImageResult) -> None:
         """Add one written result (its stage times but inference, counted per batch)."""
@@ -137,7 +142,7 @@ class DetectSummary:
         import torch
         import torchvision
 
-        done = max(1, self.images)
+        now = self.images - self.resumed  # what this run did (its speed)
         return {
             "model": self.model,
             "weights": self.weights,
@@ -162,10 +167,12 @@ class DetectSummary:
             "failures": self.failures,
             "times": {
                 "total_s": round(self.total_s, 3),
-                "images_per_s": round(self.images / self.total_s, 3) if self.total_s else 0.0,
-                "per_image_ms": {k: round(v / done, 3) for k, v in self.stage_ms.items()},
+                "images_per_s": round(now / self.total_s, 3) if self.total_s else 0.0,
+                "per_image_ms": {k: round(v / max(1, now), 3) for k, v in self.stage_ms.items()},
             },
             "stopped_early": self.stopped_early,
+            "resumed": self.resumed,
+            "processes": self.processes,
         }
 
 
@@ -177,8 +184,11 @@ def run_detect(
 ) -> DetectSummary:
     """Run the whole pipeline and write its files; return the summary. Raises
     VisiontoolError on setup errors. `on_result` runs (on the writer thread) after each
-    result is written."""
-    from visiontool.io.sources import plan_sources
+    result is written. Under torchrun each process takes a share of the inputs and rank 0
+    merges what they wrote (`engine.predict.merge`); `config.resume` carries on a stopped run."""
+    from visiontool.engine.distributed import cleanup, init_distributed, launched_by_torchrun
+    from visiontool.io.sources import first_item, plan_sources
+    from visiontool.runtime import resolve_device
 
     check_options(
         conf=config.conf, batch=config.batch, inflight=config.inflight,
@@ -191,36 +201,134 @@ def run_detect(
 
         raise ConfigError("--data only sets the image ids of coco_results.json: add --save-coco")
     plan = plan_sources(config.sources, recursive=config.recursive)
+    if config.resume or launched_by_torchrun():
+        _check_mergeable(config, plan)
+    first_item(plan)
     inputs, recursive_inputs = input_paths(plan)
     if config.data is not None:  # the data set named by --data is read too
         (recursive_inputs if Path(config.data).is_dir() else inputs).append(str(config.data))
-    # the output folder is checked (and locked) before any image is read or model loaded
-    with prepare_out(
-        config.out, "detect", exist_ok=config.exist_ok, inputs=inputs,
-        recursive_inputs=recursive_inputs, owned=DETECT_OWNED, on_log=on_log,
-    ) as out_dir:  # fmt: skip
-        return _run(config, plan, out_dir.path, on_result=on_result, on_log=on_log)
+    device = resolve_device(config.device)
+    procs = init_distributed(device)
+    try:
+        # the output folder is checked (and locked) before any image is read or model loaded
+        with _claim_out(config, procs, inputs, recursive_inputs, on_log) as out:
+            return _run(config, plan, out, procs, device, on_result=on_result, on_log=on_log)
+    finally:
+        cleanup(procs)
+
+
+def _check_mergeable(config: DetectConfig, plan: Any) -> None:
+    """--resume and torchrun split and re-join a run by its images: videos and streams (many
+    results an input) and report.html (thumbnails of one process) are refused."""
+    from visiontool.errors import ConfigError
+
+    what = "--resume" if config.resume else "several processes (torchrun)"
+    if config.report:
+        raise ConfigError(f"--report does not work with {what}: run it without --report")
+    if any(item.is_video for item in plan):
+        raise ConfigError(
+            f"{what} takes images only: run videos, cameras and streams in a detect of their own"
+        )
+
+
+@contextlib.contextmanager
+def _claim_out(
+    config: DetectConfig,
+    procs: Any,
+    inputs: list[str],
+    recursive_inputs: list[str],
+    on_log: Callable[[str], None] | None,
+) -> Iterator[Path]:
+    """Rank 0 checks, creates and locks the output folder and tells the others its path (or
+    the error, which every process then raises)."""
+    from visiontool.engine.distributed import broadcast_object
+    from visiontool.errors import ConfigError, VisiontoolError
+
+    if not procs.is_main:
+        got = broadcast_object(None, procs)
+        if isinstance(got, str):
+            raise ConfigError(got)
+        yield got
+        return
+    try:
+        handle = _prepare(config, inputs, recursive_inputs, on_log)
+    except VisiontoolError as exc:
+        broadcast_object(str(exc), procs)
+        raise
+    with handle as out_dir:
+        broadcast_object(out_dir.path, procs)
+        yield out_dir.path
+
+
+def _prepare(
+    config: DetectConfig,
+    inputs: list[str],
+    recursive_inputs: list[str],
+    on_log: Callable[[str], None] | None,
+) -> Any:
+    """`prepare_out` for a new run, or for `--resume` (the folder kept as it is)."""
+    from visiontool.engine.predict.resume import has_run
+    from visiontool.errors import ConfigError
+
+    if not config.resume:
+        return prepare_out(
+            config.out, "detect", exist_ok=config.exist_ok, inputs=inputs,
+            recursive_inputs=recursive_inputs, owned=DETECT_OWNED, on_log=on_log,
+        )  # fmt: skip
+    if config.out is None:
+        raise ConfigError("--resume needs --out DIR: the folder of the run to carry on")
+    if config.exist_ok:
+        raise ConfigError("--resume keeps the folder's results, --exist-ok replaces them: pick one")
+    handle = prepare_out(
+        config.out, "detect", exist_ok=True, inputs=inputs, recursive_inputs=recursive_inputs
+    )
+    path = handle.path
+    if not handle.created and not has_run(path):
+        leftovers = [p for p in path.iterdir() if not p.name.startswith(".")]
+        if leftovers:
+            handle.release()
+            raise ConfigError(
+                f"--resume: {path} holds no detect run (no predictions.jsonl or args.json); "
+                "pass the --out of the run to carry on"
+            )
+    return handle
 
 
 def _run(
     config: DetectConfig,
     plan: Any,
     out: Path,
+    procs: Any,
+    device: Any,
     *,
     on_result: ResultCallback | None,
     on_log: Callable[[str], None] | None,
 ) -> DetectSummary:
+    from visiontool.engine.distributed import broadcast_object, local_device
+    from visiontool.engine.predict.merge import part_path
+    from visiontool.engine.predict.resume import ARGS, has_run, load_previous, run_args
     from visiontool.io.atomic import write_json
-    from visiontool.io.sources import first_item
+    from visiontool.io.writers import PlanNames
 
-    first_item(plan)
+    merged = config.resume or procs.enabled  # predictions.jsonl is finished from its lines
+    previous = None
+    if procs.is_main:
+        if config.resume and has_run(out):
+            previous = load_previous(out, config)
+            if on_log is not None:
+                on_log(previous.describe(out))
+        elif config.resume and on_log is not None:
+            on_log(f"--resume: nothing to resume in {out}: starting a new run")
+        write_json(out / ARGS, run_args(config))
+    done = broadcast_object(previous.counts.done if previous is not None else {}, procs)
+    mine = plan.select(skip=done, shard=(procs.rank, procs.world_size))
     coco_ids = (
         _CocoImageIds(Path(config.data)) if config.save_coco and config.data is not None else None
     )
     predictor = make_predictor(
-        model=config.model, weights=config.weights, device=config.device, conf=config.conf,
-        iou=config.iou, max_det=config.max_det, classes=config.classes, imgsz=config.imgsz,
-        half=config.half, seed=config.seed, on_log=on_log, tile=config.tile,
+        model=config.model, weights=config.weights, device=str(local_device(device, procs)),
+        conf=config.conf, iou=config.iou, max_det=config.max_det, classes=config.classes,
+        imgsz=config.imgsz, half=config.half, seed=config.seed, on_log=on_log, tile=config.tile,
         tile_overlap=config.tile_overlap, merge=config.merge, batch=config.batch,
     )  # fmt: skip
     info = predictor.loaded.info
@@ -241,16 +349,20 @@ def _run(
 
     sink = ResultSink(
         out, category_ids=info.category_ids, save_img=config.save_img,
-        save_txt=config.save_txt, save_conf=config.save_conf, save_coco=config.save_coco,
-        coco_image_ids=coco_ids, depth=max(8, 2 * config.batch), on_written=written,
+        save_txt=config.save_txt, save_conf=config.save_conf,
+        save_coco=config.save_coco and not merged, coco_image_ids=coco_ids,
+        depth=max(8, 2 * config.batch), on_written=written,
         report=DetectReport(f"visiontool detect: {info.name}") if config.report else None,
+        names=PlanNames(mine), jsonl=part_path(out, procs.rank) if procs.enabled else None,
+        append=config.resume, ordered=procs.enabled,
     )  # fmt: skip
     results = stream_results(
-        plan, predictor, batch=config.batch, workers=config.workers, inflight=summary.inflight,
+        mine, predictor, batch=config.batch, workers=config.workers, inflight=summary.inflight,
         topk=config.topk, max_pixels=config.max_pixels,
         keep_images=config.save_img or config.report, vid_stride=config.vid_stride,
     )  # fmt: skip
     started = time.perf_counter()
+    finished = False
     try:
         with contextlib.closing(results):
             for result, image in results:
@@ -261,18 +373,76 @@ def _run(
                 if result.error is not None and config.strict:
                     summary.stopped_early = True
                     break
+        finished = True
     except KeyboardInterrupt:  # what was done is still written, and marked incomplete
         summary.stopped_early = True
         raise
     finally:
         sink.close()
         summary.total_s = time.perf_counter() - started
-        write_json(out / "summary.json", summary.to_dict())
+        if not merged:
+            write_json(out / "summary.json", summary.to_dict())
+        elif not procs.enabled or finished:  # a process that failed leaves its part
+            summary = _finish_merged(config, plan, out, procs, summary, info, coco_ids)
         if sink.report is not None:
             _write_detect_report(sink.report, summary, out)
     if coco_ids is not None and coco_ids.missing and on_log is not None:
         on_log(coco_ids.report())
     return summary
+
+
+def _finish_merged(
+    config: DetectConfig,
+    plan: Any,
+    out: Path,
+    procs: Any,
+    summary: DetectSummary,
+    info: Any,
+    coco_ids: Any,
+) -> DetectSummary:
+    """Every process's part into predictions.jsonl (rank 0), and summary.json and
+    coco_results.json made from it; each process returns the merged summary."""
+    from visiontool.engine.distributed import barrier, broadcast_object, gather_objects
+    from visiontool.engine.predict.merge import (
+        PREDICTIONS,
+        count_lines,
+        merge_parts,
+        write_coco_from_lines,
+    )
+    from visiontool.io.atomic import write_json
+
+    barrier(procs)
+    runs = gather_objects(summary, procs)
+    if procs.is_main:
+        merge_parts(out)
+        counts = count_lines(out / PREDICTIONS)
+        stage_ms: dict[str, float] = {}
+        for run in runs:
+            for stage, ms in run.stage_ms.items():
+                stage_ms[stage] = stage_ms.get(stage, 0.0) + ms
+        now = sum(run.images for run in runs)
+        total = runs[0]
+        total.stage_ms = stage_ms
+        total.total_s = max(run.total_s for run in runs)
+        total.stopped_early = any(run.stopped_early for run in runs)
+        total.images, total.failed, total.detections = (
+            counts.images, counts.failed, counts.detections
+        )  # fmt: skip
+        total.failures = counts.failures
+        total.frames = 0
+        total.resumed = max(0, counts.images - now)
+        total.processes = procs.world_size
+        if config.save_coco:
+            rels: dict[str, str] = {}
+            for _, item, _ in plan.walk():
+                rels.setdefault(item.path, item.rel)
+            write_coco_from_lines(
+                out / PREDICTIONS, out / "coco_results.json", info.category_ids,
+                lambda image: rels.get(image, Path(image).name), coco_ids,
+            )  # fmt: skip
+        write_json(out / "summary.json", total.to_dict())
+        summary = total
+    return broadcast_object(summary, procs)
 
 
 def _write_detect_report(report: Any, summary: DetectSummary, out: Path) -> None:
@@ -355,26 +525,24 @@ def _dataset_images(data: Path) -> list[tuple[int, str]]:
 
 
 def _previous_outputs(out: Path) -> list[str]:
-    """The per-image files an earlier detect run wrote here, from its predictions.jsonl."""
-    import json
+    """The per-image files an earlier detect run wrote here, from its predictions.jsonl (and
+    the parts of a torchrun job that did not finish)."""
+    from visiontool.engine.predict.merge import PART_GLOB, PREDICTIONS, read_lines
 
     names: list[str] = []
-    try:
-        with (out / "predictions.jsonl").open(encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                try:
-                    saved = json.loads(line).get("saved") or []
-                except (ValueError, AttributeError):
-                    continue
+    for path in [out / PREDICTIONS, *sorted(out.glob(PART_GLOB))]:
+        for data in read_lines(path):
+            saved = data.get("saved")
+            if isinstance(saved, list):
                 names += [n for n in saved if isinstance(n, str)]
-    except OSError:
-        pass
     return names
 
 
 DETECT_OWNED = (
     _previous_outputs,  # first: it reads predictions.jsonl before that is removed
     "predictions.jsonl",
+    "predictions.rank*.jsonl",
+    "args.json",
     "summary.json",
     "coco_results.json",
     "report.html",

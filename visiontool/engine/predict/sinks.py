@@ -40,7 +40,15 @@ class ResultSink:
         depth: int = 8,
         on_written: ResultCallback | None = None,
         report: Any = None,
+        names: Any = None,
+        jsonl: Path | None = None,
+        append: bool = False,
+        ordered: bool = False,
     ) -> None:
+        """`names`: gives each input its output name (`OutputNames`, or `PlanNames` for a
+        resumed run or one process of several); `jsonl`: where result lines go (default
+        predictions.jsonl), appended to with `append`; `ordered`: each line carries its
+        input's place in the whole plan (`_order`, for merging process parts)."""
         from visiontool.io.writers import (
             CocoResultsWriter,
             ImageWriter,
@@ -53,8 +61,9 @@ class ResultSink:
         self.on_written = on_written
         self.report = report  # an io.report.DetectReport, fed each result, or None
         self.out = out
-        self.names = OutputNames()  # one name per input, shared by every per-image file
-        self.jsonl = JsonlWriter(out / "predictions.jsonl")
+        self.names = names if names is not None else OutputNames()  # one name per input
+        self.ordered = ordered
+        self.jsonl = JsonlWriter(jsonl or out / "predictions.jsonl", append=append)
         self.images = ImageWriter(out) if save_img else None
         self.videos = VideoOutputs(out) if save_img else None
         self._video_base: tuple[str, Any] | None = None  # (rel, name) of the video being read
@@ -113,7 +122,9 @@ class ResultSink:
             self.coco.write(result)
         result.speed["write"] = (time.perf_counter() - start) * 1000
         self.jsonl.write(
-            result, saved=[p.relative_to(self.out).as_posix() for p in saved if p is not None]
+            result,
+            saved=[p.relative_to(self.out).as_posix() for p in saved if p is not None],
+            extra={"_order": self.names.position(result.rel)} if self.ordered else None,
         )
         if self.on_written is not None:
             self.on_written(result)

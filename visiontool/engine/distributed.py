@@ -1,6 +1,7 @@
-"""torch.distributed for training: set up from torchrun's environment, or run as one process.
+"""torch.distributed for `train` and `detect`: set up from torchrun's environment, or run as one
+process.
 
-`torchrun --nproc_per_node=N -m visiontool train ...` sets RANK, WORLD_SIZE and LOCAL_RANK;
+`torchrun --nproc_per_node=N -m visiontool train|detect ...` sets RANK, WORLD_SIZE and LOCAL_RANK;
 we pick NCCL on CUDA and gloo on CPU. Without those variables everything is a single process
 and every helper here is a no-op, so the trainer has one code path.
 """
@@ -52,7 +53,7 @@ def init_distributed(device: Any) -> DistInfo:
 
 
 def local_device(device: Any, info: DistInfo) -> Any:
-    """Each rank uses its own GPU (cuda:LOCAL_RANK) when training on CUDA."""
+    """Each rank uses its own GPU (cuda:LOCAL_RANK) when running on CUDA."""
     import torch
 
     if device.type == "cuda" and info.enabled:
