@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "visiontool"
 # groups on the same level (train, anchors, bench) may not import each other.
 LAYERS: list[tuple[str, ...]] = [
     ("visiontool.errors",),
-    ("visiontool.registry", "visiontool.results", "visiontool.runtime"),
+    ("visiontool.registry", "visiontool.results", "visiontool.runtime", "visiontool.distributed"),
     ("visiontool.ops",),
     ("visiontool.metrics",),
     ("visiontool.io",),

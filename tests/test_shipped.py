@@ -145,7 +145,7 @@ def _training_validation(name: str, data: Path) -> dict:
     import torch
 
     from visiontool.data.datasets import open_dataset
-    from visiontool.engine.distributed import DistInfo
+    from visiontool.distributed import DistInfo
     from visiontool.engine.train.setup import attach_transforms
     from visiontool.engine.train.trainer import TrainConfig
     from visiontool.engine.train.validate import validate_classifier, validate_detector

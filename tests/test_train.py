@@ -193,7 +193,7 @@ def test_ddp_two_processes_match_one_process_with_double_batch(digits, tmp_path)
 def test_finetune_from_checkpoint_replaces_class_layer_and_boosts_its_lr(digits, tmp_path):
     import torch as _torch
 
-    from visiontool.engine.distributed import DistInfo
+    from visiontool.distributed import DistInfo
     from visiontool.engine.train.trainer import Trainer
 
     run_train(lenet_config(digits, tmp_path / "base", epochs=1))

@@ -107,7 +107,7 @@ def detect(
 
     if model is None and weights is None:
         raise typer.BadParameter("pass --model NAME (see `visiontool models`) or --weights PATH")
-    from visiontool.engine.distributed import launched_by_torchrun
+    from visiontool.distributed import launched_by_torchrun
 
     several = launched_by_torchrun() and int(os.environ.get("WORLD_SIZE", "1")) > 1
     # under torchrun, rank 0 speaks for the job (its own images, then the merged summary)

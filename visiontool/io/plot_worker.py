@@ -57,6 +57,11 @@ class PlotWorker:
     def forked(self) -> bool:
         return self._process is not None
 
+    @property
+    def pending(self) -> int:
+        """Jobs submitted and not yet collected by `finish`."""
+        return len(self._jobs)
+
     def __enter__(self) -> PlotWorker:
         return self
 
@@ -113,6 +118,9 @@ class PlotWorker:
 def _serve(conn: Any) -> None:
     """The worker: import matplotlib now (the slow part), then run jobs until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    # stopped mid-plot (the parent is leaving on an error): unwind, so the half-written
+    # temp file is removed rather than left in the output folder
+    signal.signal(signal.SIGTERM, _exit_on_term)
     try:
         from visiontool.io.plotting import preload
 
@@ -135,3 +143,7 @@ def _serve(conn: Any) -> None:
             conn.send(reply)
         except Exception:  # an unpicklable error: send its text
             conn.send(("error", RuntimeError(f"{type(reply[1]).__name__}: {reply[1]}")))
+
+
+def _exit_on_term(signum: int, frame: Any) -> None:
+    raise SystemExit(1)

@@ -86,3 +86,49 @@ def integer_ticks(axis: Any) -> None:
     from matplotlib.ticker import MaxNLocator
 
     axis.set_major_locator(MaxNLocator(integer=True))
+
+
+def cell_labels(
+    ax: Any,
+    xs: Any,
+    ys: Any,
+    labels: list[str],
+    colors: Any,
+    *,
+    fontsize: float = 7,
+) -> None:
+    """Write `labels[i]` centred at data point (xs[i], ys[i]) in `colors[i]`: hundreds of small
+    labels (a confusion matrix's counts) as one collection of glyph outlines, drawn in one
+    call. One `ax.text` each costs ~1.4 ms to lay out and render (0.6 s for 21x21 cells); the
+    outlines of each distinct label are made once. Not counted in the layout (they sit inside
+    the axes)."""
+    import numpy as np
+    from matplotlib.collections import PathCollection
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.path import Path as GlyphPath
+    from matplotlib.textpath import TextPath
+    from matplotlib.transforms import Affine2D
+
+    prop = FontProperties(size=fontsize)
+    digit = TextPath((0, 0), "0", prop=prop).get_extents()  # one baseline for every label
+    shapes: dict[str, Any] = {}
+    paths = []
+    for label in labels:
+        if label not in shapes:
+            outline = TextPath((0, 0), label, prop=prop)
+            box = outline.get_extents()
+            centre = ((box.x0 + box.x1) / 2, (digit.y0 + digit.y1) / 2)
+            shapes[label] = GlyphPath(outline.vertices - centre, outline.codes)
+        paths.append(shapes[label])
+    if not paths:
+        return
+    collection = PathCollection(
+        paths,
+        offsets=np.column_stack([np.asarray(xs, float), np.asarray(ys, float)]),
+        offset_transform=ax.transData,
+        transform=Affine2D().scale(ax.figure.dpi / 72),  # points -> pixels
+        facecolors=list(colors),
+        edgecolors="none",
+    )
+    collection.set_in_layout(False)
+    ax.add_collection(collection, autolim=False)

@@ -49,7 +49,7 @@ def plot_confusion(
     matrix: np.ndarray, names: list[str], path: Path, *, title: str = "Confusion matrix"
 ) -> Path:
     """Row-normalised matrix (rows = true class), with counts written in small matrices."""
-    from visiontool.io.plotting import figure
+    from visiontool.io.plotting import cell_labels, figure
 
     matrix = np.asarray(matrix, dtype=np.float64)
     rows = matrix.sum(axis=1, keepdims=True)
@@ -66,10 +66,10 @@ def plot_confusion(
         ax.set_yticks(ticks, names, fontsize=font)
         ax.set(xlabel="Predicted", ylabel="True", title=title)
         if small:  # the counts sit inside the axes: tight_layout need not measure them
-            for i, j in zip(*np.nonzero(matrix), strict=True):
-                color = "white" if norm[i, j] > 0.5 else "black"
-                ax.text(j, i, f"{int(matrix[i, j])}", ha="center", va="center", color=color,
-                        fontsize=7, in_layout=False)  # fmt: skip
+            rows_, cols = np.nonzero(matrix)
+            labels = [f"{int(v)}" for v in matrix[rows_, cols]]
+            colors = np.where(norm[rows_, cols] > 0.5, "white", "black")
+            cell_labels(ax, cols, rows_, labels, colors, fontsize=7)
     return Path(path)
 
 
@@ -103,20 +103,36 @@ def pr_curves(
     """What `plot_pr_curves` draws from `score_detections`' (metrics, extras): per class with
     ground truth, COCO's interpolated curve at IoU 0.5 (what AP50 averages), or the raw VOC
     curve when 0.5 is not among the thresholds; and each class's AP50."""
-    coco, voc = extras["coco"], extras["voc"]
+    drawn = coco_pr_curves(gt, extras["coco"])
+    if drawn is not None:
+        return drawn
+    voc = extras["voc"]
+    curves, ap = {}, {}
+    for k, name in enumerate(gt.classes):
+        if voc.n_pos[k] == 0:
+            continue
+        curves[name] = voc.curves[k]
+        ap[name] = metrics["per_class"][name]["voc_ap50"]
+    return curves, ap
+
+
+def coco_pr_curves(
+    gt: Any, coco: Any
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, float]] | None:
+    """COCO's interpolated precision at IoU 0.5 and AP50 per class with ground truth, from
+    the COCO evaluation alone (so the plot can start before the VOC numbers); None when 0.5
+    is not among its IoU thresholds."""
     rows = np.flatnonzero(np.isclose(coco.iou_thresholds, 0.5))
+    if not rows.size:
+        return None
     recall_points = np.linspace(0.0, 1.0, 101)
     curves, ap = {}, {}
     for k, name in enumerate(gt.classes):
-        if voc.n_pos[k] == 0 and metrics["per_class"][name]["ap50"] < 0:
+        ap50 = coco.class_ap(k, iou=0.5)
+        if ap50 < 0:  # no ground truth of this class
             continue
-        if rows.size:
-            precision = np.clip(coco.precision[rows[0], :, k, 0, -1], 0.0, None)
-            curves[name] = (recall_points, precision)
-            ap[name] = metrics["per_class"][name]["ap50"]
-        else:
-            curves[name] = voc.curves[k]
-            ap[name] = metrics["per_class"][name]["voc_ap50"]
+        curves[name] = (recall_points, np.clip(coco.precision[rows[0], :, k, 0, -1], 0.0, None))
+        ap[name] = ap50
     return curves, ap
 
 

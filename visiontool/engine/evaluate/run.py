@@ -15,6 +15,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -211,10 +212,14 @@ def _run_detection(
         f"scoring {len(dets)} predictions on {len(gt.image_ids)} images "
         f"(matched to images {dets.matching})"
     )
+    early_pr = None
     if config.out is not None and config.plots:  # drawn while scoring when a worker runs
         _submit_confusion(config, gt, dets, plots)
+        early_pr = partial(_submit_coco_pr, Path(config.out) / PR_CURVE, gt, plots)
     with no_gc():
-        metrics, extras = score_detections(gt, dets, iou_thresholds=config.iou_thresholds)
+        metrics, extras = score_detections(
+            gt, dets, iou_thresholds=config.iou_thresholds, on_coco=early_pr
+        )
     report = EvalReport(
         task="detect",
         metrics=metrics,
@@ -279,9 +284,14 @@ def _model_run(config: EvalConfig) -> ModelRun:
 
 
 def score_detections(
-    gt: GroundTruth, dets: Detections, *, iou_thresholds: list[float] | None = None
+    gt: GroundTruth,
+    dets: Detections,
+    *,
+    iou_thresholds: list[float] | None = None,
+    on_coco: Callable[[Any], None] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(metrics.json content, arrays for plots) for detections tied to `gt`."""
+    """(metrics.json content, arrays for plots) for detections tied to `gt`; `on_coco(coco)`
+    runs as soon as the COCO evaluation is done (to start its plot while VOC scores)."""
     from visiontool.metrics.coco import evaluate_coco, results_from_arrays
     from visiontool.metrics.voc import evaluate_voc
 
@@ -290,6 +300,8 @@ def score_detections(
         dets.image_ids, dets.coco_boxes, dets.scores, cat_ids[dets.labels]
     )
     coco = evaluate_coco(gt.coco, results, iou_thresholds=iou_thresholds)
+    if on_coco is not None:
+        on_coco(coco)
     voc = evaluate_voc(
         gt.image,
         gt.boxes,
@@ -330,6 +342,18 @@ def _submit_confusion(config: EvalConfig, gt: GroundTruth, dets: Detections, plo
     plots.submit(plot_confusion, matrix, names, path, title=title)
 
 
+PR_CURVE = "pr_curve.png"
+
+
+def _submit_coco_pr(path: Path, gt: GroundTruth, plots: PlotWorker, coco: Any) -> None:
+    """The PR-curve plot from the COCO evaluation, when it has IoU 0.5."""
+    from visiontool.engine.evaluate.plots import coco_pr_curves, plot_pr_curves
+
+    drawn = coco_pr_curves(gt, coco)
+    if drawn is not None:
+        plots.submit(plot_pr_curves, drawn[0], path, ap=drawn[1])
+
+
 def _write_detection(
     config: EvalConfig,
     gt: GroundTruth,
@@ -346,8 +370,9 @@ def _write_detection(
         return files
     from visiontool.engine.evaluate.plots import plot_pr_curves, pr_curves
 
-    curves, ap50 = pr_curves(gt, metrics, extras)
-    plots.submit(plot_pr_curves, curves, out / "pr_curve.png", ap=ap50)
+    if plots.pending < 2:  # not drawn from the COCO numbers alone: from the VOC ones
+        curves, ap50 = pr_curves(gt, metrics, extras)
+        plots.submit(plot_pr_curves, curves, out / PR_CURVE, ap=ap50)
     confusion, pr = plots.finish()
     return [*files, str(pr), str(confusion)]
 

@@ -186,7 +186,7 @@ def run_detect(
     VisiontoolError on setup errors. `on_result` runs (on the writer thread) after each
     result is written. Under torchrun each process takes a share of the inputs and rank 0
     merges what they wrote (`engine.predict.merge`); `config.resume` carries on a stopped run."""
-    from visiontool.engine.distributed import cleanup, init_distributed, launched_by_torchrun
+    from visiontool.distributed import cleanup, init_distributed, launched_by_torchrun
     from visiontool.io.sources import first_item, plan_sources
     from visiontool.runtime import resolve_device
 
@@ -241,7 +241,7 @@ def _claim_out(
 ) -> Iterator[Path]:
     """Rank 0 checks, creates and locks the output folder and tells the others its path (or
     the error, which every process then raises)."""
-    from visiontool.engine.distributed import broadcast_object
+    from visiontool.distributed import broadcast_object
     from visiontool.errors import ConfigError, VisiontoolError
 
     if not procs.is_main:
@@ -304,7 +304,7 @@ def _run(
     on_result: ResultCallback | None,
     on_log: Callable[[str], None] | None,
 ) -> DetectSummary:
-    from visiontool.engine.distributed import broadcast_object, local_device
+    from visiontool.distributed import broadcast_object, local_device
     from visiontool.engine.predict.merge import part_path
     from visiontool.engine.predict.resume import ARGS, has_run, load_previous, run_args
     from visiontool.io.atomic import write_json
@@ -402,7 +402,7 @@ def _finish_merged(
 ) -> DetectSummary:
     """Every process's part into predictions.jsonl (rank 0), and summary.json and
     coco_results.json made from it; each process returns the merged summary."""
-    from visiontool.engine.distributed import barrier, broadcast_object, gather_objects
+    from visiontool.distributed import barrier, broadcast_object, gather_objects
     from visiontool.engine.predict.merge import (
         PREDICTIONS,
         count_lines,

@@ -26,7 +26,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from visiontool.engine.distributed import DistInfo
+from visiontool.distributed import DistInfo
 from visiontool.errors import ConfigError, UnknownName, VisiontoolError
 
 
@@ -193,7 +193,7 @@ class Callbacks:
 
 def run_train(config: TrainConfig, callbacks: Callbacks | None = None) -> TrainSummary:
     """Train as configured; see the module docstring."""
-    from visiontool.engine.distributed import cleanup, init_distributed, local_device
+    from visiontool.distributed import cleanup, init_distributed, local_device
     from visiontool.runtime import resolve_device
 
     _validate(config)
@@ -426,7 +426,7 @@ class Trainer:
     # --- the loop --------------------------------------------------------------------------
 
     def fit(self) -> TrainSummary:
-        from visiontool.engine.distributed import broadcast_object
+        from visiontool.distributed import broadcast_object
 
         self.out = Path(broadcast_object(str(self.out), self.dist))
         if self.dist.is_main:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from visiontool.engine.distributed import DistInfo, gather_objects
+from visiontool.distributed import DistInfo, gather_objects
 from visiontool.models.info import ModelInfo
 
 
