@@ -289,3 +289,41 @@ def test_boxes_far_outside_or_not_finite_draw_without_error() -> None:
     tagged = {dets[i].label for _, _, i in detection_tags(dets, 128, 128)}
     assert "nan" not in tagged and "inf" not in tagged and "ok" in tagged
     assert (picture == np.array(color(0)[::-1], np.uint8)).all(axis=2).sum() > 50
+
+
+def test_cell_labels_sit_centred_in_their_cells(tmp_path):
+    """Counts drawn as one outline collection land inside the cell they name, and nowhere
+    else."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from visiontool.io.plotting import cell_labels
+
+    fig = Figure(figsize=(4, 4), dpi=100)
+    canvas = FigureCanvasAgg(fig)
+    ax = fig.add_axes((0.1, 0.1, 0.8, 0.8))
+    ax.imshow(np.zeros((2, 2)), cmap="gray_r", vmin=0, vmax=1)  # white cells
+    ax.set_axis_off()
+    cell_labels(ax, [1], [0], ["123"], ["black"], fontsize=14)  # row 0, column 1
+    canvas.draw()
+    pixels = np.asarray(canvas.buffer_rgba())[:, :, :3].min(axis=2)
+    ys, xs = np.nonzero(pixels < 128)
+    assert len(xs) > 30  # the digits were drawn
+    height = pixels.shape[0]
+    (x0, y0), (x1, y1) = ax.transData.transform([(0.5, -0.5), (1.5, 0.5)])  # the cell
+    top, bottom = height - max(y0, y1), height - min(y0, y1)  # display y runs upwards
+    assert x0 <= xs.min() and xs.max() <= x1 and top <= ys.min() and ys.max() <= bottom
+    centre = ((x0 + x1) / 2, (top + bottom) / 2)
+    assert abs((xs.min() + xs.max()) / 2 - centre[0]) < 3
+    assert abs((ys.min() + ys.max()) / 2 - centre[1]) < 3
+
+
+def test_confusion_counts_grow_with_their_cells():
+    from visiontool.engine.evaluate.plots import count_fontsize
+
+    assert count_fontsize(6.0, ["a", "b", "c", "background"], ["61"]) == 14.0
+    many = count_fontsize(7.2, [str(i) for i in range(21)], ["123"])
+    assert 6.0 <= many <= 8.0
+    cell = 7.2 * 72 * 0.7 / 21
+    assert 3 * 0.65 * many <= cell  # three digits fit their cell's width

@@ -97,3 +97,46 @@ def test_eval_writes_the_same_plots_with_and_without_the_worker(tmp_path):
     assert set(outputs["1"]) == {"metrics.json", "pr_curve.png", "confusion_matrix.png",
                                  "report.html"}  # fmt: skip
     assert outputs["1"] == outputs["0"]
+
+
+def slow_atomic_png(path: str, started: str) -> None:
+    """Writes through atomic_write and stalls mid-write (a big plot being saved)."""
+    import time
+
+    from visiontool.io.atomic import atomic_write
+
+    def write(handle) -> None:
+        handle.write(b"\x89PNG partial")
+        Path(started).touch()
+        time.sleep(30)
+
+    atomic_write(path, write)
+
+
+def test_a_worker_stopped_mid_plot_leaves_no_temp_file(forking, tmp_path):
+    """The parent leaving on an error or Ctrl-C stops the worker at once: the half-written
+    temp file next to the plot is removed, not left in --out."""
+    import time
+
+    started = tmp_path / "started"
+    plots = PlotWorker()
+    plots.submit(slow_atomic_png, str(tmp_path / "pr.png"), str(started))
+    deadline = time.monotonic() + 20
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert list(tmp_path.glob(".pr.png.*.tmp")), "the job should be mid-write"
+    plots.close(wait=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["started"]
+
+
+def test_eval_draws_the_same_pr_curve_from_voc_when_iou_05_is_absent(tmp_path):
+    from tests.test_eval_cli import invoke, write_gt, write_jsonl
+
+    gt, pred = write_gt(tmp_path), write_jsonl(tmp_path)
+    for name, thresholds in (("coco", "0.5,0.75"), ("voc", "0.6,0.75")):
+        out = tmp_path / name
+        result = invoke("--data", str(gt), "--pred", str(pred), "--out", str(out),
+                        "--iou-thresholds", thresholds)  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert (out / "pr_curve.png").stat().st_size > 1000
+        assert (out / "confusion_matrix.png").stat().st_size > 1000

@@ -69,8 +69,19 @@ def plot_confusion(
             rows_, cols = np.nonzero(matrix)
             labels = [f"{int(v)}" for v in matrix[rows_, cols]]
             colors = np.where(norm[rows_, cols] > 0.5, "white", "black")
-            cell_labels(ax, cols, rows_, labels, colors, fontsize=7)
+            cell_labels(
+                ax, cols, rows_, labels, colors, fontsize=count_fontsize(size, names, labels)
+            )
     return Path(path)
+
+
+def count_fontsize(size: float, names: list[str], labels: list[str]) -> float:
+    """Counts as large as their cells allow (a 4-class matrix has 70 pt cells: 7 pt counts
+    were lost in them), 6..14 pt: at most 42% of a cell's height, and the longest count
+    within 90% of its width (a digit is ~0.65 em wide)."""
+    cell = size * 72 * 0.7 / max(1, len(names))  # the axes take ~70% of the figure's width
+    digits = max((len(label) for label in labels), default=1)
+    return float(np.clip(min(cell * 0.42, cell * 0.9 / (0.65 * digits)), 6.0, 14.0))
 
 
 def plot_detection_confusion(
