@@ -60,6 +60,12 @@ def detect(
     inflight: int = typer.Option(
         None, "--inflight", help="Batches in the model at once, one thread each.", show_default="2"
     ),
+    draw_threads: int = typer.Option(
+        None,
+        "--draw-threads",
+        help="Threads that draw and encode annotated images.",
+        show_default="1 on <= 4 cores, else cores/4 (max 8)",
+    ),
     half: bool = typer.Option(False, "--half", help="fp16 autocast on GPU (ignored on CPU)."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders."),
     max_pixels: int = typer.Option(
@@ -128,6 +134,7 @@ def detect(
         batch=batch,
         workers=workers,
         inflight=inflight,
+        draw_threads=draw_threads,
         half=half,
         recursive=recursive,
         max_pixels=max_pixels if max_pixels > 0 else None,

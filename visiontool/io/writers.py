@@ -136,19 +136,29 @@ class ImageWriter:
         image: Any,
         base: PurePosixPath | None = None,
         bgr: Any = None,
+        encoded: bytes | None = None,
     ) -> Path | None:
         """Write <base><suffix> (`base`: from `OutputNames`; default the input's name); `bgr`:
-        the image already annotated (`annotate`), else it is drawn here."""
-        from visiontool.io.draw import encode_image, output_suffix
+        the image already annotated (`annotate`), else it is drawn here; `encoded`: the file's
+        bytes already made (`encode`)."""
+        from visiontool.io.draw import output_suffix
 
         if not result.ok or image is None:
             return None
-        bgr = annotate(result, image) if bgr is None else bgr
         rel = PurePosixPath(result.rel)
         suffix = output_suffix(rel.suffix)
+        if encoded is None:
+            encoded = self.encode(result, annotate(result, image) if bgr is None else bgr)
         base = base if base is not None else rel.with_suffix("")
         target = self.folder / base.with_name(base.name + suffix)
-        return write_bytes(target, encode_image(bgr, suffix))
+        return write_bytes(target, encoded)
+
+    @staticmethod
+    def encode(result: ImageResult, bgr: Any) -> bytes:
+        """The annotated image's file bytes, in the format its output name gets."""
+        from visiontool.io.draw import encode_image, output_suffix
+
+        return encode_image(bgr, output_suffix(PurePosixPath(result.rel).suffix))
 
 
 def annotate(result: ImageResult, image: Any) -> Any:

@@ -65,6 +65,9 @@ class DetectConfig:
     """Decode processes; None: cores - 1 (at most 4), 0 on 2 cores or fewer (one thread)."""
     inflight: int | None = None
     """Batches in the model at once, one thread each; None: 2."""
+    draw_threads: int | None = None
+    """Threads that draw and encode annotated images; None: 1 on 4 cores or fewer, else a
+    quarter of the cores (at most 8)."""
     half: bool = False
     """fp16/bf16 autocast on GPU (ignored on CPU)."""
     recursive: bool = False
@@ -200,6 +203,10 @@ def run_detect(
         from visiontool.errors import ConfigError
 
         raise ConfigError("--data only sets the image ids of coco_results.json: add --save-coco")
+    if config.draw_threads is not None and not 1 <= config.draw_threads <= 64:
+        from visiontool.errors import ConfigError
+
+        raise ConfigError(f"--draw-threads must be 1..64, got {config.draw_threads}")
     plan = plan_sources(config.sources, recursive=config.recursive)
     if config.resume or launched_by_torchrun():
         _check_mergeable(config, plan)
@@ -309,6 +316,7 @@ def _run(
     from visiontool.engine.predict.resume import ARGS, has_run, load_previous, run_args
     from visiontool.io.atomic import write_json
     from visiontool.io.writers import PlanNames
+    from visiontool.runtime import default_draw_threads
 
     merged = config.resume or procs.enabled  # predictions.jsonl is finished from its lines
     previous = None
@@ -355,6 +363,7 @@ def _run(
         report=DetectReport(f"visiontool detect: {info.name}") if config.report else None,
         names=PlanNames(mine), jsonl=part_path(out, procs.rank) if procs.enabled else None,
         append=config.resume, ordered=procs.enabled,
+        drawers=config.draw_threads or default_draw_threads(),
     )  # fmt: skip
     results = stream_results(
         mine, predictor, batch=config.batch, workers=config.workers, inflight=summary.inflight,

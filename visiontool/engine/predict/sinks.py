@@ -12,6 +12,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +45,14 @@ class ResultSink:
         jsonl: Path | None = None,
         append: bool = False,
         ordered: bool = False,
+        drawers: int = 1,
     ) -> None:
         """`names`: gives each input its output name (`OutputNames`, or `PlanNames` for a
         resumed run or one process of several); `jsonl`: where result lines go (default
         predictions.jsonl), appended to with `append`; `ordered`: each line carries its
-        input's place in the whole plan (`_order`, for merging process parts)."""
+        input's place in the whole plan (`_order`, for merging process parts); `drawers`:
+        threads that draw and encode annotated images ahead of the writer (OpenCV releases
+        the GIL), for machines where one thread cannot keep up with the model."""
         from visiontool.io.writers import (
             CocoResultsWriter,
             ImageWriter,
@@ -73,7 +77,8 @@ class ResultSink:
             else None
         )
         self.txt = YoloTxtWriter(out / "labels", save_conf=save_conf) if save_txt else None
-        self.queue: queue.Queue[tuple[ImageResult, Any] | None] = queue.Queue(maxsize=depth)
+        self.queue: queue.Queue[tuple[ImageResult, Any, Any] | None] = queue.Queue(maxsize=depth)
+        self.pool = ThreadPoolExecutor(drawers, "visiontool-draw") if drawers > 1 else None
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._work, name="visiontool-writer", daemon=True)
         self.thread.start()
@@ -83,7 +88,8 @@ class ResultSink:
         uint8 (3, H, W) tensor to draw on, or None."""
         if self.error is not None:
             raise self.error
-        self.queue.put((result, image))
+        drawing = self.pool.submit(self._draw, result, image) if self.pool is not None else None
+        self.queue.put((result, image, drawing))
 
     def _work(self) -> None:
         while (job := self.queue.get()) is not None:
@@ -94,16 +100,27 @@ class ResultSink:
             except BaseException as exc:  # surfaced on the main thread by put()/close()
                 self.error = exc
 
-    def _write(self, result: ImageResult, image: Any) -> None:
+    def _draw(self, result: ImageResult, image: Any) -> tuple[Any, bytes | None, float]:
+        """(annotated BGR array or None, the encoded still image or None, ms): the part of
+        writing that needs no order (a drawer thread, or the writer itself)."""
         start = time.perf_counter()
-        first_frame = result.frame is not None and (
-            self._video_base is None or self._video_base[0] != result.rel
-        )
-        drawn = None
+        drawn = encoded = None
         if image is not None and result.ok and (self.images is not None or self.report is not None):
             from visiontool.io.writers import annotate
 
             drawn = annotate(result, image)
+            if result.frame is None and self.images is not None:
+                encoded = self.images.encode(result, drawn)
+        return drawn, encoded, (time.perf_counter() - start) * 1000
+
+    def _write(self, result: ImageResult, image: Any, drawing: Any) -> None:
+        drawn, encoded, draw_ms = (
+            drawing.result() if drawing is not None else self._draw(result, image)
+        )
+        start = time.perf_counter()
+        first_frame = result.frame is not None and (
+            self._video_base is None or self._video_base[0] != result.rel
+        )
         if result.frame is not None:
             saved = self._write_frame(result, image, drawn)
         else:
@@ -112,7 +129,7 @@ class ResultSink:
             base = self.names.base(result.rel)  # named even when failed: same on a re-run
             saved = []
             if self.images is not None and image is not None:
-                saved.append(self.images.write(result, image, base, bgr=drawn))
+                saved.append(self.images.write(result, image, base, bgr=drawn, encoded=encoded))
             if self.txt is not None:
                 saved.append(self.txt.write(result, base))
         if self.report is not None and (result.frame is None or first_frame):
@@ -120,7 +137,7 @@ class ResultSink:
             self.report.add(result, drawn, link.relative_to(self.out).as_posix() if link else None)
         if self.coco is not None:
             self.coco.write(result)
-        result.speed["write"] = (time.perf_counter() - start) * 1000
+        result.speed["write"] = draw_ms + (time.perf_counter() - start) * 1000
         self.jsonl.write(
             result,
             saved=[p.relative_to(self.out).as_posix() for p in saved if p is not None],
@@ -146,6 +163,8 @@ class ResultSink:
         """Write what is queued, stop the thread, close the files; raise a writer error."""
         self.queue.put(None)
         self.thread.join()
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
         for writer in (self.videos, self.jsonl, self.coco, self.txt):
             if writer is not None:
                 writer.close()
