@@ -89,6 +89,21 @@ if [ "$GPUS" -ge 1 ]; then
         --amp --workers 2 --out "$LOG/ddp_run" --exist-ok --quiet
 fi
 
+# 6. detect split over every GPU by torchrun, against one process: the same predictions
+if [ "$GPUS" -ge 1 ]; then
+    step detect_one 60 "${VT[@]}" detect "$HELD/images/val" --model shapes-tinyssd \
+        --device "$DEVICE" --save-coco --out "$LOG/detect_one" --exist-ok --quiet
+    step torchrun_detect 90 "$PY" -m torch.distributed.run --nproc_per_node="$GPUS" \
+        -m visiontool detect "$HELD/images/val" --model shapes-tinyssd --save-coco \
+        --out "$LOG/detect_split" --quiet
+    step detect_split_same 30 "$PY" -c "import json, sys
+strip = lambda p: [{k: v for k, v in json.loads(l).items() if k != 'time_ms'} for l in open(p)]
+a, b = strip(sys.argv[1] + '/predictions.jsonl'), strip(sys.argv[2] + '/predictions.jsonl')
+same = sum(x == y for x, y in zip(a, b))
+print(f'{same}/{len(a)} lines equal, {len(b)} merged'); sys.exit(0 if a == b else 1)" \
+        "$LOG/detect_one" "$LOG/detect_split"
+fi
+
 echo
 echo "gpu_check summary ($(date -u +%FT%TZ), device $DEVICE, $GPUS GPU(s)); logs in $LOG"
 printf '%s\n' "${SUMMARY[@]}" | tee "$LOG/summary.txt"
