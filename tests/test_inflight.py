@@ -68,3 +68,43 @@ def test_closing_early_stops_submitting_and_errors_reach_the_caller():
 
     with pytest.raises(RuntimeError, match="model exploded"):
         list(map_in_order(fail_on_two, range(5), 2))
+
+
+def test_busy_clock_counts_overlapping_batches_once():
+    import threading
+    import time
+
+    from visiontool.engine.predict.inflight import BusyClock
+
+    clock = BusyClock()
+    started = time.perf_counter()
+
+    def batch(seconds: float) -> None:
+        with clock:
+            time.sleep(seconds)
+
+    threads = [threading.Thread(target=batch, args=(0.2,)) for _ in range(2)]
+    for thread in threads:  # two batches in the model at once: 0.2 s busy, not 0.4
+        thread.start()
+    for thread in threads:
+        thread.join()
+    time.sleep(0.1)  # idle: not counted
+    batch(0.1)
+    wall = time.perf_counter() - started
+    assert 0.29 <= clock.busy_s <= 0.29 + (wall - 0.4) + 0.05
+    assert clock.busy_s < wall - 0.09
+
+
+def test_detect_summary_reports_the_model_rate_and_its_busy_share(tmp_path):
+    import json
+
+    from tests.conftest import noise_image, save
+    from visiontool.engine.predict.detect import DetectConfig, run_detect
+
+    for i in range(3):
+        save(noise_image(64, 48, seed=i), tmp_path / "in" / f"{i}.jpg")
+    run_detect(DetectConfig(sources=[str(tmp_path / "in")], out=tmp_path / "o",
+                            model="shapes-tinyssd", device="cpu"))  # fmt: skip
+    times = json.loads((tmp_path / "o" / "summary.json").read_text())["times"]
+    assert 0 < times["model_busy_share"] <= 1
+    assert times["model_images_per_s"] >= times["images_per_s"] > 0

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from visiontool import __version__
-from visiontool.engine.predict.inflight import DEFAULT_INFLIGHT
+from visiontool.engine.predict.inflight import DEFAULT_INFLIGHT, BusyClock
 from visiontool.engine.predict.pipeline import check_options, make_predictor, stream_results
 from visiontool.engine.predict.sinks import ResultCallback, ResultSink
 from visiontool.io.images import DEFAULT_MAX_PIXELS
@@ -125,6 +125,7 @@ class DetectSummary:
     stage_ms: dict[str, float] = field(default_factory=dict)  # totals per stage
     total_s: float = 0.0
     stopped_early: bool = False
+    model_busy_s: float = 0.0  # wall time with a batch in the model (`inflight.BusyClock`)
     resumed: int = 0  # results from earlier runs in the folder (--resume), counted in `images`
     processes: int = 1  # torchrun processes whose results were merged
 
@@ -171,6 +172,14 @@ class DetectSummary:
             "times": {
                 "total_s": round(self.total_s, 3),
                 "images_per_s": round(now / self.total_s, 3) if self.total_s else 0.0,
+                # the model's own rate while it had work, and its busy share of the run:
+                # under 1 the model waited for decoding or writing
+                "model_images_per_s": (
+                    round(now / self.model_busy_s, 3) if self.model_busy_s else 0.0
+                ),
+                "model_busy_share": (
+                    round(min(1.0, self.model_busy_s / self.total_s), 3) if self.total_s else 0.0
+                ),
                 "per_image_ms": {k: round(v / max(1, now), 3) for k, v in self.stage_ms.items()},
             },
             "stopped_early": self.stopped_early,
@@ -365,10 +374,12 @@ def _run(
         append=config.resume, ordered=procs.enabled,
         drawers=config.draw_threads or default_draw_threads(),
     )  # fmt: skip
+    clock = BusyClock()
     results = stream_results(
         mine, predictor, batch=config.batch, workers=config.workers, inflight=summary.inflight,
         topk=config.topk, max_pixels=config.max_pixels,
         keep_images=config.save_img or config.report, vid_stride=config.vid_stride,
+        clock=clock,
     )  # fmt: skip
     started = time.perf_counter()
     finished = False
@@ -389,6 +400,7 @@ def _run(
     finally:
         sink.close()
         summary.total_s = time.perf_counter() - started
+        summary.model_busy_s = clock.busy_s
         if not merged:
             write_json(out / "summary.json", summary.to_dict())
         elif not procs.enabled or finished:  # a process that failed leaves its part
@@ -433,6 +445,7 @@ def _finish_merged(
         total = runs[0]
         total.stage_ms = stage_ms
         total.total_s = max(run.total_s for run in runs)
+        total.model_busy_s = max(run.model_busy_s for run in runs)  # the processes ran at once
         total.stopped_early = any(run.stopped_early for run in runs)
         total.images, total.failed, total.detections = (
             counts.images, counts.failed, counts.detections

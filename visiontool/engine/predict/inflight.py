@@ -10,6 +10,8 @@ bit-identical outputs, since each batch still runs the same kernels with the sam
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -63,3 +65,29 @@ def _running(pending: deque[tuple[Any, Future[Any] | None]]) -> int:
 def _result(entry: tuple[T, Future[R] | None]) -> tuple[T, R | None]:
     item, future = entry
     return item, None if future is None else future.result()
+
+
+class BusyClock:
+    """Wall time during which at least one batch was in the model (the union of the batches'
+    intervals, however many run at once): `detect` divides images by it for the model's own
+    rate, and by the run's wall time for the pipeline's, so summary.json shows whether the
+    model ever waited for decoding or writing."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._active = 0
+        self._since = 0.0
+        self.busy_s = 0.0
+
+    def __enter__(self) -> BusyClock:
+        with self._lock:
+            if self._active == 0:
+                self._since = time.perf_counter()
+            self._active += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._active -= 1
+            if self._active == 0:
+                self.busy_s += time.perf_counter() - self._since

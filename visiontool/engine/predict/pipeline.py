@@ -229,10 +229,12 @@ def stream_results(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     keep_images: bool = False,
     vid_stride: int = 1,
+    clock: Any = None,
 ) -> Iterator[tuple[ImageResult, Any]]:
     """Yield `(result, image)` per input, in input order; `image` is the decoded uint8
     (3, H, W) tensor when `keep_images` (for drawing) and the result is not a failure, else
-    None. A failed image travels alone, uncomputed, and is yielded in its place."""
+    None. A failed image travels alone, uncomputed, and is yielded in its place. `clock`
+    (an `inflight.BusyClock`) adds up the time the model was busy."""
     from visiontool.engine.predict.stream import decoded_stream
 
     workers = default_workers() if workers is None else workers
@@ -240,7 +242,7 @@ def stream_results(
     items = decoded_stream(inputs, workers=workers, max_pixels=max_pixels, pin_memory=pin,
                            vid_stride=vid_stride)  # fmt: skip
     outcomes = map_in_order(
-        partial(_predict, predictor),
+        partial(_predict, predictor, clock or contextlib.nullcontext()),
         _batches(items, batch),
         inflight or DEFAULT_INFLIGHT,
         skip=lambda group: group[0].error is not None,
@@ -258,10 +260,11 @@ def stream_results(
                 yield result, item.image if keep_images else None
 
 
-def _predict(predictor: Any, batch: list[DecodedItem]) -> tuple[list[Any], float]:
+def _predict(predictor: Any, clock: Any, batch: list[DecodedItem]) -> tuple[list[Any], float]:
     """Runs in a model thread: the batch's predictions and its model time in ms."""
     start = time.perf_counter()
-    predictions = predictor.predict([item.image for item in batch])
+    with clock:
+        predictions = predictor.predict([item.image for item in batch])
     return predictions, (time.perf_counter() - start) * 1000
 
 
