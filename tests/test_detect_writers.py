@@ -29,7 +29,8 @@ def test_draw_threads_write_the_same_bytes(photos, tmp_path, cli):
     for threads in (1, 3):
         out = tmp_path / f"t{threads}"
         result = cli("detect", str(photos), "--model", "shapes-tinyssd", "--device", "cpu",
-                     "--save-txt", "--report", "--draw-threads", str(threads), "--out", str(out))  # fmt: skip
+                     "--save-txt", "--report", "--draw-threads", str(threads),
+                     "--out", str(out))  # fmt: skip
         assert result.exit_code == 1, result.output  # p9.jpg is broken, in both
         outs[threads] = out
     a, b = outs[1], outs[3]

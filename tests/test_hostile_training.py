@@ -390,3 +390,32 @@ def test_every_recorded_option_type_passes_the_resume_check():
     assert _recorded_problem({"train": train, "train_args": args}) is None
     args["arch"] = "fc=1024"  # a tampered type is still refused
     assert "'arch' has a wrong type" in _recorded_problem({"train": train, "train_args": args})
+
+
+def test_persistent_workers_draw_each_epochs_augmentation(tmp_path):
+    """Worker processes live across epochs (no re-fork): their copy of the data set keeps the
+    epoch it was forked with, so the epoch travels in the sampler's keys."""
+    from torch.utils.data import DataLoader
+
+    from visiontool.engine.train.state import SeededSamples
+    from visiontool.engine.train.trainer import ResumableSampler
+
+    class Noisy:
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, index):
+            return torch.rand(2)
+
+    samples = SeededSamples(Noisy(), seed=3)
+    sampler = ResumableSampler(torch.utils.data.distributed.DistributedSampler(
+        samples, num_replicas=1, rank=0, shuffle=False))  # fmt: skip
+    loader = DataLoader(samples, sampler=sampler, num_workers=1, persistent_workers=True,
+                        batch_size=None)  # fmt: skip
+    for epoch in (0, 1, 2):
+        sampler.set_epoch(epoch)
+        got = [item for item in loader]
+        samples.epoch = epoch  # what the main process would draw for this epoch
+        expected = [samples[i] for i in range(4)]
+        assert all(torch.equal(a, b) for a, b in zip(got, expected, strict=True)), epoch
+    assert not torch.equal(got[0], samples[(0, 0)])  # epochs differ

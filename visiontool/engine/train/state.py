@@ -68,7 +68,9 @@ class SeededSamples:
     so shifts every batch to another worker) changed every later augmentation. Seeding each
     item from (seed, epoch, index) makes augmentation a property of the sample; the global
     generators are restored afterwards, so the main process's random stream is unaffected.
-    `epoch` is set before each epoch's iterator is created (workers are not persistent).
+    The sampler's keys are (epoch, index) pairs (`trainer.ResumableSampler`), so persistent
+    worker processes, whose copy of this object keeps the epoch it was forked with, seed by the
+    right epoch; a bare index uses `epoch` (set before each epoch in the main process).
     """
 
     def __init__(self, dataset: Any, seed: int) -> None:
@@ -79,11 +81,12 @@ class SeededSamples:
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int) -> Any:
+    def __getitem__(self, key: int | tuple[int, int]) -> Any:
         import numpy as np
         import torch
 
-        seed = sample_seed(self.seed, self.epoch, int(index))
+        epoch, index = key if isinstance(key, tuple) else (self.epoch, int(key))
+        seed = sample_seed(self.seed, epoch, index)
         py_state, np_state = random.getstate(), np.random.get_state()
         with torch.random.fork_rng(devices=[]):
             random.seed(seed)

@@ -383,7 +383,9 @@ class Trainer:
             num_workers=cfg.workers,
             collate_fn=detection_collate,
             pin_memory=self.device.type == "cuda",
-            persistent_workers=False,
+            # workers live across epochs (no re-fork and re-import each epoch): the sampler's
+            # (epoch, index) keys carry what changes between epochs
+            persistent_workers=cfg.workers > 0,
             generator=torch.Generator(),  # worker seeds, kept off the global RNG
         )
         return loader, sampler
@@ -855,18 +857,22 @@ class Trainer:
 
 
 class ResumableSampler:
-    """Wraps a DistributedSampler; `skip` drops the first indices of the next epoch."""
+    """Wraps a DistributedSampler; `skip` drops the first indices of the next epoch. Yields
+    (epoch, index) keys, so `SeededSamples` seeds each sample's augmentation by its epoch in
+    persistent worker processes too (their copy of the data set never sees `set_epoch`)."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.skip = 0
+        self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.inner.set_epoch(epoch)
+        self.epoch = epoch
 
     def __iter__(self) -> Any:
         indices = list(self.inner)
-        return iter(indices[self.skip :])
+        return iter([(self.epoch, int(i)) for i in indices[self.skip :]])
 
     def __len__(self) -> int:
         return max(0, len(self.inner) - self.skip)
