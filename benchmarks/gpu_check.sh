@@ -80,6 +80,10 @@ done
 step train_amp $((90 * SLOW)) "$PY" benchmarks/train_speed.py --device "$DEVICE" --amp --n "$N_TRAIN" \
     --batch "$BATCH" --workers "$WORKERS" --repeat 1
 
+# 4b. the same with --compile (2 epochs: the last one's images/s, after compiling)
+step train_compile $((150 * SLOW)) "$PY" benchmarks/train_speed.py --device "$DEVICE" --amp \
+    --compile --epochs 2 --n "$N_TRAIN" --batch "$BATCH" --workers "$WORKERS" --repeat 1
+
 # 5. DDP: torchrun over every GPU (NCCL), one short epoch
 if [ "$GPUS" -ge 1 ]; then
     "${VT[@]}" data synth --out "$LOG/ddp_data" --n 64 --imgsz 128 --seed 5 --exist-ok -q \

@@ -6,6 +6,7 @@ images/s covers the training loop only, like the reference's timing). Both run i
 interleaved, best of --repeat.
 
     python benchmarks/train_speed.py [--n 64] [--batch 4] [--device cpu|cuda] [--amp]
+        [--compile --epochs 2]
 """
 
 from __future__ import annotations
@@ -56,12 +57,24 @@ def reference(data: Path, *, batch: int, device: str, workers: int) -> float:
     return seen / (time.perf_counter() - start)
 
 
-def ours(data: Path, out: Path, *, batch: int, device: str, workers: int, amp: bool) -> float:
+def ours(
+    data: Path,
+    out: Path,
+    *,
+    batch: int,
+    device: str,
+    workers: int,
+    amp: bool,
+    epochs: int = 1,
+    compile_: bool = False,
+) -> float:
+    """visiontool's images/s in its last epoch (with --compile, run 2+ epochs: the first pays
+    for compiling)."""
     config = TrainConfig(data=str(data), head="frcnn", backbone=MODEL["backbone"],
                          fpn_channels=64, box_head=256, imgsz=256, returned_layers=[1, 2, 3, 5],
-                         epochs=1, batch=batch, lr=0.01, augment="none", workers=workers,
+                         epochs=epochs, batch=batch, lr=0.01, augment="none", workers=workers,
                          device=device, amp=amp, out=out, exist_ok=True, warmup=0.0,
-                         val_split="none")  # fmt: skip
+                         val_split="none", compile=compile_)  # fmt: skip
     run_train(config)
     with (out / "results.csv").open() as handle:
         return float(list(csv.DictReader(handle))[-1]["images_per_s"])
@@ -75,6 +88,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--amp", action="store_true")
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=1, help="ours: images/s of the last")
+    parser.add_argument("--compile", action="store_true", help="ours: train --compile")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "shapes"
@@ -84,9 +99,11 @@ def main() -> None:
             refs.append(reference(data, batch=args.batch, device=args.device,
                                   workers=args.workers))  # fmt: skip
             mine.append(ours(data, Path(tmp) / f"run{i}", batch=args.batch, device=args.device,
-                             workers=args.workers, amp=args.amp))  # fmt: skip
+                             workers=args.workers, amp=args.amp, epochs=args.epochs,
+                             compile_=args.compile))  # fmt: skip
     print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}, device {args.device}, "
-          f"amp {args.amp}, load {os.getloadavg()[0]:.2f}")  # fmt: skip
+          f"amp {args.amp}, compile {args.compile}, epochs {args.epochs}, "
+          f"load {os.getloadavg()[0]:.2f}")  # fmt: skip
     print(f"reference loop: {max(refs):.2f} images/s  runs {[round(r, 2) for r in refs]}")
     print(f"visiontool    : {max(mine):.2f} images/s  runs {[round(r, 2) for r in mine]}")
     print(f"ratio         : {max(mine) / max(refs):.2f}x")

@@ -298,3 +298,35 @@ def test_cuda_half_is_fp16_and_amp_prefers_bf16(monkeypatch):
     assert runtime.autocast_dtype(cuda) is torch.float16
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     assert runtime.autocast_dtype(cuda, training=True) is torch.float16
+
+
+def test_compile_targets_a_detectors_backbone_and_keeps_state_keys():
+    from torch import nn
+
+    from visiontool.engine.train.setup import compile_network
+
+    class Detector(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = nn.Conv2d(3, 4, 3)
+            self.head = nn.Linear(4, 2)
+
+    detector = Detector()
+    keys = list(detector.state_dict())
+    assert compile_network(detector) == "the backbone"
+    assert detector.backbone._compiled_call_impl is not None
+    assert detector._compiled_call_impl is None  # the head's data-dependent work stays eager
+    assert list(detector.state_dict()) == keys  # checkpoints unchanged
+    plain = nn.Sequential(nn.Linear(2, 2))
+    assert compile_network(plain) == "the model" and plain._compiled_call_impl is not None
+
+
+@pytest.mark.slow
+def test_train_with_compile_writes_a_plain_checkpoint(digits, tmp_path):
+    from visiontool.engine.train.trainer import TrainConfig, run_train
+
+    config = TrainConfig(task="classify", model="lenet", data=str(digits), epochs=1, batch=16,
+                         workers=0, compile=True, out=tmp_path / "c")  # fmt: skip
+    summary = run_train(config)
+    state = torch.load(summary.last, weights_only=True)["state_dict"]
+    assert state and not any("_orig_mod" in key for key in state)

@@ -410,3 +410,15 @@ def attach_transforms(cfg: Any, train: Any, val: Any | None, info: ModelInfo) ->
         # use (detectors resize internally, classifiers get its resize/crop/normalise).
         val.transforms = None
     return preset
+
+
+def compile_network(module: Any) -> str:
+    """`torch.compile` in place (`nn.Module.compile`: state-dict keys, checkpoints and the EMA
+    copy stay as they are) on what runs the same shapes every step: a detector's backbone (its
+    heads sample proposals and run NMS, data-dependent work that would break the graph every
+    step), else the whole network. Shapes that vary (detection inputs keep their aspect) are
+    compiled as dynamic. Returns what was compiled, for the log."""
+    backbone = getattr(module, "backbone", None)
+    target, name = (backbone, "the backbone") if backbone is not None else (module, "the model")
+    target.compile(dynamic=backbone is not None)
+    return name

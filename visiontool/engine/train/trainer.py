@@ -79,6 +79,7 @@ class TrainConfig:
     ema: bool = False
     ema_decay: float = 0.999
     amp: bool = False
+    compile: bool = False  # torch.compile the network (a detector's backbone)
     imgsz: int | None = None
     augment: str | None = None
     workers: int = 2
@@ -112,7 +113,7 @@ class TrainConfig:
 
 # What `--resume` may change: where and how fast it runs, how long it trains. Everything else
 # is the recorded run's; a different value is a usage error (it would be silently ignored).
-RESUME_MAY_CHANGE = ("device", "workers", "epochs", "log_every", "exist_ok")
+RESUME_MAY_CHANGE = ("device", "workers", "epochs", "log_every", "exist_ok", "compile")
 
 
 @dataclass
@@ -333,6 +334,9 @@ class Trainer:
             self.device.type, enabled=self.amp_dtype == torch.float16
         )
         self.ema = ema_model(module, cfg.ema_decay) if cfg.ema else None
+        if cfg.compile:  # after the EMA copy, which stays plain
+            compiled = setup.compile_network(module)
+            self.log(f"--compile: torch.compile on {compiled} (the first steps compile)")
         self.ddp = self._wrap_ddp(module)
         self.metric = cfg.metric or self.task.default_metric
         self.start_epoch, self.start_step = 0, 0
