@@ -60,6 +60,12 @@ def detect(
     inflight: int = typer.Option(
         None, "--inflight", help="Batches in the model at once, one thread each.", show_default="2"
     ),
+    decode: str = typer.Option(
+        "auto",
+        "--decode",
+        help="Where JPEGs are decoded: auto (batched on the GPU when the model runs on one), "
+        "cpu, or device.",
+    ),
     draw_threads: int = typer.Option(
         None,
         "--draw-threads",
@@ -135,6 +141,7 @@ def detect(
         workers=workers,
         inflight=inflight,
         draw_threads=draw_threads,
+        decode=decode,
         half=half,
         recursive=recursive,
         max_pixels=max_pixels if max_pixels > 0 else None,

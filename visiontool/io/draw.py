@@ -54,6 +54,8 @@ def to_bgr_array(image: Any) -> Any:
     import cv2
     import numpy as np
 
+    if image.device.type != "cpu":  # decoded on the GPU (`io.device_decode`)
+        image = image.cpu()
     rgb = np.ascontiguousarray(image.permute(1, 2, 0).numpy())  # free for decoder layout
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
 

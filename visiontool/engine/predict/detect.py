@@ -65,6 +65,9 @@ class DetectConfig:
     """Decode processes; None: cores - 1 (at most 4), 0 on 2 cores or fewer (one thread)."""
     inflight: int | None = None
     """Batches in the model at once, one thread each; None: 2."""
+    decode: str = "auto"
+    """Where JPEGs are decoded: `auto` (on the GPU, batched, when the model runs on one;
+    else by CPU workers), `cpu`, or `device` (the model's device, whatever it is)."""
     draw_threads: int | None = None
     """Threads that draw and encode annotated images; None: 1 on 4 cores or fewer, else a
     quarter of the cores (at most 8)."""
@@ -206,7 +209,7 @@ def run_detect(
         conf=config.conf, batch=config.batch, inflight=config.inflight,
         max_det=config.max_det, imgsz=config.imgsz, workers=config.workers, topk=config.topk,
         vid_stride=config.vid_stride, tile=config.tile, tile_overlap=config.tile_overlap,
-        merge=config.merge,
+        merge=config.merge, decode=config.decode,
     )  # fmt: skip
     if config.data is not None and not config.save_coco:
         from visiontool.errors import ConfigError
@@ -379,7 +382,7 @@ def _run(
         mine, predictor, batch=config.batch, workers=config.workers, inflight=summary.inflight,
         topk=config.topk, max_pixels=config.max_pixels,
         keep_images=config.save_img or config.report, vid_stride=config.vid_stride,
-        clock=clock,
+        clock=clock, decode=config.decode,
     )  # fmt: skip
     started = time.perf_counter()
     finished = False

@@ -119,11 +119,14 @@ def check_options(
     tile: int | None = None,
     tile_overlap: float = 0.2,
     merge: str = "nms",
+    decode: str = "auto",
 ) -> None:
     """Range checks shared by `predict` and `detect` (ConfigError, exit 2)."""
     from visiontool.engine.predict.tiling import check_tiling
 
     check_tiling(tile, tile_overlap, merge)
+    if decode not in ("auto", "cpu", "device"):
+        raise ConfigError(f"--decode must be auto, cpu or device, got {decode!r}")
     if vid_stride < 1:
         raise ConfigError(f"--vid-stride must be >= 1, got {vid_stride}")
     if workers is not None and workers < 0:
@@ -230,17 +233,22 @@ def stream_results(
     keep_images: bool = False,
     vid_stride: int = 1,
     clock: Any = None,
+    decode: str = "auto",
 ) -> Iterator[tuple[ImageResult, Any]]:
     """Yield `(result, image)` per input, in input order; `image` is the decoded uint8
     (3, H, W) tensor when `keep_images` (for drawing) and the result is not a failure, else
     None. A failed image travels alone, uncomputed, and is yielded in its place. `clock`
-    (an `inflight.BusyClock`) adds up the time the model was busy."""
+    (an `inflight.BusyClock`) adds up the time the model was busy. `decode`: where JPEGs
+    are decoded: `cpu` (workers), `device` (batched on the model's device,
+    `io.device_decode`), `auto` (the device when it is a GPU)."""
     from visiontool.engine.predict.stream import decoded_stream
 
     workers = default_workers() if workers is None else workers
     pin = getattr(predictor.device, "type", "cpu") == "cuda"
+    on_device = decode == "device" or (decode == "auto" and pin)
     items = decoded_stream(inputs, workers=workers, max_pixels=max_pixels, pin_memory=pin,
-                           vid_stride=vid_stride)  # fmt: skip
+                           vid_stride=vid_stride,
+                           device=predictor.device if on_device else None)  # fmt: skip
     outcomes = map_in_order(
         partial(_predict, predictor, clock or contextlib.nullcontext()),
         _batches(items, batch),

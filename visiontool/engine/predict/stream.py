@@ -36,6 +36,7 @@ class DecodedItem:
     frame: int | None = None  # a video's frame number (from 0), None for an image
     time_s: float | None = None  # the frame's time in its video (since the start, live)
     video: Any = None  # the frame's `io.video.VideoInfo`
+    encoded: Any = None  # an `io.device_decode.EncodedJpeg` still to decode on the device
 
     def pin_memory(self) -> DecodedItem:
         """Called by the DataLoader's pin-memory thread so host-to-GPU copies can overlap."""
@@ -44,21 +45,85 @@ class DecodedItem:
         return self
 
 
-def decode_item(index: int, path: str, rel: str, max_pixels: int | None) -> DecodedItem:
+def decode_item(
+    index: int, path: str, rel: str, max_pixels: int | None, for_device: bool = False
+) -> DecodedItem:
+    """Decode `path`; `for_device`: a plain JPEG is only read, for `finish_on_device`."""
     start = time.perf_counter()
+    encoded = None
     try:
-        image = read_image(path, max_pixels=max_pixels)
+        if for_device:
+            from visiontool.io.device_decode import read_for_device
+
+            encoded = read_for_device(path, max_pixels)
+        image = read_image(path, max_pixels=max_pixels) if encoded is None else None
         error = None
     except ImageError as exc:
         image, error = None, str(exc)
-    return DecodedItem(index, path, rel, image, error, (time.perf_counter() - start) * 1000)
+    item = DecodedItem(index, path, rel, image, error, (time.perf_counter() - start) * 1000)
+    item.encoded = encoded
+    return item
 
 
-def decode_input(index: int, entry: Any, max_pixels: int | None) -> DecodedItem:
+def finish_on_device(
+    items: Iterator[DecodedItem], device: Any, max_pixels: int | None, group: int = 8
+) -> Iterator[DecodedItem]:
+    """Decode the read-only JPEGs among `items` on `device`, up to `group` in one call, in
+    order. A group the device decoder refuses is decoded one by one, and a file it refuses
+    alone on the CPU (which names what is wrong with it)."""
+    pending: list[DecodedItem] = []
+
+    def flush() -> Iterator[DecodedItem]:
+        from visiontool.io.device_decode import decode_on_device
+
+        start = time.perf_counter()
+        try:
+            images = decode_on_device([item.encoded for item in pending], device)
+        except RuntimeError:
+            images = [None] * len(pending)
+        share = (time.perf_counter() - start) * 1000 / max(1, len(pending))
+        for item, image in zip(pending, images, strict=True):
+            if image is None:
+                item = _decode_alone(item, device, max_pixels)
+            else:
+                item.image, item.encoded = image, None
+                item.decode_ms += share
+            yield item
+        pending.clear()
+
+    for item in items:
+        if item.encoded is not None:
+            pending.append(item)
+            if len(pending) >= group:
+                yield from flush()
+            continue
+        if pending:
+            yield from flush()
+        yield item
+    if pending:
+        yield from flush()
+
+
+def _decode_alone(item: DecodedItem, device: Any, max_pixels: int | None) -> DecodedItem:
+    from visiontool.io.device_decode import decode_on_device
+
+    start = time.perf_counter()
+    try:
+        (image,) = decode_on_device([item.encoded], device)
+    except RuntimeError:
+        return decode_item(item.index, item.path, item.rel, max_pixels)  # the CPU says why
+    item.image, item.encoded = image, None
+    item.decode_ms += (time.perf_counter() - start) * 1000
+    return item
+
+
+def decode_input(
+    index: int, entry: Any, max_pixels: int | None, for_device: bool = False
+) -> DecodedItem:
     """Decode one entry of a one-pass input: a `SourceItem`, a file path, or an image already
     in memory (named `<image N>` in results)."""
     if isinstance(entry, SourceItem):
-        return decode_item(index, entry.path, entry.rel, max_pixels)
+        return decode_item(index, entry.path, entry.rel, max_pixels, for_device)
     if isinstance(entry, (str, Path)):
         return decode_item(index, str(entry), Path(entry).name, max_pixels)
     start = time.perf_counter()
@@ -112,7 +177,7 @@ def as_image_tensor(data: Any) -> Any:
 
 
 def decode_entries(
-    inputs: Iterable[Any], max_pixels: int | None, vid_stride: int = 1
+    inputs: Iterable[Any], max_pixels: int | None, vid_stride: int = 1, for_device: bool = False
 ) -> Iterator[DecodedItem]:
     """Decode a one-pass input in order: one item per image, one per processed frame of a
     video source (`SourceItem.is_video`)."""
@@ -123,7 +188,7 @@ def decode_entries(
                 yield item
                 index += 1
         else:
-            yield decode_input(index, entry, max_pixels)
+            yield decode_input(index, entry, max_pixels, for_device)
             index += 1
 
 
@@ -155,16 +220,17 @@ def video_items(
 class ImageStream(IterableDataset):
     """Every worker walks the plan and decodes its share (index % workers == worker id)."""
 
-    def __init__(self, plan: SourcePlan, max_pixels: int | None) -> None:
+    def __init__(self, plan: SourcePlan, max_pixels: int | None, for_device: bool = False):
         self.plan = plan
         self.max_pixels = max_pixels
+        self.for_device = for_device
 
     def __iter__(self) -> Iterator[DecodedItem]:
         info = get_worker_info()
         workers, worker_id = (info.num_workers, info.id) if info else (1, 0)
         for index, item in enumerate(self.plan):
             if index % workers == worker_id:
-                yield decode_item(index, item.path, item.rel, self.max_pixels)
+                yield decode_item(index, item.path, item.rel, self.max_pixels, self.for_device)
 
 
 @dataclass
@@ -176,7 +242,11 @@ class _Raised:
 
 
 def _threaded(
-    inputs: Iterable[Any], max_pixels: int | None, depth: int = 4, vid_stride: int = 1
+    inputs: Iterable[Any],
+    max_pixels: int | None,
+    depth: int = 4,
+    vid_stride: int = 1,
+    for_device: bool = False,
 ) -> Iterator[DecodedItem]:
     """Decode in one background thread of this process (the decoders release the GIL), a few
     images ahead: overlap without worker processes, which on 2 cores cost more than they give.
@@ -186,7 +256,7 @@ def _threaded(
 
     def produce() -> None:
         try:
-            for item in decode_entries(inputs, max_pixels, vid_stride):
+            for item in decode_entries(inputs, max_pixels, vid_stride, for_device):
                 if stop.is_set():
                     return
                 items.put(item)
@@ -222,14 +292,31 @@ def decoded_stream(
     max_pixels: int | None,
     pin_memory: bool = False,
     vid_stride: int = 1,
+    device: Any = None,
 ) -> Iterator[DecodedItem]:
     """Yield decoded items in input order: a plan of images in `workers` background processes
-    (0: one thread), a plan with videos and any other iterable once, in one thread."""
+    (0: one thread), a plan with videos and any other iterable once, in one thread. With
+    `device`, plain JPEGs are only read there and decoded on `device` (`finish_on_device`)."""
+    if device is not None:
+        read = _decoded(inputs, workers, max_pixels, pin_memory, vid_stride, for_device=True)
+        yield from finish_on_device(read, device, max_pixels)
+    else:
+        yield from _decoded(inputs, workers, max_pixels, pin_memory, vid_stride)
+
+
+def _decoded(
+    inputs: SourcePlan | Iterable[Any],
+    workers: int,
+    max_pixels: int | None,
+    pin_memory: bool,
+    vid_stride: int,
+    for_device: bool = False,
+) -> Iterator[DecodedItem]:
     if workers <= 0 or not isinstance(inputs, SourcePlan) or any(item.is_video for item in inputs):
-        yield from _threaded(inputs, max_pixels, vid_stride=vid_stride)
+        yield from _threaded(inputs, max_pixels, vid_stride=vid_stride, for_device=for_device)
         return
     loader = DataLoader(
-        ImageStream(inputs, max_pixels),
+        ImageStream(inputs, max_pixels, for_device),
         batch_size=None,
         num_workers=workers,
         collate_fn=_identity,
