@@ -369,9 +369,9 @@ def test_writing_overlaps_the_model(images, tmp_path, monkeypatch):
 
     real_write = ImageWriter.write
 
-    def slow_write(self, result, image, base=None, bgr=None):
+    def slow_write(self, result, image, base=None, bgr=None, encoded=None):
         time.sleep(0.05)
-        return real_write(self, result, image, base, bgr)
+        return real_write(self, result, image, base, bgr, encoded)
 
     monkeypatch.setattr(Predictor, "predict", slow_model)
     monkeypatch.setattr(ImageWriter, "write", slow_write)
