@@ -108,3 +108,7 @@ def test_detect_summary_reports_the_model_rate_and_its_busy_share(tmp_path):
     times = json.loads((tmp_path / "o" / "summary.json").read_text())["times"]
     assert 0 < times["model_busy_share"] <= 1
     assert times["model_images_per_s"] >= times["images_per_s"] > 0
+    startup = times["startup_s"]  # where a short run's time goes, each part measured
+    assert set(startup) == {"process_s", "model_s", "first_result_s", "finish_s"}
+    assert all(v >= 0 for v in startup.values()) and startup["model_s"] > 0
+    assert startup["first_result_s"] <= times["total_s"]

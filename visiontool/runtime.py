@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+from pathlib import Path
 from typing import Any
 
 from visiontool.errors import ConfigError
@@ -90,6 +91,17 @@ def default_workers() -> int:
     thread of the main process."""
     cores = os.cpu_count() or 1
     return 0 if cores <= 2 else min(4, cores - 1)
+
+
+def process_age_s() -> float:
+    """Seconds since this process started (Linux: /proc; elsewhere 0.0): what start-up
+    (interpreter, imports, option parsing) cost before a command's own work began."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def default_draw_threads() -> int:

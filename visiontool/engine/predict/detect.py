@@ -26,6 +26,7 @@ from visiontool.io.images import DEFAULT_MAX_PIXELS
 from visiontool.io.paths import prepare_out
 from visiontool.io.report import DetectReport
 from visiontool.results import ImageResult
+from visiontool.runtime import process_age_s
 
 __all__ = ["DetectConfig", "DetectSummary", "ResultCallback", "run_detect"]
 
@@ -129,6 +130,7 @@ class DetectSummary:
     total_s: float = 0.0
     stopped_early: bool = False
     model_busy_s: float = 0.0  # wall time with a batch in the model (`inflight.BusyClock`)
+    startup_s: dict[str, float] = field(default_factory=dict)  # where a short run's time goes
     resumed: int = 0  # results from earlier runs in the folder (--resume), counted in `images`
     processes: int = 1  # torchrun processes whose results were merged
 
@@ -184,6 +186,8 @@ class DetectSummary:
                     round(min(1.0, self.model_busy_s / self.total_s), 3) if self.total_s else 0.0
                 ),
                 "per_image_ms": {k: round(v / max(1, now), 3) for k, v in self.stage_ms.items()},
+                # process start -> run, model set-up, first result, final writes
+                "startup_s": {k: round(v, 3) for k, v in self.startup_s.items()},
             },
             "stopped_early": self.stopped_early,
             "resumed": self.resumed,
@@ -345,12 +349,15 @@ def _run(
     coco_ids = (
         _CocoImageIds(Path(config.data)) if config.save_coco and config.data is not None else None
     )
+    setup_started = time.perf_counter()
+    startup = {"process_s": process_age_s()}  # interpreter, imports and options, to here
     predictor = make_predictor(
         model=config.model, weights=config.weights, device=str(local_device(device, procs)),
         conf=config.conf, iou=config.iou, max_det=config.max_det, classes=config.classes,
         imgsz=config.imgsz, half=config.half, seed=config.seed, on_log=on_log, tile=config.tile,
         tile_overlap=config.tile_overlap, merge=config.merge, batch=config.batch,
     )  # fmt: skip
+    startup["model_s"] = time.perf_counter() - setup_started  # build, weights, device, fusion
     info = predictor.loaded.info
     summary = DetectSummary(
         model=info.name,
@@ -360,9 +367,12 @@ def _run(
         out=str(out),
         inflight=config.inflight or DEFAULT_INFLIGHT,
         conf=predictor.conf,
+        startup_s=startup,
     )
 
     def written(result: ImageResult) -> None:
+        if "first_result_s" not in startup:  # decode and the first batch (warm-up included)
+            startup["first_result_s"] = time.perf_counter() - started
         summary.count(result)
         if on_result is not None:
             on_result(result)
@@ -401,7 +411,9 @@ def _run(
         summary.stopped_early = True
         raise
     finally:
+        closing = time.perf_counter()
         sink.close()
+        startup["finish_s"] = time.perf_counter() - closing  # the writes still queued
         summary.total_s = time.perf_counter() - started
         summary.model_busy_s = clock.busy_s
         if not merged:
