@@ -352,3 +352,15 @@ def test_models_task_filters(cli):
         assert result.exit_code == 0
         rows = json.loads(result.stdout)
         assert rows and {r["task"] for r in rows} == {task}
+
+
+@pytest.mark.parametrize("content", ["", "[]\n"])
+def test_an_empty_predictions_file_is_said_not_scored_silently(cli, tmp_path, content):
+    from tests.test_eval_cli import write_gt
+
+    gt = write_gt(tmp_path)
+    pred = tmp_path / "pred.json"
+    pred.write_text(content)
+    result = cli("eval", "--data", gt, "--pred", pred, "--no-plots", "--out", tmp_path / "o")
+    assert result.exit_code == 0
+    assert "holds no results at all: every score is 0" in result.output

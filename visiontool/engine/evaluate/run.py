@@ -198,6 +198,11 @@ def _run_detection(
             )
         if raw.failed_images:
             dets.warnings.append(f"{raw.failed_images} image(s) failed in the predictions file")
+        if not len(raw.keys):  # a run killed before its first line, or the wrong file
+            dets.warnings.append(
+                f"{config.pred} holds no results at all: every score is 0; pass the "
+                "predictions of a finished run"
+            )
         source = str(config.pred)
     else:
         if dataset is None:
