@@ -364,3 +364,17 @@ def test_an_empty_predictions_file_is_said_not_scored_silently(cli, tmp_path, co
     result = cli("eval", "--data", gt, "--pred", pred, "--no-plots", "--out", tmp_path / "o")
     assert result.exit_code == 0
     assert "holds no results at all: every score is 0" in result.output
+
+
+def test_confusion_and_pictures_use_the_models_own_threshold():
+    """`eval --model shapes-tinyssd` draws its confusion matrix at the model's tuned conf, as
+    `detect` would keep boxes; --conf still wins; a predictions file has no model: 0.25."""
+    from visiontool.engine.evaluate.inputs import ModelRun
+    from visiontool.engine.evaluate.run import DETECTION_CONF, EvalConfig, shown_conf
+
+    run = ModelRun(model="shapes-tinyssd", weights="DEFAULT", device="cpu")
+    own = run.load().info.conf
+    assert own is not None and own != DETECTION_CONF
+    assert shown_conf(EvalConfig(data="d", model="shapes-tinyssd"), run) == own
+    assert shown_conf(EvalConfig(data="d", model="shapes-tinyssd", conf=0.6), run) == 0.6
+    assert shown_conf(EvalConfig(data="d", pred="p.jsonl"), None) == DETECTION_CONF

@@ -212,14 +212,15 @@ def _run_detection(
             )
         from visiontool.engine.evaluate.inputs import predict_detections
 
-        dets, source = predict_detections(dataset, gt, run or _model_run(config))
+        run = run or _model_run(config)
+        dets, source = predict_detections(dataset, gt, run)
     log(
         f"scoring {len(dets)} predictions on {len(gt.image_ids)} images "
         f"(matched to images {dets.matching})"
     )
     early_pr = None
     if config.out is not None and config.plots:  # drawn while scoring when a worker runs
-        _submit_confusion(config, gt, dets, plots)
+        _submit_confusion(config, gt, dets, plots, run)
         early_pr = partial(_submit_coco_pr, Path(config.out) / PR_CURVE, gt, plots)
     with no_gc():
         metrics, extras = score_detections(
@@ -238,8 +239,7 @@ def _run_detection(
     if config.out is not None:
         report.files = _write_detection(config, gt, report.to_dict(), extras, plots)
         if config.report and dataset is not None:
-            conf = DETECTION_CONF if config.conf is None else config.conf
-            report.thumbnails = eval_thumbnails(gt, dets, dataset, conf=conf)
+            report.thumbnails = eval_thumbnails(gt, dets, dataset, conf=shown_conf(config, run))
     return report
 
 
@@ -338,10 +338,21 @@ def score_detections(
     return metrics, {"coco": coco, "voc": voc}
 
 
-def _submit_confusion(config: EvalConfig, gt: GroundTruth, dets: Detections, plots: Any) -> None:
+def shown_conf(config: EvalConfig, run: ModelRun | None) -> float:
+    """The score threshold of the confusion matrix and the report's pictures: --conf, else the
+    model's own (a shipped detector's tuned one, as `detect` uses), else DETECTION_CONF."""
+    if config.conf is not None:
+        return config.conf
+    own = getattr(getattr(getattr(run, "loaded", None), "info", None), "conf", None)
+    return float(own) if own is not None else DETECTION_CONF
+
+
+def _submit_confusion(
+    config: EvalConfig, gt: GroundTruth, dets: Detections, plots: Any, run: ModelRun | None
+) -> None:
     from visiontool.engine.evaluate.plots import detection_confusion_plot, plot_confusion
 
-    conf = DETECTION_CONF if config.conf is None else config.conf
+    conf = shown_conf(config, run)
     matrix, names, title = detection_confusion_plot(gt, dets, conf=conf, iou=config.iou)
     path = Path(config.out) / "confusion_matrix.png"  # type: ignore[arg-type]
     plots.submit(plot_confusion, matrix, names, path, title=title)
