@@ -136,13 +136,20 @@ def test_resume_folds_in_the_parts_a_killed_torchrun_job_left(images, whole, tmp
     out.mkdir()
     (out / "args.json").write_bytes((whole / "args.json").read_bytes())
     rows = (whole / "predictions.jsonl").read_text().splitlines()
-    for rank, done in ((0, (0, 2, 4)), (1, (1, 3))):  # round-robin shares, cut short
+    # round-robin shares, cut short unevenly: rank 1 got further, leaving holes at 4 and 6
+    for rank, done in ((0, (0, 2)), (1, (1, 3, 5, 7))):
         part = [json.dumps({**json.loads(rows[i]), "_order": i}) for i in done]
+        for i in done:
+            for name in json.loads(rows[i]).get("saved", []):
+                (out / name).parent.mkdir(parents=True, exist_ok=True)
+                (out / name).write_bytes((whole / name).read_bytes())
         (out / f"predictions.rank{rank}.jsonl").write_text("\n".join(part) + "\n" + '{"ima')
     result = cli("detect", str(images), *OPTS, "--out", str(out), "--resume")
-    assert "5 input(s) already done" in result.output and "process parts" in result.output
+    assert "6 input(s) already done" in result.output and "process parts" in result.output
     assert not list(out.glob("predictions.rank*.jsonl"))
-    assert lines(out / "predictions.jsonl") == lines(whole / "predictions.jsonl")
+    # the holes were filled at the end, then the file put back in input order: the same
+    # lines, and the same coco_results.json ids (taken from line positions)
+    assert_same_run(whole, out)
 
 
 def test_exist_ok_removes_unmerged_parts_and_args(images, tmp_path, cli):

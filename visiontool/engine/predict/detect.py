@@ -443,6 +443,7 @@ def _finish_merged(
         PREDICTIONS,
         count_lines,
         merge_parts,
+        reorder_lines,
         write_coco_from_lines,
     )
     from visiontool.io.atomic import write_json
@@ -451,6 +452,11 @@ def _finish_merged(
     runs = gather_objects(summary, procs)
     if procs.is_main:
         merge_parts(out)
+        if config.resume:  # earlier lines first, then this run's: back into input order
+            places: dict[str, list[int]] = {}
+            for index, item, _ in plan.walk():
+                places.setdefault(item.path, []).append(index)
+            reorder_lines(out / PREDICTIONS, places)
         counts = count_lines(out / PREDICTIONS)
         stage_ms: dict[str, float] = {}
         for run in runs:

@@ -174,3 +174,40 @@ def result_from_line(data: dict[str, Any], rel_of: Callable[[str], str]) -> Imag
         image=image, rel=rel_of(image), width=int(data.get("width") or 0),
         height=int(data.get("height") or 0), detections=detections, error=data.get("error"),
     )  # fmt: skip
+
+
+def reorder_lines(path: Path, positions: dict[str, list[int]]) -> bool:
+    """Rewrite predictions.jsonl in input order when it is not (a resumed run whose processes
+    stopped unevenly left holes that the resume filled at the end), so it, and the
+    coco_results.json ids taken from line positions, equal one whole run's. `positions`: each
+    image path's places in the plan (a path listed twice has two). Lines of images not in
+    the plan keep their order, after the others. Returns whether it rewrote the file."""
+    from visiontool.io.atomic import atomic_write
+
+    taken: dict[str, int] = {}
+    keys: list[tuple[int, int, int]] = []  # (place, offset, length) of each line
+    offset = 0
+    with path.open("rb") as handle:
+        for raw in handle:
+            try:
+                image = str(json.loads(raw).get("image", ""))
+            except (ValueError, AttributeError):
+                image = ""
+            seen = taken.get(image, 0)
+            places = positions.get(image, ())
+            taken[image] = seen + 1
+            place = places[seen] if seen < len(places) else 1 << 62
+            keys.append((place, offset, len(raw)))
+            offset += len(raw)
+    if all(a[0] <= b[0] for a, b in zip(keys, keys[1:], strict=False)):
+        return False
+    keys.sort(key=lambda k: (k[0], k[1]))
+
+    def write(target: Any) -> None:
+        with path.open("rb") as source:
+            for _, at, length in keys:
+                source.seek(at)
+                target.write(source.read(length))
+
+    atomic_write(path, write)
+    return True
