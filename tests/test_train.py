@@ -330,3 +330,18 @@ def test_train_with_compile_writes_a_plain_checkpoint(digits, tmp_path):
     summary = run_train(config)
     state = torch.load(summary.last, weights_only=True)["state_dict"]
     assert state and not any("_orig_mod" in key for key in state)
+
+
+def test_channels_last_trains_to_the_same_weights(digits, tmp_path):
+    """--channels-last changes the memory layout, not the function: one epoch of LeNet lands
+    on the same weights (to float rounding)."""
+    from visiontool.engine.train.trainer import TrainConfig, run_train
+
+    runs = {}
+    for flag in (False, True):
+        config = TrainConfig(task="classify", model="lenet", data=str(digits), epochs=1,
+                             batch=16, workers=0, channels_last=flag,
+                             out=tmp_path / str(flag))  # fmt: skip
+        runs[flag] = torch.load(run_train(config).last, weights_only=True)["state_dict"]
+    for key, value in runs[False].items():
+        assert torch.allclose(value.float(), runs[True][key].float(), atol=1e-4), key

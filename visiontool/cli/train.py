@@ -122,6 +122,9 @@ def train(
         "--compile",
         help="torch.compile the network (a detector's backbone); pays off on long GPU runs.",
     ),
+    channels_last: bool = typer.Option(
+        False, "--channels-last", help="NHWC weights and inputs (faster with --amp on GPUs)."
+    ),
     imgsz: int = typer.Option(None, "--imgsz", help="Input size."),
     augment: str = typer.Option(
         None, "--augment", help="frcnn, ssd, classify, multilabel or none."
@@ -173,7 +176,8 @@ def train(
         anchor_sizes=anchor_sizes, anchor_ratios=anchor_ratios,
         anchors=str(anchors) if anchors else None, epochs=epochs, batch=batch, lr=lr,
         optimizer=optimizer, weight_decay=weight_decay, warmup=warmup, schedule=schedule,
-        accumulate=accumulate, clip_grad=clip_grad, ema=ema, amp=amp, compile=compile_, imgsz=imgsz,
+        accumulate=accumulate, clip_grad=clip_grad, ema=ema, amp=amp, compile=compile_,
+        channels_last=channels_last, imgsz=imgsz,
         augment=augment, workers=workers, seed=seed, deterministic=deterministic,
         val_every=val_every, metric=metric, patience=patience, out=out, exist_ok=exist_ok,
         resume=str(resume) if resume else None, device=device, sync_bn=sync_bn,

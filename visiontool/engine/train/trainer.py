@@ -80,6 +80,7 @@ class TrainConfig:
     ema_decay: float = 0.999
     amp: bool = False
     compile: bool = False  # torch.compile the network (a detector's backbone)
+    channels_last: bool = False  # NHWC weights and inputs (tensor cores with --amp on a GPU)
     imgsz: int | None = None
     augment: str | None = None
     workers: int = 2
@@ -113,7 +114,9 @@ class TrainConfig:
 
 # What `--resume` may change: where and how fast it runs, how long it trains. Everything else
 # is the recorded run's; a different value is a usage error (it would be silently ignored).
-RESUME_MAY_CHANGE = ("device", "workers", "epochs", "log_every", "exist_ok", "compile")
+RESUME_MAY_CHANGE = (
+    "device", "workers", "epochs", "log_every", "exist_ok", "compile", "channels_last",
+)  # fmt: skip
 
 
 @dataclass
@@ -314,6 +317,8 @@ class Trainer:
         module, self.info, new_params = setup.build_for_training(cfg, self.train_set)
         self.augment = setup.attach_transforms(cfg, self.train_set, self.val_set, self.info)
         module.to(self.device)
+        if cfg.channels_last:  # before the optimizer: it holds these parameters
+            module.to(memory_format=torch.channels_last)
         if cfg.sync_bn and self.dist.enabled:
             module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
         self.model = module
@@ -604,6 +609,8 @@ class Trainer:
             if self.task.loss is None:
                 return self.ddp(images, prepared)
             batch = normalize_for_model(torch.stack(images), self.info.preprocess)
+            if self.cfg.channels_last:
+                batch = batch.contiguous(memory_format=torch.channels_last)
             logits = self.ddp(batch)
             logits = logits[0] if isinstance(logits, tuple) else logits  # GoogLeNet aux
             return self.task.loss(logits, prepared)
