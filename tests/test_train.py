@@ -345,3 +345,30 @@ def test_channels_last_trains_to_the_same_weights(digits, tmp_path):
         runs[flag] = torch.load(run_train(config).last, weights_only=True)["state_dict"]
     for key, value in runs[False].items():
         assert torch.allclose(value.float(), runs[True][key].float(), atol=1e-4), key
+
+
+@pytest.mark.parametrize("kind", ["detect", "classify"])
+def test_augmenting_on_the_device_draws_what_the_workers_draw(shapes, digits, tmp_path, kind):
+    """--augment-on device: the workers only decode; the same random flips, crops and
+    colour changes happen in the main process under the same per-sample seeds. On a CPU
+    (the device here) training lands on bit-identical weights."""
+    if kind == "detect":
+        base = dict(data=str(shapes), model="tinyssd", imgsz=96, augment="ssd", batch=4)
+    else:
+        base = dict(data=str(digits), task="classify", model="lenet", augment="classify",
+                    batch=8)  # fmt: skip
+    weights = {}
+    for where in ("cpu", "device"):
+        config = TrainConfig(**base, epochs=2, workers=1, lr=0.01, warmup=0.0, seed=4,
+                             augment_on=where, out=tmp_path / where)  # fmt: skip
+        weights[where] = torch.load(run_train(config).last, weights_only=True)["state_dict"]
+    for key, value in weights["cpu"].items():
+        assert torch.equal(value, weights["device"][key]), key
+
+
+def test_augment_on_is_checked(digits, tmp_path):
+    from visiontool.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--augment-on must be cpu or device"):
+        run_train(lenet_config(digits, tmp_path / "o", augment_on="gpu"))
+    assert not (tmp_path / "o").exists()

@@ -125,6 +125,12 @@ def train(
     channels_last: bool = typer.Option(
         False, "--channels-last", help="NHWC weights and inputs (faster with --amp on GPUs)."
     ),
+    augment_on: str = typer.Option(
+        "cpu",
+        "--augment-on",
+        help="Where training images are augmented: cpu (loader workers) or device (the "
+        "training GPU; workers only decode).",
+    ),
     imgsz: int = typer.Option(None, "--imgsz", help="Input size."),
     augment: str = typer.Option(
         None, "--augment", help="frcnn, ssd, classify, multilabel or none."
@@ -177,7 +183,7 @@ def train(
         anchors=str(anchors) if anchors else None, epochs=epochs, batch=batch, lr=lr,
         optimizer=optimizer, weight_decay=weight_decay, warmup=warmup, schedule=schedule,
         accumulate=accumulate, clip_grad=clip_grad, ema=ema, amp=amp, compile=compile_,
-        channels_last=channels_last, imgsz=imgsz,
+        channels_last=channels_last, augment_on=augment_on, imgsz=imgsz,
         augment=augment, workers=workers, seed=seed, deterministic=deterministic,
         val_every=val_every, metric=metric, patience=patience, out=out, exist_ok=exist_ok,
         resume=str(resume) if resume else None, device=device, sync_bn=sync_bn,

@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 
-def detection_collate(batch: list[tuple[Any, Any]]) -> tuple[list[Any], list[Any]]:
-    """[(image, target), ...] -> ([images], [targets]), the form torchvision detectors take."""
-    images = [image for image, _ in batch]
-    targets = [target for _, target in batch]
-    return images, targets
+def detection_collate(batch: list[tuple[Any, ...]]) -> tuple[list[Any], ...]:
+    """[(image, target), ...] -> ([images], [targets]), the form torchvision detectors take;
+    samples with a third field (their (epoch, index) key) give a third list."""
+    return tuple(list(field) for field in zip(*batch, strict=True)) if batch else ([], [])

@@ -412,6 +412,21 @@ def attach_transforms(cfg: Any, train: Any, val: Any | None, info: ModelInfo) ->
     return preset
 
 
+def move_augmentation(cfg: Any, train: Any, device: Any) -> Any:
+    """`--augment-on device`: take the training transforms off the data set (the workers then
+    only decode) into a `DeviceAugment` the trainer applies on `device`; None otherwise."""
+    if cfg.augment_on == "cpu":
+        return None
+    if cfg.augment_on != "device":
+        raise ConfigError(f"--augment-on must be cpu or device, got {cfg.augment_on!r}")
+    from visiontool.data.classification import ClassificationDataset
+    from visiontool.engine.train.device_augment import DeviceAugment
+
+    transforms, train.transforms = train.transforms, None
+    pairs = not isinstance(train, ClassificationDataset)  # detection sets warp boxes too
+    return DeviceAugment(transforms, cfg.seed, device, pairs=pairs)
+
+
 def compile_network(module: Any) -> str:
     """`torch.compile` in place (`nn.Module.compile`: state-dict keys, checkpoints and the EMA
     copy stay as they are) on what runs the same shapes every step: a detector's backbone (its

@@ -7,7 +7,9 @@ per-sample seed (`SeededSamples`), so it needs no saved state at all.
 
 from __future__ import annotations
 
+import contextlib
 import random
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -73,27 +75,38 @@ class SeededSamples:
     right epoch; a bare index uses `epoch` (set before each epoch in the main process).
     """
 
-    def __init__(self, dataset: Any, seed: int) -> None:
+    def __init__(self, dataset: Any, seed: int, *, with_keys: bool = False) -> None:
         self.dataset = dataset
         self.seed = seed
         self.epoch = 0
+        self.with_keys = with_keys
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, key: int | tuple[int, int]) -> Any:
-        import numpy as np
-        import torch
-
         epoch, index = key if isinstance(key, tuple) else (self.epoch, int(key))
-        seed = sample_seed(self.seed, epoch, index)
-        py_state, np_state = random.getstate(), np.random.get_state()
-        with torch.random.fork_rng(devices=[]):
-            random.seed(seed)
-            np.random.seed(seed % 2**32)
-            torch.manual_seed(seed)
-            try:
-                return self.dataset[index]
-            finally:
-                random.setstate(py_state)
-                np.random.set_state(np_state)
+        if self.with_keys:  # augmented later, on the device (`device_augment`)
+            return (*self.dataset[index], (epoch, index))
+        with seeded(sample_seed(self.seed, epoch, index)):
+            return self.dataset[index]
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: Any = None) -> Iterator[None]:
+    """Python's, NumPy's and torch's generators (and `device`'s, a CUDA one) seeded with
+    `seed` inside, restored after: the caller's random streams are unaffected."""
+    import numpy as np
+    import torch
+
+    py_state, np_state = random.getstate(), np.random.get_state()
+    cuda = [device] if device is not None and getattr(device, "type", "") == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)

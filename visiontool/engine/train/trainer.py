@@ -81,6 +81,7 @@ class TrainConfig:
     amp: bool = False
     compile: bool = False  # torch.compile the network (a detector's backbone)
     channels_last: bool = False  # NHWC weights and inputs (tensor cores with --amp on a GPU)
+    augment_on: str = "cpu"  # cpu: in the loader workers; device: on the training device
     imgsz: int | None = None
     augment: str | None = None
     workers: int = 2
@@ -116,6 +117,7 @@ class TrainConfig:
 # is the recorded run's; a different value is a usage error (it would be silently ignored).
 RESUME_MAY_CHANGE = (
     "device", "workers", "epochs", "log_every", "exist_ok", "compile", "channels_last",
+    "augment_on",
 )  # fmt: skip
 
 
@@ -258,6 +260,8 @@ def _validate(config: TrainConfig) -> None:
             flag = "--" + name.replace("_", "-")
             raise ConfigError(f"{flag} applies to --task {owner} only (this run: --task "
                               f"{task.name}); drop it or pass --task {owner}")  # fmt: skip
+    if config.augment_on not in ("cpu", "device"):
+        raise ConfigError(f"--augment-on must be cpu or device, got {config.augment_on!r}")
     if not math.isfinite(config.box_weight) or config.box_weight < 0:
         raise ConfigError(f"--box-weight must be a number >= 0, got {config.box_weight}")
     if not 0.0 < config.threshold < 1.0:
@@ -316,6 +320,7 @@ class Trainer:
         self.train_set, self.val_set = setup.open_training_data(cfg)
         module, self.info, new_params = setup.build_for_training(cfg, self.train_set)
         self.augment = setup.attach_transforms(cfg, self.train_set, self.val_set, self.info)
+        self.device_augment = setup.move_augmentation(cfg, self.train_set, self.device)
         module.to(self.device)
         if cfg.channels_last:  # before the optimizer: it holds these parameters
             module.to(memory_format=torch.channels_last)
@@ -384,7 +389,9 @@ class Trainer:
             )
         )
         # each sample's augmentation under its own seed: the same on resume, whichever worker
-        self.samples = SeededSamples(self.train_set, cfg.seed)
+        self.samples = SeededSamples(
+            self.train_set, cfg.seed, with_keys=self.device_augment is not None
+        )
         loader = DataLoader(
             self.samples,
             batch_size=cfg.batch,
@@ -556,7 +563,9 @@ class Trainer:
         self._step_in_epoch = skip
         self._position = (epoch, skip)
         n_micro = len(self.loader)
-        for micro, (images, targets) in enumerate(self.loader, start=1):
+        for micro, (images, targets, *keys) in enumerate(self.loader, start=1):
+            if self.device_augment is not None:  # the workers only decoded
+                images, targets = self.device_augment(images, targets, keys[0])
             if epoch == 0 and micro == 1 and skip == 0:
                 self._picture("train_batch.jpg", partial(self._draw_batch, images, targets))
             losses = self._forward(images, targets)
