@@ -236,3 +236,11 @@ def test_torchrun_two_processes_equal_one_process(images, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["processes"] == 2 and summary["resumed"] == 0
     assert not list(out.glob("predictions.rank*.jsonl"))
+
+
+def test_a_run_that_cannot_load_its_model_leaves_no_folder(images, tmp_path, cli):
+    out = tmp_path / "never"
+    result = cli("detect", str(images), "--weights", str(tmp_path / "missing.pt"),
+                 "--out", str(out))  # fmt: skip
+    assert result.exit_code == 2 and "not found" in result.output
+    assert not out.exists()  # args.json is written only once the model loaded

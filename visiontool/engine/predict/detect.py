@@ -343,7 +343,6 @@ def _run(
                 on_log(previous.describe(out))
         elif config.resume and on_log is not None:
             on_log(f"--resume: nothing to resume in {out}: starting a new run")
-        write_json(out / ARGS, run_args(config))
     done = broadcast_object(previous.counts.done if previous is not None else {}, procs)
     mine = plan.select(skip=done, shard=(procs.rank, procs.world_size))
     coco_ids = (
@@ -358,6 +357,8 @@ def _run(
         tile_overlap=config.tile_overlap, merge=config.merge, batch=config.batch,
     )  # fmt: skip
     startup["model_s"] = time.perf_counter() - setup_started  # build, weights, device, fusion
+    if procs.is_main:  # the model loaded: from here the folder holds a run to resume
+        write_json(out / ARGS, run_args(config))
     info = predictor.loaded.info
     summary = DetectSummary(
         model=info.name,
