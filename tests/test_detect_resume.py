@@ -242,5 +242,5 @@ def test_a_run_that_cannot_load_its_model_leaves_no_folder(images, tmp_path, cli
     out = tmp_path / "never"
     result = cli("detect", str(images), "--weights", str(tmp_path / "missing.pt"),
                  "--out", str(out))  # fmt: skip
-    assert result.exit_code == 2 and "not found" in result.output
+    assert result.exit_code == 3 and "not found" in result.output  # a weights error
     assert not out.exists()  # args.json is written only once the model loaded
