@@ -84,6 +84,13 @@ step train_amp $((90 * SLOW)) "$PY" benchmarks/train_speed.py --device "$DEVICE"
 step train_compile $((150 * SLOW)) "$PY" benchmarks/train_speed.py --device "$DEVICE" --amp \
     --compile --epochs 2 --n "$N_TRAIN" --batch "$BATCH" --workers "$WORKERS" --repeat 1
 
+# 4c. augmentation in the loader workers against on the GPU (`--augment-on device`)
+for where in cpu device; do
+    step "train_aug_$where" $((90 * SLOW)) "$PY" benchmarks/train_speed.py --device "$DEVICE" \
+        --amp --augment frcnn --augment-on "$where" --n "$N_TRAIN" --batch "$BATCH" \
+        --workers "$WORKERS" --repeat 1
+done
+
 # 5. DDP: torchrun over every GPU (NCCL), one short epoch
 if [ "$GPUS" -ge 1 ]; then
     "${VT[@]}" data synth --out "$LOG/ddp_data" --n 64 --imgsz 128 --seed 5 --exist-ok -q \

@@ -67,14 +67,17 @@ def ours(
     amp: bool,
     epochs: int = 1,
     compile_: bool = False,
+    augment: str = "none",
+    augment_on: str = "cpu",
 ) -> float:
     """visiontool's images/s in its last epoch (with --compile, run 2+ epochs: the first pays
     for compiling)."""
     config = TrainConfig(data=str(data), head="frcnn", backbone=MODEL["backbone"],
                          fpn_channels=64, box_head=256, imgsz=256, returned_layers=[1, 2, 3, 5],
-                         epochs=epochs, batch=batch, lr=0.01, augment="none", workers=workers,
+                         epochs=epochs, batch=batch, lr=0.01, augment=augment, workers=workers,
                          device=device, amp=amp, out=out, exist_ok=True, warmup=0.0,
-                         val_split="none", compile=compile_)  # fmt: skip
+                         val_split="none", compile=compile_,
+                         augment_on=augment_on)  # fmt: skip
     run_train(config)
     with (out / "results.csv").open() as handle:
         return float(list(csv.DictReader(handle))[-1]["images_per_s"])
@@ -90,6 +93,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=1, help="ours: images/s of the last")
     parser.add_argument("--compile", action="store_true", help="ours: train --compile")
+    parser.add_argument("--augment", default="none", help="ours: train --augment (frcnn, ...)")
+    parser.add_argument("--augment-on", default="cpu", help="ours: cpu (workers) or device")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "shapes"
@@ -100,9 +105,11 @@ def main() -> None:
                                   workers=args.workers))  # fmt: skip
             mine.append(ours(data, Path(tmp) / f"run{i}", batch=args.batch, device=args.device,
                              workers=args.workers, amp=args.amp, epochs=args.epochs,
-                             compile_=args.compile))  # fmt: skip
+                             compile_=args.compile, augment=args.augment,
+                             augment_on=args.augment_on))  # fmt: skip
     print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}, device {args.device}, "
           f"amp {args.amp}, compile {args.compile}, epochs {args.epochs}, "
+          f"augment {args.augment} on {args.augment_on}, "
           f"load {os.getloadavg()[0]:.2f}")  # fmt: skip
     print(f"reference loop: {max(refs):.2f} images/s  runs {[round(r, 2) for r in refs]}")
     print(f"visiontool    : {max(mine):.2f} images/s  runs {[round(r, 2) for r in mine]}")
