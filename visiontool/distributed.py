@@ -32,18 +32,26 @@ def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
-def init_distributed(device: Any) -> DistInfo:
-    """Join the process group torchrun describes; a single-process DistInfo otherwise."""
+def process_info() -> DistInfo:
+    """This process's place in the job torchrun describes (nothing joined yet); a
+    single-process DistInfo otherwise."""
     if not launched_by_torchrun() or int(os.environ["WORLD_SIZE"]) <= 1:
         return DistInfo()
-    import torch
-    import torch.distributed as dist
-
-    info = DistInfo(
+    return DistInfo(
         rank=int(os.environ["RANK"]),
         world_size=int(os.environ["WORLD_SIZE"]),
         local_rank=int(os.environ.get("LOCAL_RANK", 0)),
     )
+
+
+def init_distributed(device: Any) -> DistInfo:
+    """Join the process group torchrun describes; a single-process DistInfo otherwise."""
+    info = process_info()
+    if not info.enabled:
+        return info
+    import torch
+    import torch.distributed as dist
+
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":

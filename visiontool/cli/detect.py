@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -119,11 +118,12 @@ def detect(
 
     if model is None and weights is None:
         raise typer.BadParameter("pass --model NAME (see `visiontool models`) or --weights PATH")
-    from visiontool.distributed import launched_by_torchrun
+    from visiontool.distributed import process_info
 
-    several = launched_by_torchrun() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    job = process_info()
+    several = job.enabled
     # under torchrun, rank 0 speaks for the job (its own images, then the merged summary)
-    speaks = os.environ.get("RANK", "0") == "0"
+    speaks = job.is_main
     console = Console(json_mode=json_out, quiet=quiet or not speaks)
     config = DetectConfig(
         sources=list(sources or []),

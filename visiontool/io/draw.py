@@ -210,6 +210,7 @@ def detection_tags(
     thickness, font_scale = detect_style(height, width)
     boxes = [pixel_box(det.box, height, width) for det in detections]
     drawn = np.array([b for b in boxes if b is not None], dtype=np.float64).reshape(-1, 4)
+    areas = box_areas(drawn)  # once a picture, not once a candidate spot
     placed = np.zeros((len(detections), 4), dtype=np.float64)  # the first `count` rows are tags
     count, covered = 0, 0
     tags = []
@@ -222,8 +223,8 @@ def detection_tags(
             continue  # a box with a NaN corner is not drawn either
         text = fit_label(f"{det.label} {det.score:.2f}", det.label, max_width, font_scale,
                          thickness)  # fmt: skip
-        rect = _tag_spot(text, boxes[index], drawn, placed[:count], font_scale, thickness,
-                         height, width)  # fmt: skip
+        rect = _tag_spot(text, boxes[index], (drawn, areas), placed[:count], font_scale,
+                         thickness, height, width)  # fmt: skip
         if rect is None:
             continue
         placed[count] = rect
@@ -236,7 +237,7 @@ def detection_tags(
 def _tag_spot(
     text: str,
     box: Sequence[int],
-    boxes: Any,
+    boxes: tuple[Any, Any],
     placed: Any,
     scale: float,
     thickness: int,
@@ -244,8 +245,8 @@ def _tag_spot(
     width: int,
 ) -> Rect | None:
     """The tag rectangle for `box` (see `detection_tags`), or None when none is free; `boxes`
-    (an (N, 4) array) are every drawn detection's, its own included (a tag inside a small box
-    hides its object); `placed` (an (M, 4) array) the tags so far."""
+    ((N, 4) array, their areas) are every drawn detection's, its own included (a tag inside a
+    small box hides its object); `placed` (an (M, 4) array) the tags so far."""
     x1, y1, x2, y2 = _tag_rect(text, (box[0], box[1]), scale, thickness, height, width, below=True)
     h = y2 - y1
     spots = []
@@ -253,7 +254,7 @@ def _tag_spot(
         top = max(0, min(top, height - h))
         rect = (x1, top, x2, top + h)
         if not _covers_any(rect, placed):
-            spots.append((round(_hidden(rect, boxes), 1), order, rect))
+            spots.append((round(_hidden(rect, *boxes), 1), order, rect))
     if spots:
         return min(spots)[2]
     first = max(0, min(box[1] - h, height - h))
@@ -271,16 +272,20 @@ def _covers_any(rect: Rect, rects: Any) -> bool:
     )  # fmt: skip
 
 
-def _hidden(rect: Rect, boxes: Any) -> float:
-    """How much of `boxes` (N, 4) a tag at `rect` hides: the sum of the covered fractions
-    above `HIDES` (vectorised: a picture may hold hundreds of boxes)."""
+def box_areas(boxes: Any) -> Any:
+    """Areas of `boxes` (N, 4), inverted ones 0."""
+    import numpy as np
+
+    return np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+
+
+def _hidden(rect: Rect, boxes: Any, areas: Any) -> float:
+    """How much of `boxes` (N, 4; `areas` theirs) a tag at `rect` hides: the sum of the
+    covered fractions above `HIDES` (vectorised: a picture may hold hundreds of boxes)."""
     import numpy as np
 
     w = np.clip(np.minimum(boxes[:, 2], rect[2]) - np.maximum(boxes[:, 0], rect[0]), 0, None)
     h = np.clip(np.minimum(boxes[:, 3], rect[3]) - np.maximum(boxes[:, 1], rect[1]), 0, None)
-    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(
-        boxes[:, 3] - boxes[:, 1], 0, None
-    )
     fractions = w * h / np.maximum(areas, 1.0)
     return float(fractions[fractions > HIDES].sum())
 

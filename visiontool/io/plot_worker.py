@@ -57,11 +57,6 @@ class PlotWorker:
     def forked(self) -> bool:
         return self._process is not None
 
-    @property
-    def pending(self) -> int:
-        """Jobs submitted and not yet collected by `finish`."""
-        return len(self._jobs)
-
     def __enter__(self) -> PlotWorker:
         return self
 

@@ -43,14 +43,19 @@ class CocoResult:
     iou_thresholds: np.ndarray
     category_ids: list[int]
 
+    def threshold_row(self, iou: float) -> int | None:
+        """Where `iou` sits among the evaluation's IoU thresholds (None: not among them)."""
+        rows = np.flatnonzero(np.isclose(self.iou_thresholds, iou))
+        return int(rows[0]) if rows.size else None
+
     def class_ap(self, k: int, *, iou: float | None = None) -> float:
         """AP of class index `k` over all IoU thresholds, or at one threshold (e.g. 0.5)."""
         p = self.precision[:, :, k, 0, -1]
         if iou is not None:
-            rows = np.flatnonzero(np.isclose(self.iou_thresholds, iou))
-            if rows.size == 0:
+            row = self.threshold_row(iou)
+            if row is None:
                 return -1.0
-            p = p[rows[0]]
+            p = p[row]
         valid = p[p > -1]
         return float(valid.mean()) if valid.size else -1.0
 

@@ -133,8 +133,8 @@ def coco_pr_curves(
     """COCO's interpolated precision at IoU 0.5 and AP50 per class with ground truth, from
     the COCO evaluation alone (so the plot can start before the VOC numbers); None when 0.5
     is not among its IoU thresholds."""
-    rows = np.flatnonzero(np.isclose(coco.iou_thresholds, 0.5))
-    if not rows.size:
+    row = coco.threshold_row(0.5)
+    if row is None:
         return None
     recall_points = np.linspace(0.0, 1.0, 101)
     curves, ap = {}, {}
@@ -142,7 +142,7 @@ def coco_pr_curves(
         ap50 = coco.class_ap(k, iou=0.5)
         if ap50 < 0:  # no ground truth of this class
             continue
-        curves[name] = (recall_points, np.clip(coco.precision[rows[0], :, k, 0, -1], 0.0, None))
+        curves[name] = (recall_points, np.clip(coco.precision[row, :, k, 0, -1], 0.0, None))
         ap[name] = ap50
     return curves, ap
 

@@ -386,7 +386,7 @@ def _write_detection(
         return files
     from visiontool.engine.evaluate.plots import plot_pr_curves, pr_curves
 
-    if plots.pending < 2:  # not drawn from the COCO numbers alone: from the VOC ones
+    if extras["coco"].threshold_row(0.5) is None:  # not drawn from COCO's: from VOC's
         curves, ap50 = pr_curves(gt, metrics, extras)
         plots.submit(plot_pr_curves, curves, out / PR_CURVE, ap=ap50)
     confusion, pr = plots.finish()

@@ -453,10 +453,8 @@ def _finish_merged(
     runs = gather_objects(summary, procs)
     if procs.is_main:
         merge_parts(out)
+        places, rels = _plan_index(plan) if config.resume or config.save_coco else ({}, {})
         if config.resume:  # earlier lines first, then this run's: back into input order
-            places: dict[str, list[int]] = {}
-            for index, item, _ in plan.walk():
-                places.setdefault(item.path, []).append(index)
             reorder_lines(out / PREDICTIONS, places)
         counts = count_lines(out / PREDICTIONS)
         stage_ms: dict[str, float] = {}
@@ -477,9 +475,6 @@ def _finish_merged(
         total.resumed = max(0, counts.images - now)
         total.processes = procs.world_size
         if config.save_coco:
-            rels: dict[str, str] = {}
-            for _, item, _ in plan.walk():
-                rels.setdefault(item.path, item.rel)
             write_coco_from_lines(
                 out / PREDICTIONS, out / "coco_results.json", info.category_ids,
                 lambda image: rels.get(image, Path(image).name), coco_ids,
@@ -487,6 +482,17 @@ def _finish_merged(
         write_json(out / "summary.json", total.to_dict())
         summary = total
     return broadcast_object(summary, procs)
+
+
+def _plan_index(plan: Any) -> tuple[dict[str, list[int]], dict[str, str]]:
+    """One walk of the whole plan: each image path's places in it (a path listed twice has
+    two), and its relative name (the first listing's), for lines that carry only the path."""
+    places: dict[str, list[int]] = {}
+    rels: dict[str, str] = {}
+    for index, item, _ in plan.walk():
+        places.setdefault(item.path, []).append(index)
+        rels.setdefault(item.path, item.rel)
+    return places, rels
 
 
 def _write_detect_report(report: Any, summary: DetectSummary, out: Path) -> None:

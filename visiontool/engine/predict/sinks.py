@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from visiontool.engine.predict.merge import ORDER_KEY
 from visiontool.results import ImageResult
 
 ResultCallback = Callable[[ImageResult], None]
@@ -141,7 +142,7 @@ class ResultSink:
         self.jsonl.write(
             result,
             saved=[p.relative_to(self.out).as_posix() for p in saved if p is not None],
-            extra={"_order": self.names.position(result.rel)} if self.ordered else None,
+            extra={ORDER_KEY: self.names.position(result.rel)} if self.ordered else None,
         )
         if self.on_written is not None:
             self.on_written(result)

@@ -415,10 +415,8 @@ def attach_transforms(cfg: Any, train: Any, val: Any | None, info: ModelInfo) ->
 def move_augmentation(cfg: Any, train: Any, device: Any) -> Any:
     """`--augment-on device`: take the training transforms off the data set (the workers then
     only decode) into a `DeviceAugment` the trainer applies on `device`; None otherwise."""
-    if cfg.augment_on == "cpu":
+    if cfg.augment_on != "device":  # a value other than cpu/device: refused by `_validate`
         return None
-    if cfg.augment_on != "device":
-        raise ConfigError(f"--augment-on must be cpu or device, got {cfg.augment_on!r}")
     from visiontool.data.classification import ClassificationDataset
     from visiontool.engine.train.device_augment import DeviceAugment
 
