@@ -236,6 +236,15 @@ def test_torchrun_two_processes_equal_one_process(images, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["processes"] == 2 and summary["resumed"] == 0
     assert not list(out.glob("predictions.rank*.jsonl"))
+    # rank 0 refuses the resume: every process says why in one line, none waits or dumps gloo
+    refused = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                              f"--master_port={free_port()}", "-m", "visiontool", "detect",
+                              str(images), *OPTS, "--out", str(out), "--resume", "--conf", "0.5"],
+                             env=env, cwd=REPO, capture_output=True, text=True,
+                             timeout=120)  # fmt: skip
+    assert refused.returncode != 0
+    assert refused.stderr.count("error: --resume: options differ") == 2, refused.stderr[-3000:]
+    assert "[rank1]" not in refused.stderr and "Connection closed" not in refused.stderr
 
 
 def test_a_run_that_cannot_load_its_model_leaves_no_folder(images, tmp_path, cli):

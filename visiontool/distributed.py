@@ -8,9 +8,15 @@ and every helper here is a no-op, so the trainer has one code path.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+from visiontool.errors import VisiontoolError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -26,6 +32,29 @@ class DistInfo:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+
+class PeerStopped(VisiontoolError):
+    """A collective call failed because another process of the job stopped: that process
+    prints why; this one says only that it lost its peers (exit 1, like a failed input)."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class _MainFailed:
+    """What rank 0 broadcasts in place of a decision when it could not take one."""
+
+    message: str
+    exit_code: int
+
+
+class SharedError(VisiontoolError):
+    """Rank 0's error, raised again on the other ranks with its message and exit code."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def launched_by_torchrun() -> bool:
@@ -69,11 +98,25 @@ def local_device(device: Any, info: DistInfo) -> Any:
     return device
 
 
+@contextlib.contextmanager
+def _collective(info: DistInfo) -> Iterator[None]:
+    """A collective call; a peer that died (gloo's "Connection closed by peer", an NCCL error)
+    becomes one line instead of a backend traceback."""
+    try:
+        yield
+    except RuntimeError as exc:  # torch's DistBackendError is a RuntimeError
+        raise PeerStopped(
+            f"process {info.rank} of {info.world_size}: another process of this torchrun job "
+            "stopped (its own message says why)"
+        ) from exc
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         import torch.distributed as dist
 
-        dist.barrier()
+        with _collective(info):
+            dist.barrier()
 
 
 def gather_objects(obj: Any, info: DistInfo) -> list[Any]:
@@ -83,7 +126,8 @@ def gather_objects(obj: Any, info: DistInfo) -> list[Any]:
     import torch.distributed as dist
 
     gathered: list[Any] = [None] * info.world_size
-    dist.all_gather_object(gathered, obj)
+    with _collective(info):
+        dist.all_gather_object(gathered, obj)
     return gathered
 
 
@@ -94,8 +138,28 @@ def broadcast_object(obj: Any, info: DistInfo) -> Any:
     import torch.distributed as dist
 
     box = [obj]
-    dist.broadcast_object_list(box, src=0)
+    with _collective(info):
+        dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def main_decides(decide: Callable[[], T], info: DistInfo) -> T:
+    """`decide()` run on rank 0 only, its result handed to every rank. When it raises a
+    VisiontoolError every rank raises it (same message, same exit code), so no process waits
+    for an answer that never comes."""
+    if not info.enabled:
+        return decide()
+    if info.is_main:
+        try:
+            result = decide()
+        except VisiontoolError as exc:
+            broadcast_object(_MainFailed(str(exc), exc.exit_code), info)
+            raise
+        return broadcast_object(result, info)
+    got = broadcast_object(None, info)
+    if isinstance(got, _MainFailed):
+        raise SharedError(got.message, got.exit_code)
+    return got
 
 
 def all_reduce_mean(value: float, info: DistInfo) -> float:
@@ -105,7 +169,8 @@ def all_reduce_mean(value: float, info: DistInfo) -> float:
     import torch.distributed as dist
 
     tensor = torch.tensor([value], dtype=torch.float64)
-    dist.all_reduce(tensor)
+    with _collective(info):
+        dist.all_reduce(tensor)
     return float(tensor.item()) / info.world_size
 
 

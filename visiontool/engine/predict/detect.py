@@ -264,23 +264,21 @@ def _claim_out(
 ) -> Iterator[Path]:
     """Rank 0 checks, creates and locks the output folder and tells the others its path (or
     the error, which every process then raises)."""
-    from visiontool.distributed import broadcast_object
-    from visiontool.errors import ConfigError, VisiontoolError
+    from visiontool.distributed import main_decides
 
-    if not procs.is_main:
-        got = broadcast_object(None, procs)
-        if isinstance(got, str):
-            raise ConfigError(got)
-        yield got
-        return
-    try:
+    handle = None
+
+    def claim() -> Path:
+        nonlocal handle
         handle = _prepare(config, inputs, recursive_inputs, on_log)
-    except VisiontoolError as exc:
-        broadcast_object(str(exc), procs)
-        raise
-    with handle as out_dir:
-        broadcast_object(out_dir.path, procs)
-        yield out_dir.path
+        return handle.path
+
+    path = main_decides(claim, procs)
+    if handle is None:  # another rank: rank 0 holds the folder
+        yield path
+        return
+    with handle:
+        yield path
 
 
 def _prepare(
@@ -327,7 +325,7 @@ def _run(
     on_result: ResultCallback | None,
     on_log: Callable[[str], None] | None,
 ) -> DetectSummary:
-    from visiontool.distributed import broadcast_object, local_device
+    from visiontool.distributed import local_device, main_decides
     from visiontool.engine.predict.merge import part_path
     from visiontool.engine.predict.resume import ARGS, has_run, load_previous, run_args
     from visiontool.io.atomic import write_json
@@ -336,14 +334,18 @@ def _run(
 
     merged = config.resume or procs.enabled  # predictions.jsonl is finished from its lines
     previous = None
-    if procs.is_main:
+
+    def what_is_done() -> dict[str, int]:
+        nonlocal previous
         if config.resume and has_run(out):
             previous = load_previous(out, config)
             if on_log is not None:
                 on_log(previous.describe(out))
         elif config.resume and on_log is not None:
             on_log(f"--resume: nothing to resume in {out}: starting a new run")
-    done = broadcast_object(previous.counts.done if previous is not None else {}, procs)
+        return previous.counts.done if previous is not None else {}
+
+    done = main_decides(what_is_done, procs)
     mine = plan.select(skip=done, shard=(procs.rank, procs.world_size))
     coco_ids = (
         _CocoImageIds(Path(config.data)) if config.save_coco and config.data is not None else None

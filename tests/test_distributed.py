@@ -1,0 +1,42 @@
+"""The torch.distributed helpers: what a process does when rank 0 or a peer fails."""
+
+from __future__ import annotations
+
+import pytest
+
+from visiontool import distributed
+from visiontool.distributed import DistInfo, PeerStopped, SharedError, main_decides
+from visiontool.errors import ModelLoadError
+
+
+def test_a_collective_that_loses_its_peer_is_one_line_exit_1(monkeypatch):
+    import torch.distributed as dist
+
+    def closed(*_a, **_k):
+        raise RuntimeError("[gloo/transport/tcp/pair.cc:561] Connection closed by peer")
+
+    monkeypatch.setattr(dist, "broadcast_object_list", closed)
+    with pytest.raises(PeerStopped) as caught:
+        distributed.broadcast_object("x", DistInfo(rank=1, world_size=2))
+    assert caught.value.exit_code == 1
+    assert "process 1 of 2" in str(caught.value) and "gloo" not in str(caught.value)
+
+
+def test_rank_0s_error_is_raised_on_every_rank_with_its_exit_code(monkeypatch):
+    sent: list = []
+    monkeypatch.setattr(distributed, "broadcast_object", lambda obj, info: sent.append(obj) or obj)
+
+    def fails():
+        raise ModelLoadError("weights not found: w.pt")
+
+    with pytest.raises(ModelLoadError):
+        main_decides(fails, DistInfo(rank=0, world_size=2))
+    # the other rank receives what rank 0 sent instead of a decision
+    monkeypatch.setattr(distributed, "broadcast_object", lambda obj, info: sent[0])
+    with pytest.raises(SharedError) as caught:
+        main_decides(lambda: pytest.fail("only rank 0 decides"), DistInfo(rank=1, world_size=2))
+    assert str(caught.value) == "weights not found: w.pt" and caught.value.exit_code == 3
+    # a decision is shared as it is; one process decides alone
+    monkeypatch.setattr(distributed, "broadcast_object", lambda obj, info: obj)
+    assert main_decides(lambda: {"a": 1}, DistInfo(rank=0, world_size=2)) == {"a": 1}
+    assert main_decides(lambda: 5, DistInfo()) == 5
