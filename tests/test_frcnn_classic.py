@@ -99,12 +99,12 @@ def test_frcnn_vgg16_is_the_papers_network(paper):
     predictor = paper.roi_heads.box_predictor
     assert predictor.cls_score.out_features == 4 and predictor.bbox_pred.out_features == 16
     assert 130e6 < sum(p.numel() for p in paper.parameters()) < 140e6
-    # inference: per-class NMS at 0.7; --iou overrides it
-    assert paper.roi_heads.nms_thresh == 0.7
+    # inference: per-class NMS at the reference code's 0.3 (0.7 is the RPN's); --iou overrides
+    assert paper.roi_heads.nms_thresh == 0.3 and paper.rpn.nms_thresh == 0.7
     head_spec = registry.get("head", "frcnn-classic")
     head_spec.configure(paper, InferenceSettings(conf=0.3, iou=0.45))
     assert (paper.roi_heads.score_thresh, paper.roi_heads.nms_thresh) == (0.3, 0.45)
-    head_spec.configure(paper, InferenceSettings(conf=0.05, iou=0.7))
+    head_spec.configure(paper, InferenceSettings(conf=0.05, iou=0.3))
 
 
 def test_anchors_are_exactly_what_anchors_grid_shows(paper, cli, tmp_path):
