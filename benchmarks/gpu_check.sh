@@ -14,20 +14,8 @@
 #
 # Logs go to $OUT (the device tool brings that folder back) or runs/gpu_check; each step has a
 # time limit, so one failing step cannot eat the machine's time; the summary says which failed.
-set -u -o pipefail
-cd "$(dirname "$0")/.."
-
-DEVICE=${DEVICE:-cuda}
-QUICK=${QUICK:-0}
-PY=${PYTHON:-python3}
-LOG=${OUT:-runs/gpu_check}
-mkdir -p "$LOG"
-if ls .whl/*.whl >/dev/null 2>&1; then
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
-fi
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-VT=("$PY" -m visiontool)
+LOG_NAME=gpu_check
+source "$(dirname "$0")/gpu_env.sh"
 SUMMARY=()
 
 # step NAME SECONDS COMMAND...: run it under a time limit, its output to $LOG/NAME.log; the

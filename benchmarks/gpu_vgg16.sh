@@ -11,21 +11,8 @@
 # 4096. Anchors and input follow the CPU recipe (16-128 px at 320 px: shapes are 10-128 px).
 # The training stops at LIMIT seconds (SIGTERM: last.pt is kept) and best.pt is then scored on
 # held-out shapes from a seed the recipe never used.
-set -u -o pipefail
-cd "$(dirname "$0")/.."
-
-DEVICE=${DEVICE:-cuda}
-QUICK=${QUICK:-0}
-PY=${PYTHON:-python3}
-LOG=${OUT:-runs/gpu_vgg16}
-LIMIT=${LIMIT:-300}
-mkdir -p "$LOG"
-if ls .whl/*.whl >/dev/null 2>&1; then
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
-fi
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-VT=("$PY" -m visiontool)
+LOG_NAME=gpu_vgg16
+source "$(dirname "$0")/gpu_env.sh"
 WORK=${WORK:-/tmp/gpu_vgg16}
 rm -rf "$WORK" && mkdir -p "$WORK"
 

@@ -100,9 +100,11 @@ def test_gpu_check_script_is_valid_bash_and_covers_each_check():
     import subprocess
     from pathlib import Path
 
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.sh"
-    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
-    text = script.read_text()
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+    for name in ("gpu_check.sh", "gpu_env.sh", "gpu_vgg16.sh"):  # gpu_env.sh: their set-up
+        assert subprocess.run(["bash", "-n", str(folder / name)]).returncode == 0, name
+    assert "frcnn-vgg16" in (folder / "gpu_vgg16.sh").read_text()
+    text = (folder / "gpu_check.sh").read_text()
     for check in ("pytest", "detect_pipeline.py", "--half", "train_speed.py --device", "--amp",
                   "torch.distributed.run"):  # fmt: skip
         assert check in text, check
