@@ -40,3 +40,20 @@ def test_rank_0s_error_is_raised_on_every_rank_with_its_exit_code(monkeypatch):
     monkeypatch.setattr(distributed, "broadcast_object", lambda obj, info: obj)
     assert main_decides(lambda: {"a": 1}, DistInfo(rank=0, world_size=2)) == {"a": 1}
     assert main_decides(lambda: 5, DistInfo()) == 5
+
+
+def test_a_claimed_output_folder_is_undone_when_the_others_cannot_be_told(monkeypatch, tmp_path):
+    from visiontool.engine.predict.detect import DetectConfig, _claim_out
+
+    def lost(obj, info):
+        raise PeerStopped("process 0 of 2: another process of this torchrun job stopped")
+
+    monkeypatch.setattr(distributed, "broadcast_object", lost)
+    out = tmp_path / "new"
+    config = DetectConfig(sources=[str(tmp_path)], out=out, model="shapes-tinyssd")
+    with (
+        pytest.raises(PeerStopped),
+        _claim_out(config, DistInfo(rank=0, world_size=2), [], [], None),
+    ):
+        pytest.fail("the run must not start")
+    assert not out.exists()  # the folder rank 0 made (and its lock) are gone again

@@ -273,7 +273,12 @@ def _claim_out(
         handle = _prepare(config, inputs, recursive_inputs, on_log)
         return handle.path
 
-    path = main_decides(claim, procs)
+    try:
+        path = main_decides(claim, procs)
+    except BaseException:  # the claim stood but telling the others failed: undo it
+        if handle is not None:
+            handle.release(failed=True)
+        raise
     if handle is None:  # another rank: rank 0 holds the folder
         yield path
         return
