@@ -13,14 +13,14 @@
 # held-out shapes from a seed the recipe never used.
 LOG_NAME=gpu_vgg16
 source "$(dirname "$0")/gpu_env.sh"
-WORK=${WORK:-/tmp/gpu_vgg16}
-rm -rf "$WORK" && mkdir -p "$WORK"
+WORK=${WORK:-/tmp/gpu_vgg16}  # the data sets; only their own files there are replaced
+mkdir -p "$WORK"
 
 if [ "$QUICK" = 1 ]; then N=40; HELD_N=20; EPOCHS=1; BATCH=2; WORKERS=0; IMGSZ=128; FC=256
 else N=3000; HELD_N=1500; EPOCHS=30; BATCH=16; WORKERS=8; IMGSZ=320; FC=4096; fi
 
-"${VT[@]}" data synth --out "$WORK/shapes3k" --n "$N" --imgsz 256 --seed 31 -q
-"${VT[@]}" data synth --out "$WORK/heldout" --n "$HELD_N" --imgsz 256 --seed 232 -q
+"${VT[@]}" data synth --out "$WORK/shapes3k" --n "$N" --imgsz 256 --seed 31 --exist-ok -q
+"${VT[@]}" data synth --out "$WORK/heldout" --n "$HELD_N" --imgsz 256 --seed 232 --exist-ok -q
 start=$(date +%s)
 timeout -s TERM "$LIMIT" "${VT[@]}" train --data "$WORK/shapes3k" --model frcnn-vgg16 \
     --anchor-sizes 16,32,64,128 --arch fc=$FC --imgsz $IMGSZ --epochs $EPOCHS --batch $BATCH \
