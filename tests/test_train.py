@@ -188,6 +188,15 @@ def test_ddp_two_processes_match_one_process_with_double_batch(digits, tmp_path)
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-5), key
     assert run.stdout.count("results saved to") == 1  # rank 0 alone logs
+    # rank 0 refuses the used --out: every process says why in one line, none dumps gloo
+    # (torchrun may then stop rank 1 with SIGTERM while it exits: its own doing, not ours)
+    refused = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                              f"--master_port={free_port()}", "-m", "visiontool", "train", *common,
+                              "--batch", "4", "--out", str(out)], env=env, cwd=REPO,
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert refused.returncode != 0
+    assert refused.stderr.count(f"error: --out {out} already exists") == 2, refused.stderr[-3000:]
+    assert "[rank1]" not in refused.stderr and "Connection closed" not in refused.stderr
 
 
 def test_finetune_from_checkpoint_replaces_class_layer_and_boosts_its_lr(digits, tmp_path):

@@ -415,12 +415,24 @@ class Trainer:
         return DistributedDataParallel(module, device_ids=ids, find_unused_parameters=False)
 
     def _output_dir(self) -> Path:
-        """Rank 0 checks, creates and locks the folder (`io.paths.prepare_out`); `fit`
-        broadcasts it to the other ranks. A resumed run writes into its own folder."""
+        """Rank 0 checks, creates and locks the folder (`io.paths.prepare_out`) and hands its
+        path, or its refusal, to every rank (`main_decides`), so all processes stop with rank 0's
+        own message. A resumed run writes into its own folder."""
+        from visiontool.distributed import main_decides
+
+        def claim() -> str:
+            self._out_dir = self._prepare_out()
+            return str(self._out_dir.path)
+
+        try:
+            return Path(main_decides(claim, self.dist))
+        except BaseException:  # the claim stood but telling the others failed: undo it
+            self.release_out(failed=True)
+            raise
+
+    def _prepare_out(self) -> Any:
         from visiontool.io.paths import prepare_out
 
-        if not self.dist.is_main:
-            return Path(self.cfg.out or "runs/train/exp")
         data = Path(str(self.cfg.data)) if self.cfg.data else None
         reads = {"inputs": [], "recursive_inputs": []}
         if data is not None and data.exists():
@@ -431,10 +443,7 @@ class Trainer:
             out, exist_ok, owned = self.cfg.out, self.cfg.exist_ok, TRAIN_OWNED
             if self.cfg.name and out is None:
                 out = _named_run(self.cfg.name, exist_ok=exist_ok)
-        self._out_dir = prepare_out(
-            out, "train", exist_ok=exist_ok, owned=owned, on_log=self.log, **reads
-        )
-        return self._out_dir.path
+        return prepare_out(out, "train", exist_ok=exist_ok, owned=owned, on_log=self.log, **reads)
 
     def release_out(self, *, failed: bool = False) -> None:
         """Unlock the output folder (run_train calls it when the run ends)."""
@@ -444,9 +453,6 @@ class Trainer:
     # --- the loop --------------------------------------------------------------------------
 
     def fit(self) -> TrainSummary:
-        from visiontool.distributed import broadcast_object
-
-        self.out = Path(broadcast_object(str(self.out), self.dist))
         if self.dist.is_main:
             self._write_args()
         run = self.run_info()
