@@ -42,7 +42,8 @@ torch.cuda.is_available() and torch.cuda.get_device_name(0))'"
 
 # 1. the test suite on this machine (CUDA paths run where CUDA is; slow tests left out)
 if [ "$QUICK" = 1 ]; then
-    step tests 240 "$PY" -m pytest -q -p no:cacheprovider tests/test_train.py -k "amp or half or cuda"
+    step tests 240 "$PY" -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_train.py \
+        -k "gpu or amp or half or cuda"
 else
     step tests 150 "$PY" -m pytest -q -p no:cacheprovider -n 8 -m "not slow"
 fi

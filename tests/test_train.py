@@ -97,7 +97,8 @@ def test_detector_learns_and_its_checkpoint_serves_detect_and_eval(cli, shapes, 
 
 def test_resume_after_interrupt_matches_uninterrupted(digits, tmp_path):
     torch.manual_seed(0)
-    straight = run_train(lenet_config(digits, tmp_path / "a", epochs=2))
+    cpu = {"device": "cpu"}  # bit-exact resumes are a CPU property (CUDA atomics vary)
+    straight = run_train(lenet_config(digits, tmp_path / "a", epochs=2, **cpu))
     calls = {"n": 0}
 
     def interrupt(info) -> None:
@@ -106,11 +107,13 @@ def test_resume_after_interrupt_matches_uninterrupted(digits, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_train(lenet_config(digits, tmp_path / "b", epochs=2), Callbacks(on_step=interrupt))
+        run_train(
+            lenet_config(digits, tmp_path / "b", epochs=2, **cpu), Callbacks(on_step=interrupt)
+        )
     last = tmp_path / "b" / "weights" / "last.pt"
     saved = torch.load(last, weights_only=True)["train"]
     assert (saved["epoch"], saved["step"]) == (1, 2)
-    resumed = run_train(lenet_config(digits, None, resume=str(last)))
+    resumed = run_train(lenet_config(digits, None, resume=str(last), **cpu))
     assert Path(resumed.out) == tmp_path / "b"
     a = torch.load(Path(straight.last), weights_only=True)["state_dict"]
     b = torch.load(last, weights_only=True)["state_dict"]
@@ -349,7 +352,7 @@ def test_channels_last_trains_to_the_same_weights(digits, tmp_path):
     runs = {}
     for flag in (False, True):
         config = TrainConfig(task="classify", model="lenet", data=str(digits), epochs=1,
-                             batch=16, workers=0, channels_last=flag,
+                             batch=16, workers=0, channels_last=flag, device="cpu",
                              out=tmp_path / str(flag))  # fmt: skip
         runs[flag] = torch.load(run_train(config).last, weights_only=True)["state_dict"]
     for key, value in runs[False].items():
@@ -360,7 +363,7 @@ def test_channels_last_trains_to_the_same_weights(digits, tmp_path):
 def test_augmenting_on_the_device_draws_what_the_workers_draw(shapes, digits, tmp_path, kind):
     """--augment-on device: the workers only decode; the same random flips, crops and
     colour changes happen in the main process under the same per-sample seeds. On a CPU
-    (the device here) training lands on bit-identical weights."""
+    training lands on bit-identical weights (tests/test_gpu.py checks the CUDA side)."""
     if kind == "detect":
         base = dict(data=str(shapes), model="tinyssd", imgsz=96, augment="ssd", batch=4)
     else:
@@ -369,7 +372,8 @@ def test_augmenting_on_the_device_draws_what_the_workers_draw(shapes, digits, tm
     weights = {}
     for where in ("cpu", "device"):
         config = TrainConfig(**base, epochs=2, workers=1, lr=0.01, warmup=0.0, seed=4,
-                             augment_on=where, out=tmp_path / where)  # fmt: skip
+                             augment_on=where, out=tmp_path / where,
+                             device="cpu")  # fmt: skip
         weights[where] = torch.load(run_train(config).last, weights_only=True)["state_dict"]
     for key, value in weights["cpu"].items():
         assert torch.equal(value, weights["device"][key]), key
