@@ -6,7 +6,7 @@ import pytest
 
 from visiontool import distributed
 from visiontool.distributed import DistInfo, PeerStopped, SharedError, main_decides
-from visiontool.errors import ModelLoadError
+from visiontool.errors import ConfigError, ModelLoadError
 
 
 def test_a_collective_that_loses_its_peer_is_one_line_exit_1(monkeypatch):
@@ -57,3 +57,20 @@ def test_a_claimed_output_folder_is_undone_when_the_others_cannot_be_told(monkey
     ):
         pytest.fail("the run must not start")
     assert not out.exists()  # the folder rank 0 made (and its lock) are gone again
+
+
+def test_more_processes_than_gpus_is_one_line_before_any_cuda_call(monkeypatch):
+    """`torchrun --nproc_per_node=2` on a one-GPU machine: the second process would take
+    cuda:1 and die in CUDA's "invalid device ordinal" traceback."""
+    import torch
+
+    for name, value in {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1",
+                        "LOCAL_WORLD_SIZE": "2"}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda *_: pytest.fail("no CUDA call"))
+    with pytest.raises(ConfigError) as caught:
+        distributed.init_distributed(torch.device("cuda"))
+    assert caught.value.exit_code == 2
+    assert "2 processes on this machine but it has 1 GPU(s)" in str(caught.value)
+    assert "--nproc_per_node=1" in str(caught.value)

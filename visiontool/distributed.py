@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from visiontool.errors import VisiontoolError
+from visiontool.errors import ConfigError, VisiontoolError
 
 T = TypeVar("T")
 
@@ -84,9 +84,24 @@ def init_distributed(device: Any) -> DistInfo:
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
+            _check_one_gpu_each(info)
             torch.cuda.set_device(info.local_rank)
         dist.init_process_group(backend=backend)
     return info
+
+
+def _check_one_gpu_each(info: DistInfo) -> None:
+    """On CUDA each process of a machine takes its own GPU (cuda:LOCAL_RANK): more processes
+    than GPUs would end in CUDA's "invalid device ordinal" traceback."""
+    import torch
+
+    gpus = torch.cuda.device_count()
+    if info.local_rank >= gpus:
+        local = os.environ.get("LOCAL_WORLD_SIZE", str(info.local_rank + 1))
+        raise ConfigError(
+            f"torchrun started {local} processes on this machine but it has {gpus} GPU(s): "
+            f"use --nproc_per_node={gpus} (one process a GPU), or --device cpu"
+        )
 
 
 def local_device(device: Any, info: DistInfo) -> Any:
