@@ -47,6 +47,21 @@ def test_only_plain_jpegs_take_the_device_path(tmp_path):
         read_for_device(save(noise_image(), tmp_path / "big.jpg"), 100)
 
 
+def test_a_jpeg_whose_header_claims_a_huge_size_is_one_failed_image(tmp_path):
+    """Pillow refuses a header over ~179 M pixels with DecompressionBombError, which is not
+    an OSError: it must not escape the device path's reader (it stopped the whole run)."""
+    from visiontool.engine.predict.stream import decode_item
+
+    data = bytearray((save(noise_image(32, 24), tmp_path / "small.jpg")).read_bytes())
+    sof = data.index(b"\xff\xc0")  # baseline frame header: length, precision, height, width
+    data[sof + 5 : sof + 9] = (15000).to_bytes(2, "big") * 2
+    huge = tmp_path / "huge.jpg"
+    huge.write_bytes(bytes(data))
+    assert read_for_device(huge, None) is None  # the CPU decoder names the fault
+    item = decode_item(0, str(huge), huge.name, None, for_device=True)
+    assert item.image is None and "image too large" in item.error
+
+
 def test_a_group_with_a_corrupt_jpeg_decodes_the_rest_and_names_the_fault(tmp_path):
     from visiontool.engine.predict.stream import decode_item, finish_on_device
 
@@ -124,3 +139,21 @@ def test_nvjpeg_decodes_a_batch_as_the_cpu_does(tmp_path):
         assert image.shape == cpu.shape
         # nvjpeg's IDCT may differ from libjpeg-turbo's by a level or two
         assert (image.cpu().int() - cpu.int()).abs().float().mean() < 1.5
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (nvjpeg)")
+def test_nvjpeg_does_not_pass_off_a_truncated_jpeg_as_decoded(tmp_path):
+    """libjpeg raises on a cut file; nvjpeg's batched decoder must too (or the group falls
+    back to the CPU, which names the fault), not return a half-grey picture."""
+    from visiontool.engine.predict.stream import decode_item, finish_on_device
+
+    good = save(noise_image(seed=1), tmp_path / "good.jpg")
+    data = good.read_bytes()
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(data[: len(data) // 3])
+    read = [
+        decode_item(i, str(p), p.name, None, for_device=True) for i, p in enumerate([good, bad])
+    ]
+    items = list(finish_on_device(iter(read), "cuda", None, group=8))
+    assert items[0].error is None and items[0].image is not None
+    assert items[1].image is None and items[1].error == decode_item(1, str(bad), "b", None).error

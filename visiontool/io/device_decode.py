@@ -44,8 +44,8 @@ def read_for_device(path: str | Path, max_pixels: int | None) -> EncodedJpeg | N
         with Image.open(io.BytesIO(data)) as header:  # the header only
             mode, size = header.mode, header.size
             orientation = int(header.getexif().get(ORIENTATION_TAG, 1) or 1)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        return None  # the CPU decoder says what is wrong with it
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None  # the CPU decoder says what is wrong with it (too large included)
     if mode not in ("RGB", "L") or not 1 <= orientation <= 8:
         return None
     _check_size(*size, max_pixels)
