@@ -28,16 +28,18 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--inflight", type=int, default=None)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--device", default="auto", help="both sides run on it (auto: cuda if any)")
     args = parser.parse_args()
     config = BenchConfig(model=args.model, weights=args.weights, n=args.n, conf=args.conf,
                          batch=args.batch, workers=args.workers, inflight=args.inflight,
-                         repeat=args.repeat)  # fmt: skip
+                         repeat=args.repeat, device=args.device)  # fmt: skip
     result = run_benchmark(config)
     import torch
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"torch {torch.__version__}, load {os.getloadavg()[0]:.2f}")  # fmt: skip
-    print(f"images: {args.n} x 1920x1080 JPEG, model {args.model}, weights {args.weights}")
+    print(f"images: {args.n} x 1920x1080 JPEG, model {args.model}, weights {args.weights}, "
+          f"device {args.device}")  # fmt: skip
     print(f"naive loop       : {result.naive_images_per_s:6.2f} images/s  runs {result.naive_s}")
     print(f"visiontool detect: {result.ours_images_per_s:6.2f} images/s  runs {result.ours_s}")
     print(f"ratio            : {result.ratio:6.2f}x best vs best, "

@@ -59,7 +59,7 @@ def test_benchmark_command_runs_both_pipelines_on_the_same_images(cli, tmp_path,
     monkeypatch.setattr(bench, "_timed", recording)
     n, width, height = 2, 1920, 1080
     result = cli("benchmark", "--task", "pipeline", "--n", str(n), "--repeat", "1", "--batch", "2",
-                 "--inflight", "1", "--json")  # fmt: skip
+                 "--inflight", "1", "--device", "cpu", "--json")  # fmt: skip
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -72,6 +72,10 @@ def test_benchmark_command_runs_both_pipelines_on_the_same_images(cli, tmp_path,
     assert data["ours_images_per_s"] == pytest.approx(n / min(ours_s), abs=1e-3)
     assert data["ratio"] == pytest.approx(min(naive_s) / min(ours_s), abs=1e-3)
     assert data["config"]["inflight"] == 1 and data["config"]["batch"] == 2
+    # both sides on the one device (on a GPU machine the naive loop once ran on the CPU)
+    naive_cmd, ours_cmd = (cmd for cmd, _ in timed)
+    assert naive_cmd[-1] == ours_cmd[ours_cmd.index("--device") + 1] == "cpu"
+    assert data["config"]["device"] == "cpu"
 
     inputs = sorted(p.name for p in (work / "images").glob("*.jpg"))
     assert len(inputs) == n

@@ -244,6 +244,8 @@ def test_bad_input_is_one_line_and_exit_2(cli, args, words):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
 def test_cuda_without_a_gpu_is_one_line_and_exit_2(cli):
     assert "CUDA" in error_line(cli("benchmark", "--model", "lenet", "--device", "cuda"))
+    pipeline = cli("benchmark", "--task", "pipeline", "--device", "cuda", "--n", "1")
+    assert "CUDA" in error_line(pipeline)
 
 
 def test_a_row_that_cannot_run_fails_alone_with_exit_1(cli, monkeypatch):

@@ -176,8 +176,9 @@ def _pipeline(config: Any, console: Console, json_out: bool) -> None:
     shown = bench.model or (
         bench.weights if bench.weights not in ("none", "DEFAULT") else pipeline.DEFAULT_MODEL
     )
+    device = _device(bench.device)
     console.log(f"timing {bench.repeat} x ({bench.n} images naive, {bench.n} images detect) "
-                f"with {shown}, {_weights_note(bench.weights)}, on {_device()}...")  # fmt: skip
+                f"with {shown}, {_weights_note(bench.weights)}, on {device}...")  # fmt: skip
     result = pipeline.run_benchmark(bench)
     if json_out:
         console.emit_json(result.to_dict())
@@ -205,7 +206,7 @@ def _weights_note(weights: str) -> str:
     return f"weights {weights}"
 
 
-def _device() -> str:
+def _device(name: str) -> str:
     from visiontool.runtime import resolve_device
 
-    return str(resolve_device("auto"))
+    return str(resolve_device(name))

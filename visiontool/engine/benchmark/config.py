@@ -34,7 +34,7 @@ APPLIES = {
     "--model": ("model", "train-step", "data", "pipeline"),
     "--backbone": ("model", "train-step"),
     "--weights": ("model", "train-step", "data", "pipeline"),
-    "--device": ("model", "train-step"),
+    "--device": ("model", "train-step", "pipeline"),
     "--batch": ("model", "train-step", "data", "pipeline"),
     "--imgsz": ("model", "train-step"),
     "--dtype": ("model", "train-step"),

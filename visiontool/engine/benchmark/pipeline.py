@@ -35,6 +35,7 @@ class BenchConfig:
     workers: int | None = None
     inflight: int | None = None
     repeat: int = 3
+    device: str = "auto"  # both sides run on it (the naive loop moves each image there)
 
 
 @dataclass
@@ -117,8 +118,11 @@ def bench_model(config: BenchConfig) -> str | None:
     return None if weights_kind(config.weights) == "path" else DEFAULT_MODEL
 
 
-def naive_loop(images: Path, out: Path, model: str | None, weights: str, conf: float) -> None:
-    """The loop most people write first: PIL -> to_tensor -> model([x]) -> draw -> save."""
+def naive_loop(
+    images: Path, out: Path, model: str | None, weights: str, conf: float, device: str = "cpu"
+) -> None:
+    """The loop most people write first: PIL -> to_tensor -> .to(device) -> model([x]) ->
+    outputs back to the CPU -> draw -> save."""
     import torch
     from PIL import Image
     from torchvision.transforms.functional import to_pil_image, to_tensor
@@ -128,7 +132,7 @@ def naive_loop(images: Path, out: Path, model: str | None, weights: str, conf: f
     from visiontool.tasks.spec import get_task
 
     torch.manual_seed(0)  # the same random weights as `detect --seed 0` when weights=none
-    loaded = load_model(model, weights)
+    loaded = load_model(model, weights, device=device)
     out.mkdir(parents=True, exist_ok=True)
     task = get_task(loaded.info.task)
     if task.output == "scores":
@@ -137,7 +141,7 @@ def naive_loop(images: Path, out: Path, model: str | None, weights: str, conf: f
     with torch.inference_mode():
         for path in sorted(images.glob("*.jpg")):
             x = to_tensor(Image.open(path).convert("RGB"))
-            output = loaded.module([x])[0]
+            output = {k: v.cpu() for k, v in loaded.module([x.to(loaded.device)])[0].items()}
             keep = output["scores"] >= conf
             labels = [f"{int(c)} {float(s):.2f}" for c, s in
                       zip(output["labels"][keep], output["scores"][keep], strict=True)]  # fmt: skip
@@ -169,9 +173,9 @@ def _naive_classify(images: Path, out: Path, loaded: Any, task: Any) -> None:
                 x = F.rgb_to_grayscale(x)
             if mean and std:
                 x = F.normalize(x, mean, std)
-            logits = loaded.module(x[None])
+            logits = loaded.module(x[None].to(loaded.device))
             logits = logits[0] if isinstance(logits, tuple) else logits
-            scores = task.activation(logits)[0]
+            scores = task.activation(logits)[0].cpu()
             best = int(scores.argmax())
             name = info.classes[best] if info.classes else str(best)
             ImageDraw.Draw(picture).text((10, 10), f"{name} {float(scores[best]):.2f}",
@@ -199,7 +203,7 @@ def check_config(config: BenchConfig) -> None:
     import math
 
     from visiontool.models.factory import load_model
-    from visiontool.runtime import check_budget
+    from visiontool.runtime import check_budget, resolve_device
 
     for option, value, least in (("--n", config.n, 1), ("--repeat", config.repeat, 1),
                                  ("--batch", config.batch, 1), ("--width", config.width, 16),
@@ -214,11 +218,15 @@ def check_config(config: BenchConfig) -> None:
         f"--width {config.width} --height {config.height}",
     )
     load_model(bench_model(config), config.weights)
+    resolve_device(config.device)  # a missing GPU is one line before any image is made
 
 
 def run_benchmark(config: BenchConfig) -> BenchResult:
     """Time both pipelines as whole processes, interleaved so machine drift hits both alike."""
+    from visiontool.runtime import resolve_device
+
     check_config(config)
+    device = str(resolve_device(config.device))
     with tempfile.TemporaryDirectory() as tmp:
         images = Path(tmp) / "images"
         make_photos(images, config.n, config.width, config.height)
@@ -226,10 +234,11 @@ def run_benchmark(config: BenchConfig) -> BenchResult:
         common = ["--model", model] if model else []
         common += ["--weights", config.weights, "--conf", str(config.conf)]
         naive_cmd = [sys.executable, "-m", "visiontool.engine.benchmark.pipeline", str(images),
-                     f"{tmp}/naive", model or "", config.weights, str(config.conf)]  # fmt: skip
+                     f"{tmp}/naive", model or "", config.weights, str(config.conf),
+                     device]  # fmt: skip
         ours_cmd = [sys.executable, "-m", "visiontool", "detect", str(images), *common,
-                    "--batch", str(config.batch), "--out", f"{tmp}/ours", "--exist-ok",
-                    "--quiet"]  # fmt: skip
+                    "--batch", str(config.batch), "--device", device, "--out", f"{tmp}/ours",
+                    "--exist-ok", "--quiet"]  # fmt: skip
         for flag, value in (("--workers", config.workers), ("--inflight", config.inflight)):
             if value is not None:
                 ours_cmd += [flag, str(value)]
@@ -251,9 +260,10 @@ def pipeline_config(config: Any) -> BenchConfig:
         workers=config.workers,
         inflight=config.inflight,
         repeat=config.repeat if config.repeat is not None else BenchConfig.repeat,
+        device=config.device,
     )
 
 
-if __name__ == "__main__":  # the naive loop's own process: IMAGES OUT MODEL WEIGHTS CONF
+if __name__ == "__main__":  # the naive loop's own process: IMAGES OUT MODEL WEIGHTS CONF DEVICE
     naive_loop(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3] or None, sys.argv[4],
-               float(sys.argv[5]))  # fmt: skip
+               float(sys.argv[5]), sys.argv[6])  # fmt: skip
