@@ -13,6 +13,7 @@
 # held-out shapes from a seed the recipe never used.
 LOG_NAME=gpu_vgg16
 source "$(dirname "$0")/gpu_env.sh"
+LIMIT=${LIMIT:-300}  # seconds of training; then SIGTERM (last.pt and best.pt kept)
 WORK=${WORK:-/tmp/gpu_vgg16}  # the data sets; only their own files there are replaced
 mkdir -p "$WORK"
 

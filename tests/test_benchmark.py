@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -98,7 +99,7 @@ def test_benchmark_command_runs_both_pipelines_on_the_same_images(cli, tmp_path,
         assert np.mean(np.abs(pixels(work / "ours" / inputs[0]) - other) <= 8) < 0.9
 
 
-def test_gpu_check_script_is_valid_bash_and_covers_each_check():
+def test_gpu_check_script_is_valid_bash_and_covers_each_check(tmp_path):
     """benchmarks/gpu_check.sh is run once per GPU session, where a syntax error would waste the
     machine's time: it must parse, and name every check issue #16 asks for."""
     import subprocess
@@ -107,6 +108,17 @@ def test_gpu_check_script_is_valid_bash_and_covers_each_check():
     folder = Path(__file__).resolve().parents[1] / "benchmarks"
     for name in ("gpu_check.sh", "gpu_env.sh", "gpu_vgg16.sh"):  # gpu_env.sh: their set-up
         assert subprocess.run(["bash", "-n", str(folder / name)]).returncode == 0, name
+    # a dry run, every python command replaced by `true`: what bash -n cannot see (an unset
+    # variable under set -u, a bad test expression) fails here, in a second, not on the GPU
+    for name in ("gpu_check.sh", "gpu_vgg16.sh"):
+        env = {**os.environ, "PYTHON": "true", "DEVICE": "cpu", "QUICK": "1",
+               "OUT": str(tmp_path / name), "WORK": str(tmp_path / "work")}  # fmt: skip
+        run = subprocess.run(["bash", str(folder / name)], env=env, capture_output=True,
+                             text=True, timeout=60)  # fmt: skip
+        for fault in ("unbound variable", "command not found", "expression", "syntax error"):
+            assert fault not in run.stderr, (name, run.stderr)
+    summary = (tmp_path / "gpu_check.sh" / "summary.txt").read_text()
+    assert "machine" in summary and "eval_half" in summary and "train_amp" in summary
     assert "frcnn-vgg16" in (folder / "gpu_vgg16.sh").read_text()
     text = (folder / "gpu_check.sh").read_text()
     for check in ("pytest", "detect_pipeline.py", "--half", "train_speed.py --device", "--amp",
