@@ -524,3 +524,34 @@ def test_a_default_anchors_fit_file_feeds_every_head(head):
         assert firsts == sorted(firsts) and firsts[0] < firsts[-1]
     losses = train_step(model)
     assert set(losses) == LOSS_KEYS[head]
+
+
+@pytest.mark.parametrize(
+    "name, options",
+    [
+        ("frcnn-mobile-320", {}),  # torchvision's own builder (zoo)
+        ("ssdlite", {}),
+        ("detector", {"head": "retinanet", "backbone": "resnet18", "num_classes": 3}),
+        ("detector", {"head": "fcos", "backbone": "resnet18", "num_classes": 3}),
+        ("frcnn-vgg16", {"backbone": "resnet18", "returned_layers": [3], "num_classes": 3}),
+    ],
+)
+def test_anchors_stay_float32_under_autocast(name, options):
+    """torchvision lays anchors in the maps' dtype: under bf16 autocast (train --amp) an anchor
+    near x = 1300 px was 7 px off, so --amp training learned offsets from shifted anchors."""
+    from torchvision.models.detection.image_list import ImageList
+
+    from visiontool.models.heads.torchvision_parts import anchor_generator
+
+    generator = anchor_generator(create_model(name, weights=None, **options))
+    if hasattr(generator, "sizes"):  # AnchorGenerator: 1344 x 800, strides 4, 8, ...
+        size, maps = (800, 1344), [(800 // 2**k, 1344 // 2**k) for k in range(2, 7)]
+        maps = maps[: len(generator.sizes)]
+    else:  # DefaultBoxGenerator (SSD): a square input, halving maps
+        size, maps = (320, 320), [(20 // 2**k, 20 // 2**k) for k in range(6)]
+        maps = [(max(1, h), max(1, w)) for h, w in maps][: len(generator.aspect_ratios)]
+    image = ImageList(torch.zeros(1, 3, *size), [size])
+    exact = generator(image, [torch.zeros(1, 1, h, w) for h, w in maps])[0]
+    half = generator(image, [torch.zeros(1, 1, h, w, dtype=torch.bfloat16) for h, w in maps])[0]
+    assert half.dtype == torch.float32 and torch.equal(half, exact)
+    assert exact.max() > 1024 or size == (320, 320)  # a range where bf16 steps by 8 px

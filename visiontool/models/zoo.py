@@ -252,7 +252,12 @@ def build_zoo_model(
         kwargs["num_classes"] = num_classes
         for key, value in spec.classifier_init:  # a classifier for a new data set
             kwargs.setdefault(key, value)
-    return fn(weights=weights, **kwargs)
+    model = fn(weights=weights, **kwargs)
+    if spec.task == "detect":
+        from visiontool.models.heads.float32_anchors import float32_anchors
+
+        float32_anchors(model)  # anchors in float32 under --amp / --half
+    return model
 
 
 def zoo_info(spec: TorchvisionModel, weights: str) -> ModelInfo:

@@ -65,9 +65,9 @@ def ssd_detector(
 ) -> Any:
     """SSD over backbone maps + extra stride-2 blocks, one head conv per level."""
     from torch import nn
-    from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
     from torchvision.models.detection.ssd import SSD
 
+    from visiontool.models.heads.float32_anchors import Float32DefaultBoxGenerator
     from visiontool.models.parts import MultiScaleFeatures, probe
 
     last = probe(backbone)[-1].channels
@@ -79,7 +79,7 @@ def ssd_detector(
     maps = probe(features)
     if anchor_fit is not None:
         sizes, ratios = fitted_levels(anchor_fit, len(maps), one_size=False)
-    boxes = DefaultBoxGenerator(**ssd_box_options(len(maps), size, sizes, ratios, lite=lite))
+    boxes = Float32DefaultBoxGenerator(**ssd_box_options(len(maps), size, sizes, ratios, lite=lite))
     head = make_head([m.channels for m in maps], boxes.num_anchors_per_location())
     return SSD(
         features,

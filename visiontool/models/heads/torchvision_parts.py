@@ -161,11 +161,11 @@ def grid_generator(
 ) -> tuple[Any, list[Any]]:
     """An AnchorGenerator for `backbone`'s maps (user sizes/ratios, fitted shapes spread over
     the levels, or the head's defaults) and the maps themselves (name, channels, stride).
-    `generator`: the AnchorGenerator class to build (a subclass laying anchors its own way);
+    `generator`: the AnchorGenerator class to build (a subclass laying anchors its own way;
+    float32 anchors under autocast, `float32_anchors`);
     `maps`: the backbone's maps when the caller has probed them already."""
-    from torchvision.models.detection.anchor_utils import AnchorGenerator
-
     from visiontool.models.heads.anchors import fitted_levels, generator_levels
+    from visiontool.models.heads.float32_anchors import Float32AnchorGenerator
     from visiontool.models.parts import probe
 
     maps = maps if maps is not None else probe(backbone)
@@ -175,7 +175,7 @@ def grid_generator(
         [m.stride for m in maps], sizes, ratios, head=head, default_sizes=default_sizes,
         anchor_free=anchor_free,
     )  # fmt: skip
-    made = (generator or AnchorGenerator)(sizes=size_groups, aspect_ratios=ratio_groups)
+    made = (generator or Float32AnchorGenerator)(sizes=size_groups, aspect_ratios=ratio_groups)
     return made, maps
 
 

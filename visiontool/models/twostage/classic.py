@@ -21,13 +21,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.rpn import RegionProposalNetwork
 from torchvision.ops import box_iou, clip_boxes_to_image, nms, remove_small_boxes, roi_pool
 
+from visiontool.models.heads.float32_anchors import Float32AnchorGenerator
 
-class CellCentredAnchors(AnchorGenerator):
+
+class CellCentredAnchors(Float32AnchorGenerator):
     """torchvision's AnchorGenerator puts anchor centres on cell corners (0, s, 2s, ...) and
     rounds their sides; the paper (and `ops.anchors.grid_anchors`, what `anchors grid` shows)
     centres them in the cells (s/2, 3s/2, ...) with exact sides. Anchors per cell are
