@@ -315,7 +315,7 @@ def test_cuda_half_is_fp16_and_amp_prefers_bf16(monkeypatch):
 def test_compile_targets_a_detectors_backbone_and_keeps_state_keys():
     from torch import nn
 
-    from visiontool.engine.train.setup import compile_network
+    from visiontool.engine.train.setup import compile_network, uncompiled
 
     class Detector(nn.Module):
         def __init__(self):
@@ -328,6 +328,10 @@ def test_compile_targets_a_detectors_backbone_and_keeps_state_keys():
     assert compile_network(detector) == "the backbone"
     assert detector.backbone._compiled_call_impl is not None
     assert detector._compiled_call_impl is None  # the head's data-dependent work stays eager
+    compiled = detector.backbone._compiled_call_impl
+    with uncompiled(detector):  # validation: two threads in the model, so run it eagerly
+        assert all(m._compiled_call_impl is None for m in detector.modules())
+    assert detector.backbone._compiled_call_impl is compiled
     assert list(detector.state_dict()) == keys  # checkpoints unchanged
     plain = nn.Sequential(nn.Linear(2, 2))
     assert compile_network(plain) == "the model" and plain._compiled_call_impl is not None

@@ -9,6 +9,8 @@ one builder per kind.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from visiontool import registry
@@ -435,3 +437,21 @@ def compile_network(module: Any) -> str:
     target, name = (backbone, "the backbone") if backbone is not None else (module, "the model")
     target.compile(dynamic=backbone is not None)
     return name
+
+
+@contextlib.contextmanager
+def uncompiled(module: Any) -> Iterator[None]:
+    """`module` run eagerly inside (what `compile_network` compiled, restored after).
+
+    Validation predicts with two batches in the model at once (`map_in_order`, two threads),
+    and torch.compile is not thread-safe (with dynamic shapes it can fail outright); it would
+    also recompile for inference mode and the validation shapes, for one pass an epoch."""
+    compiled = [(m, m._compiled_call_impl) for m in module.modules()
+                if getattr(m, "_compiled_call_impl", None) is not None]  # fmt: skip
+    for part, _ in compiled:
+        part._compiled_call_impl = None
+    try:
+        yield
+    finally:
+        for part, impl in compiled:
+            part._compiled_call_impl = impl

@@ -681,6 +681,7 @@ class Trainer:
             ) from exc
 
     def _validate(self) -> dict[str, float]:
+        from visiontool.engine.train.setup import uncompiled
         from visiontool.engine.train.validate import (
             classifier_report,
             detector_report,
@@ -693,11 +694,12 @@ class Trainer:
             progress(0, len(range(self.dist.rank, len(self.val_set), self.dist.world_size)))
         kwargs = dict(info=self.info, device=self.device, batch=self.cfg.batch,
                       workers=self.cfg.workers, dist=self.dist, progress=progress)  # fmt: skip
-        if self.task.score is not None:  # scored per image by the task itself
-            report = task_report(module, self.val_set, task=self.task, **kwargs)
-        else:
-            report_of = detector_report if self.task.output == "boxes" else classifier_report
-            report = report_of(module, self.val_set, **kwargs)
+        with uncompiled(module):  # validation predicts from two threads at once
+            if self.task.score is not None:  # scored per image by the task itself
+                report = task_report(module, self.val_set, task=self.task, **kwargs)
+            else:
+                report_of = detector_report if self.task.output == "boxes" else classifier_report
+                report = report_of(module, self.val_set, **kwargs)
         self.per_class = report.per_class
         self.val_plots = report.plots if self.dist.is_main else None
         return {f"val/{k}": v for k, v in report.metrics.items()}
