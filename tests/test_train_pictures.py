@@ -238,3 +238,22 @@ def test_a_failing_picture_is_one_warning_and_the_run_goes_on(cli, digits, tmp_p
     assert not (out / "train_batch.jpg").exists()  # not the earlier run's either
     for name in ("labels.png", "confusion_matrix.png", "weights/best.pt", "results.csv"):
         assert (out / name).is_file(), name
+
+
+def test_train_batch_takes_targets_still_on_the_training_device(tmp_path):
+    """--augment-on device leaves the targets on the GPU (and a tensor may carry autograd):
+    numpy reads neither, and train_batch.jpg was silently never written. Tensors that
+    require grad stand in for CUDA ones here: both need .detach().cpu() first."""
+    import torch
+
+    from visiontool.engine.train.pictures import write_train_batch
+
+    images = [torch.rand(3, 64, 64) for _ in range(2)]
+    boxes = torch.tensor([[8.0, 8.0, 40.0, 40.0]], requires_grad=True)
+    targets = [{"boxes": boxes, "labels": torch.tensor([1])}, {"boxes": boxes * 0.5,
+               "labels": torch.tensor([0])}]  # fmt: skip
+    write_train_batch(images, targets, ["a", "b"], tmp_path / "det.jpg")
+    hot = torch.tensor([0.0, 1.0, 1.0], requires_grad=True)
+    write_train_batch(images, [hot, hot], ["a", "b", "c"], tmp_path / "multi.jpg")
+    for name in ("det.jpg", "multi.jpg"):
+        assert picture(tmp_path / name).std() > 10

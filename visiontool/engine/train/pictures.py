@@ -163,8 +163,8 @@ def _tile(image: Any, target: Any, classes: Sequence[str]) -> np.ndarray:
 
     bgr, scale = _fitted(image, TILE)
     if isinstance(target, dict):
-        boxes = np.asarray(target["boxes"], np.float64).reshape(-1, 4) * scale
-        labels = [int(k) for k in np.asarray(target["labels"]).reshape(-1)]
+        boxes = np.asarray(_on_host(target["boxes"]), np.float64).reshape(-1, 4) * scale
+        labels = [int(k) for k in np.asarray(_on_host(target["labels"])).reshape(-1)]
         draw_boxes(bgr, boxes.tolist(), [color(k) for k in labels],
                    [_name(classes, k) for k in labels], thickness=THICKNESS,
                    font_scale=FONT_SCALE)  # fmt: skip
@@ -202,10 +202,16 @@ def _fitted(image: Any, side: int) -> tuple[np.ndarray, float]:
 
 def _class_ids(target: Any) -> list[int]:
     """A classification target's class ids: one index, or the ones of a multi-hot vector."""
-    values = np.asarray(target).reshape(-1)
+    values = np.asarray(_on_host(target)).reshape(-1)
     if values.size > 1:
         return [int(k) for k in np.flatnonzero(values)]
     return [int(values[0])] if values.size else []
+
+
+def _on_host(value: Any) -> Any:
+    """A tensor as numpy can read it: on the CPU (`--augment-on device` leaves targets on the
+    GPU) and out of autograd."""
+    return value.detach().cpu() if hasattr(value, "detach") else value
 
 
 def _name(classes: Sequence[str], k: int) -> str:
