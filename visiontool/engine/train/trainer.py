@@ -576,6 +576,10 @@ class Trainer:
                 self._picture("train_batch.jpg", partial(self._draw_batch, images, targets))
             losses = self._forward(images, targets)
             loss = sum(losses.values())
+            # backward is queued before the loss is read: reading it waits for the GPU, which
+            # would otherwise idle between the forward and the backward. A non-finite loss
+            # then stops the run before any optimizer step uses its gradients
+            self.scaler.scale(loss / cfg.accumulate).backward()
             if not math.isfinite(float(loss.detach())):
                 self._save("last.pt", epoch=epoch, step=self._step_in_epoch)
                 raise TrainingDiverged(
@@ -583,7 +587,6 @@ class Trainer:
                     f"{self._step_in_epoch + 1}; last good state saved to "
                     f"{self.out / 'weights' / 'last.pt'} (try a lower --lr or --clip-grad)"
                 )
-            self.scaler.scale(loss / cfg.accumulate).backward()
             seen += len(images)
             for key, value in losses.items():
                 totals[key] = totals.get(key, 0.0) + float(value.detach()) * len(images)
