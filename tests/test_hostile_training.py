@@ -421,3 +421,21 @@ def test_persistent_workers_draw_each_epochs_augmentation(tmp_path):
         expected = [samples[i] for i in range(4)]
         assert all(torch.equal(a, b) for a, b in zip(got, expected, strict=True)), epoch
     assert not torch.equal(got[0], samples[(0, 0)])  # epochs differ
+
+
+def test_a_checkpoint_from_a_machine_with_more_gpus_restores_the_gpus_present(monkeypatch):
+    """The random state of 2 GPUs resumed where there is 1: GPU 0's is restored, the other is
+    left (set_rng_state_all indexed past the GPUs present and the resume failed)."""
+    from visiontool.engine.train.state import rng_state, set_rng_state
+
+    state = rng_state()
+    state["cuda"] = [
+        torch.full((16,), 1, dtype=torch.uint8),
+        torch.full((16,), 2, dtype=torch.uint8),
+    ]
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, i: restored.append((int(s[0]), i)))
+    set_rng_state(state)
+    assert restored == [(1, 0)]

@@ -305,11 +305,11 @@ def test_cuda_half_is_fp16_and_amp_prefers_bf16(monkeypatch):
 
     cuda = torch.device("cuda")  # a device object only: nothing runs on it
     assert runtime.autocast_dtype(cuda) is torch.float16
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, **k: (9, 0))  # H100/H200
     assert runtime.autocast_dtype(cuda, training=True) is torch.bfloat16
     assert runtime.autocast_dtype(cuda) is torch.float16
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
-    assert runtime.autocast_dtype(cuda, training=True) is torch.float16
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, **k: (7, 5))  # T4
+    assert runtime.autocast_dtype(cuda, training=True) is torch.float16  # bf16 only emulated
 
 
 def test_compile_targets_a_detectors_backbone_and_keeps_state_keys():

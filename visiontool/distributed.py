@@ -177,18 +177,6 @@ def main_decides(decide: Callable[[], T], info: DistInfo) -> T:
     return got
 
 
-def all_reduce_mean(value: float, info: DistInfo) -> float:
-    if not info.enabled:
-        return value
-    import torch
-    import torch.distributed as dist
-
-    tensor = torch.tensor([value], dtype=torch.float64)
-    with _collective(info):
-        dist.all_reduce(tensor)
-    return float(tensor.item()) / info.world_size
-
-
 def cleanup(info: DistInfo) -> None:
     if info.enabled:
         import torch.distributed as dist

@@ -42,7 +42,7 @@ def autocast_dtype(device: Any, *, training: bool = False) -> Any:
 
     CUDA inference: fp16. Its 10-bit mantissa keeps box regression exact enough; bf16's 8 bits
     cost 1.6 mAP points measured on an H200 (issue #16), and every CUDA GPU computes fp16.
-    CUDA training: bf16 where the GPU has it (fp32's range: no loss scaling), else fp16 (with
+    CUDA training: bf16 where the GPU computes it (fp32's range: no loss scaling), else fp16 (with
     the trainer's grad scaler). CPU: bf16 for training when the processor computes bf16
     natively (AVX512-BF16 or AMX: measured 2.1x faster TinySSD steps, 1.8 s -> 0.83 s per batch
     of 16), else None; None for inference, where torchvision's detectors gain little."""
@@ -54,7 +54,9 @@ def autocast_dtype(device: Any, *, training: bool = False) -> Any:
         return None
     if not training:
         return torch.float16
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    # native bf16 from Ampere (compute capability 8) on; `is_bf16_supported()` also says yes
+    # where it is only emulated (T4, V100: slow), and asks about the current GPU, not `device`
+    return torch.bfloat16 if torch.cuda.get_device_capability(device)[0] >= 8 else torch.float16
 
 
 def cpu_has_bf16() -> bool:

@@ -48,7 +48,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
     )  # fmt: skip
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # GPU by GPU, as many as both machines have: a checkpoint of an 8-GPU machine resumes
+        # on a 1-GPU one (set_rng_state_all would index past the GPUs present)
+        for index, gpu_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(gpu_state, index)
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
