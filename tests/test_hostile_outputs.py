@@ -136,6 +136,32 @@ def test_exist_ok_replaces_only_the_earlier_runs_own_files(cli, images, tmp_path
     assert len((out / "predictions.jsonl").read_text().splitlines()) == 1
 
 
+def test_exist_ok_keeps_the_earlier_run_when_the_new_one_fails_to_start(cli, images, tmp_path):
+    """--exist-ok removed the earlier run's files when the folder was claimed, before the
+    model or the options were checked: a typo in --model or --classes emptied the folder."""
+    from visiontool.data.synth import synth_classification
+
+    out = tmp_path / "run"
+    assert cli("detect", images, "-r", *MODEL, "--out", out, "--save-txt").exit_code == 0
+    before = snapshot(out)
+    for bad in (["--model", "nosuchmodel"], ["--classes", "nosuch"], NO_MODEL):
+        options = [*MODEL, *bad] if bad[0] == "--classes" else bad
+        result = cli("detect", images, "-r", *options, "--out", out, "--exist-ok")
+        assert result.exit_code in (2, 3) and "Traceback" not in result.output, result.output
+        assert snapshot(out) == before, bad
+    digits = tmp_path / "digits"
+    synth_classification(digits, n=20, imgsz=32, seed=1, kind="digits")
+    train = tmp_path / "train"
+    common = ["train", "--task", "classify", "--data", digits, "--epochs", "1", "--workers", "0"]
+    assert cli(*common, "--model", "lenet", "--out", train).exit_code == 0
+    before = snapshot(train)
+    result = cli(*common, "--model", "nosuchmodel", "--out", train, "--exist-ok")
+    assert result.exit_code == 2 and snapshot(train) == before, result.output
+    # the run that does start replaces them, and says so
+    again = cli(*common, "--model", "lenet", "--out", train, "--exist-ok")
+    assert again.exit_code == 0 and "replacing" in again.output, again.output
+
+
 def test_synth_exist_ok_leaves_no_old_images_beside_new_annotations(cli, tmp_path):
     for fmt in ("coco", "yolo", "voc"):
         out = tmp_path / fmt

@@ -8,8 +8,10 @@ Every command that writes goes through `prepare_out` before it loads a model or 
   refused (`ConfigError`, exit 2): a run must never overwrite its inputs or read its own outputs.
 - An explicit `--out` that exists and is not empty is refused unless `exist_ok`; with it, the
   files the same command wrote there before (`owned`: known names and layouts, never anything
-  else) are removed first, so old and new results never mix, and the caller is told what was
-  replaced.
+  else) are removed, so old and new results never mix, and the caller is told what was
+  replaced. With `clear_later`, that happens only when the run calls `OutDir.clear_previous`,
+  once its model, data and options are checked: a run that fails before (a typo in --model)
+  leaves the earlier results where they were.
 - The folder is locked (`.visiontool.lock`, an exclusive `flock` held for the run's life and
   removed at the end; the kernel drops the lock of a dead process, so a stale file never
   blocks). A second run into the same folder exits 2 naming the first (pid and command).
@@ -69,7 +71,27 @@ class OutDir:
         self.created = created
         self.replaced = replaced
         self._fd = fd
+        self._previous: tuple[Owned, str, Callable[[str], None] | None] | None = None
         atexit.register(self.release)
+
+    def clear_previous(self) -> list[str]:
+        """Remove the earlier run's files that `prepare_out(..., clear_later=True)` left in
+        place; the run calls it once everything is checked, before its first write. Returns
+        what was removed (no-op when there was nothing, or after the first call)."""
+        if self._previous is None:
+            return self.replaced
+        (owned, command, on_log), self._previous = self._previous, None
+        self.replaced = remove_owned(self.path, owned)
+        if on_log is not None:
+            if self.replaced:
+                on_log(
+                    f"--exist-ok: replacing {len(self.replaced)} file(s) of an earlier "
+                    f"`{command}` run in {self.path} ({_preview(self.replaced)}); other files "
+                    "there are kept"
+                )
+            else:
+                on_log(f"--exist-ok: writing into {self.path}; its other files are kept")
+        return self.replaced
 
     def __enter__(self) -> OutDir:
         return self
@@ -103,6 +125,7 @@ def prepare_out(
     recursive_inputs: Iterable[str | Path] = (),
     owned: Owned = (),
     on_log: Callable[[str], None] | None = None,
+    clear_later: bool = False,
 ) -> OutDir:
     """Check, create and lock the output folder of `command`; see the module docstring.
 
@@ -141,16 +164,9 @@ def prepare_out(
             if leftovers and not exist_ok:
                 raise ConfigError(_not_empty(path, command, leftovers))
             if leftovers:
-                handle.replaced = remove_owned(path, owned)
-                if on_log is not None:
-                    if handle.replaced:
-                        on_log(
-                            f"--exist-ok: replacing {len(handle.replaced)} file(s) of an earlier "
-                            f"`{command}` run in {path} ({_preview(handle.replaced)}); "
-                            "other files there are kept"
-                        )
-                    else:
-                        on_log(f"--exist-ok: writing into {path}; its other files are kept")
+                handle._previous = (owned, command, on_log)
+                if not clear_later:
+                    handle.clear_previous()
     except BaseException:
         handle.release(failed=True)
         raise

@@ -234,8 +234,9 @@ def run_detect(
     procs = init_distributed(device)
     try:
         # the output folder is checked (and locked) before any image is read or model loaded
-        with _claim_out(config, procs, inputs, recursive_inputs, on_log) as out:
-            return _run(config, plan, out, procs, device, on_result=on_result, on_log=on_log)
+        with _claim_out(config, procs, inputs, recursive_inputs, on_log) as (out, clear):
+            return _run(config, plan, out, procs, device, on_result=on_result, on_log=on_log,
+                        clear_previous=clear)  # fmt: skip
     finally:
         cleanup(procs)
 
@@ -261,9 +262,11 @@ def _claim_out(
     inputs: list[str],
     recursive_inputs: list[str],
     on_log: Callable[[str], None] | None,
-) -> Iterator[Path]:
+) -> Iterator[tuple[Path, Callable[[], object]]]:
     """Rank 0 checks, creates and locks the output folder and tells the others its path (or
-    the error, which every process then raises)."""
+    the error, which every process then raises). Yields the path and what removes an earlier
+    run's files under --exist-ok (`OutDir.clear_previous`; a no-op on the other ranks), to be
+    called once the model has loaded."""
     from visiontool.distributed import main_decides
 
     handle = None
@@ -280,10 +283,10 @@ def _claim_out(
             handle.release(failed=True)
         raise
     if handle is None:  # another rank: rank 0 holds the folder
-        yield path
+        yield path, lambda: None
         return
     with handle:
-        yield path
+        yield path, handle.clear_previous
 
 
 def _prepare(
@@ -300,6 +303,7 @@ def _prepare(
         return prepare_out(
             config.out, "detect", exist_ok=config.exist_ok, inputs=inputs,
             recursive_inputs=recursive_inputs, owned=DETECT_OWNED, on_log=on_log,
+            clear_later=True,
         )  # fmt: skip
     if config.out is None:
         raise ConfigError("--resume needs --out DIR: the folder of the run to carry on")
@@ -329,6 +333,7 @@ def _run(
     *,
     on_result: ResultCallback | None,
     on_log: Callable[[str], None] | None,
+    clear_previous: Callable[[], object] = lambda: None,
 ) -> DetectSummary:
     from visiontool.distributed import local_device, main_decides
     from visiontool.engine.predict.merge import part_path
@@ -365,6 +370,7 @@ def _run(
     )  # fmt: skip
     startup["model_s"] = time.perf_counter() - setup_started  # build, weights, device, fusion
     if procs.is_main:  # the model loaded: from here the folder holds a run to resume
+        clear_previous()  # --exist-ok: the earlier run's files go only now
         write_json(out / ARGS, run_args(config))
     info = predictor.loaded.info
     summary = DetectSummary(

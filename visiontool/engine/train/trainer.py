@@ -303,6 +303,8 @@ class Trainer:
         except BaseException:
             self.release_out(failed=True)
             raise
+        if self._out_dir is not None:  # --exist-ok: the earlier run's files go only now
+            self._out_dir.clear_previous()
 
     # --- setup -----------------------------------------------------------------------------
 
@@ -443,7 +445,8 @@ class Trainer:
             out, exist_ok, owned = self.cfg.out, self.cfg.exist_ok, TRAIN_OWNED
             if self.cfg.name and out is None:
                 out = _named_run(self.cfg.name, exist_ok=exist_ok)
-        return prepare_out(out, "train", exist_ok=exist_ok, owned=owned, on_log=self.log, **reads)
+        return prepare_out(out, "train", exist_ok=exist_ok, owned=owned, on_log=self.log,
+                           clear_later=True, **reads)  # fmt: skip
 
     def release_out(self, *, failed: bool = False) -> None:
         """Unlock the output folder (run_train calls it when the run ends)."""
