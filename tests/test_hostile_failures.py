@@ -418,3 +418,22 @@ def test_array_inputs_still_decode() -> None:
     from visiontool.engine.predict.stream import as_image_tensor
 
     assert tuple(as_image_tensor(np.zeros((4, 5, 3), np.uint8)).shape) == (3, 4, 5)
+
+
+def test_an_annotated_picture_no_encoder_takes_fails_that_image_alone(cli, tmp_path):
+    """A valid 1 x 2,000,000 px PNG: its annotated copy is past what PNG files hold, which
+    stopped the whole run from the writer thread with a traceback. Now that image fails (its
+    line still has its detections), the others are written, exit 1."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.new("RGB", (1, 2_000_000), (200, 10, 10)).save(folder / "tall.png")
+    Image.new("RGB", (64, 48), (20, 100, 10)).save(folder / "small.png")
+    out = tmp_path / "out"
+    result = cli("detect", folder, "--model", "shapes-tinyssd", "--device", "cpu", "--out", out)
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    lines = {Path(r["image"]).name: r for r in map(json.loads, (out / "predictions.jsonl").open())}
+    assert "at most 1000000 px a side" in lines["tall.png"]["error"]
+    assert "detections" in lines["tall.png"] and lines["small.png"]["error"] is None
+    assert (out / "small.png").is_file() and not (out / "tall.png").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts"]["failed"] == 1 and summary["counts"]["images"] == 2

@@ -432,6 +432,10 @@ def _free_top(placed: Any, x1: int, top: int, x2: int, h: int, limit: int) -> in
     return None
 
 
+ENCODER_MAX_SIDE = {".jpg": 65_535, ".jpeg": 65_535, ".jpe": 65_535, ".png": 1_000_000}
+"""The longest side OpenCV's encoders take: JPEG's 16-bit sizes, libpng's default user limit."""
+
+
 def encode_image(
     bgr: Any, suffix: str, *, jpeg_quality: int = 90, png_compression: int = 1
 ) -> bytes:
@@ -439,6 +443,10 @@ def encode_image(
     import cv2
 
     suffix = suffix.lower()
+    height, width = bgr.shape[:2]
+    limit = ENCODER_MAX_SIDE.get(suffix)
+    if limit is not None and max(height, width) > limit:  # before libpng/libjpeg print to stderr
+        raise ValueError(f"{width}x{height} px: {suffix} files hold at most {limit} px a side")
     params: list[int] = []
     if suffix in (".jpg", ".jpeg", ".jpe"):
         params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality]

@@ -107,11 +107,20 @@ class ResultSink:
         start = time.perf_counter()
         drawn = encoded = None
         if image is not None and result.ok and (self.images is not None or self.report is not None):
+            import cv2
+
             from visiontool.io.writers import annotate
 
-            drawn = annotate(result, image)
-            if result.frame is None and self.images is not None:
-                encoded = self.images.encode(result, drawn)
+            try:
+                drawn = annotate(result, image)
+                if result.frame is None and self.images is not None:
+                    encoded = self.images.encode(result, drawn)
+            except (ValueError, OverflowError, MemoryError, cv2.error) as exc:
+                # this picture only (e.g. 1 x 2,000,000 px: past what PNG/JPEG encoders take);
+                # its detections are still written, the run goes on, and it counts as failed
+                reason = str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else ""
+                result.error = f"cannot save the annotated image ({reason or type(exc).__name__})"
+                drawn = encoded = None
         return drawn, encoded, (time.perf_counter() - start) * 1000
 
     def _write(self, result: ImageResult, image: Any, drawing: Any) -> None:
