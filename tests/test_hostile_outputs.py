@@ -162,6 +162,18 @@ def test_exist_ok_keeps_the_earlier_run_when_the_new_one_fails_to_start(cli, ima
     assert again.exit_code == 0 and "replacing" in again.output, again.output
 
 
+def test_exist_ok_refuses_to_overwrite_a_file_no_earlier_run_wrote(cli, images, tmp_path):
+    """--exist-ok said "other files there are kept", then wrote img0.jpg over the user's own
+    img0.jpg (and labels/img1.txt): only files an earlier detect run wrote are replaced."""
+    for clash in ("img0.jpg", "labels/img1.txt"):
+        out = tmp_path / clash.replace("/", "_")
+        (out / clash).parent.mkdir(parents=True)
+        (out / clash).write_text("the user's own")
+        result = cli("detect", images, *MODEL, "--save-txt", "--out", out, "--exist-ok")
+        one_error_line(result, 2, "--exist-ok would overwrite 1 file(s)", clash)
+        assert snapshot(out) == {clash: b"the user's own"}
+
+
 def test_synth_exist_ok_leaves_no_old_images_beside_new_annotations(cli, tmp_path):
     for fmt in ("coco", "yolo", "voc"):
         out = tmp_path / fmt

@@ -234,7 +234,7 @@ def run_detect(
     procs = init_distributed(device)
     try:
         # the output folder is checked (and locked) before any image is read or model loaded
-        with _claim_out(config, procs, inputs, recursive_inputs, on_log) as (out, clear):
+        with _claim_out(config, procs, plan, inputs, recursive_inputs, on_log) as (out, clear):
             return _run(config, plan, out, procs, device, on_result=on_result, on_log=on_log,
                         clear_previous=clear)  # fmt: skip
     finally:
@@ -259,6 +259,7 @@ def _check_mergeable(config: DetectConfig, plan: Any) -> None:
 def _claim_out(
     config: DetectConfig,
     procs: Any,
+    plan: Any,
     inputs: list[str],
     recursive_inputs: list[str],
     on_log: Callable[[str], None] | None,
@@ -273,7 +274,7 @@ def _claim_out(
 
     def claim() -> Path:
         nonlocal handle
-        handle = _prepare(config, inputs, recursive_inputs, on_log)
+        handle = _prepare(config, plan, inputs, recursive_inputs, on_log)
         return handle.path
 
     try:
@@ -291,6 +292,7 @@ def _claim_out(
 
 def _prepare(
     config: DetectConfig,
+    plan: Any,
     inputs: list[str],
     recursive_inputs: list[str],
     on_log: Callable[[str], None] | None,
@@ -300,11 +302,20 @@ def _prepare(
     from visiontool.errors import ConfigError
 
     if not config.resume:
-        return prepare_out(
+        handle = prepare_out(
             config.out, "detect", exist_ok=config.exist_ok, inputs=inputs,
             recursive_inputs=recursive_inputs, owned=DETECT_OWNED, on_log=on_log,
             clear_later=True,
         )  # fmt: skip
+        clashes = [] if handle.created else _user_files_in_the_way(config, plan, handle.path)
+        if clashes:
+            handle.release()
+            shown = ", ".join(clashes[:3]) + (", ..." if len(clashes) > 3 else "")
+            raise ConfigError(
+                f"--exist-ok would overwrite {len(clashes)} file(s) in {handle.path} that no "
+                f"earlier detect run wrote ({shown}); move them, or choose another --out"
+            )
+        return handle
     if config.out is None:
         raise ConfigError("--resume needs --out DIR: the folder of the run to carry on")
     if config.exist_ok:
@@ -585,6 +596,36 @@ def _dataset_images(data: Path) -> list[tuple[int, str]]:
             with contextlib.suppress(ValueError):
                 images.append((int(record.image_id), record.path.relative_to(root).as_posix()))
     return images
+
+
+def _user_files_in_the_way(config: DetectConfig, plan: Any, out: Path) -> list[str]:
+    """The per-image files this run will write (annotated images and videos, labels/*.txt)
+    that already exist in `out` and that no earlier detect run wrote there: --exist-ok
+    replaces that run's files, and must not overwrite a user's own `x.jpg`."""
+    from pathlib import PurePosixPath
+
+    from visiontool.io.draw import output_suffix
+    from visiontool.io.writers import OutputNames
+
+    if not (config.save_img or config.save_txt):
+        return []
+    earlier = set(_previous_outputs(out))
+    names = OutputNames()
+    clashes = []
+    for _, item, _ in plan.walk():
+        base = names.base(item.rel)
+        wanted = []
+        if config.save_img:
+            suffix = ".mp4" if item.is_video else output_suffix(PurePosixPath(item.rel).suffix)
+            wanted.append(base.with_name(base.name + suffix))
+        if config.save_txt and not item.is_video:
+            wanted.append(PurePosixPath("labels") / base.with_name(base.name + ".txt"))
+        clashes += [
+            rel.as_posix()
+            for rel in wanted
+            if rel.as_posix() not in earlier and (out / rel).exists()
+        ]
+    return clashes
 
 
 def _previous_outputs(out: Path) -> list[str]:
