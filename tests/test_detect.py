@@ -136,6 +136,9 @@ def test_usage_errors_exit_2(cli, images, tmp_path):
     missing = cli("detect", tmp_path / "nope.jpg", *MODEL, "--out", tmp_path / "o")
     assert missing.exit_code == 2 and "no such file or directory" in missing.output
     assert not (tmp_path / "o").exists()
+    empty = cli("detect", "", *MODEL, "--out", tmp_path / "o")  # not the current folder
+    assert empty.exit_code == 2 and "an empty SOURCE" in empty.output
+    assert not (tmp_path / "o").exists()
     unknown = cli("detect", images, "--model", "frcnn-mobil", "--weights", "none")
     assert unknown.exit_code == 2 and "did you mean 'frcnn-mobile'" in unknown.output
     empty = tmp_path / "empty"

@@ -99,6 +99,9 @@ def plan_sources(specs: list[str], *, recursive: bool = False) -> SourcePlan:
         raise DataError("no SOURCE given: pass image files, folders, globs, a .txt list or -")
     stdin_lines: tuple[str, ...] = ()
     for spec in specs:
+        if not spec.strip():  # Path("") is the current folder: never read it unasked
+            raise DataError("an empty SOURCE: name a file, folder, glob, .txt list or - (. for "
+                            "the current folder)")  # fmt: skip
         if spec == "-":
             stdin_lines = tuple(_clean_lines(sys.stdin.read().splitlines()))
         elif _is_glob(spec) or is_stream_spec(spec):
