@@ -261,6 +261,8 @@ def test_wrong_checkpoints_exit_3(cli, images, tmp_path):
     garbage.write_bytes(b"definitely not a checkpoint")
     result = cli("detect", images, "--model", "resnet18", "--weights", garbage)
     assert result.exit_code == 3 and "not a readable PyTorch checkpoint" in result.output
+    result = cli("detect", images, "--model", "resnet18", "--weights", tmp_path)
+    assert result.exit_code == 3 and "is a folder: --weights takes a weights file" in result.output
     code = tmp_path / "code.pt"
     torch.save({"fn": subprocess.Popen}, code)
     result = cli("detect", images, "--model", "resnet18", "--weights", code)

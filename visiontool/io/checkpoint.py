@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,8 @@ def read_checkpoint(path: str | Path) -> Any:
     import torch
 
     path = Path(path)
+    if path.is_dir():
+        raise ModelLoadError(f"{path} is a folder: --weights takes a weights file (.pt)")
     if not path.is_file():
         raise ModelLoadError(f"weights file not found: {path}")
     if path.stat().st_size == 0:
@@ -59,7 +62,9 @@ def read_checkpoint(path: str | Path) -> Any:
     if not zipfile.is_zipfile(path) and not _looks_like_pickle(path):
         raise ModelLoadError(f"{path} is not a readable PyTorch checkpoint (not a torch.save file)")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on odd pickles: the error says it all
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
         what = f"it references {match.group(1)}" if match else "it holds more than plain data"
