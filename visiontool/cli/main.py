@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from typing import Any
 
 import typer
@@ -35,6 +36,10 @@ class _Group(Group):
     def invoke(self, ctx: Any) -> Any:
         from visiontool.errors import VisiontoolError
 
+        # Pillow warns of images of 89-179 M pixels as possible decompression bombs (2 lines
+        # of Python warning); the size is checked by --max-pixels, and Pillow refuses larger
+        # ones, which becomes that image's one-line failure
+        warnings.filterwarnings("ignore", message=r"Image size \(\d+ pixels\) exceeds limit")
         try:
             return super().invoke(ctx)
         except VisiontoolError as exc:
