@@ -162,6 +162,24 @@ def test_exist_ok_keeps_the_earlier_run_when_the_new_one_fails_to_start(cli, ima
     assert again.exit_code == 0 and "replacing" in again.output, again.output
 
 
+def test_eval_exist_ok_keeps_the_earlier_results_until_a_run_succeeds(cli, tmp_path):
+    from visiontool.data.synth import synth_detection
+
+    data = tmp_path / "shapes"
+    synth_detection(data, n=10, imgsz=96, seed=3)
+    out = tmp_path / "ev"
+    common = ["eval", "--data", data, "--device", "cpu", "--workers", "0", "--out", out]
+    assert cli(*common, "--model", "shapes-tinyssd").exit_code == 0
+    before = snapshot(out)
+    assert {"metrics.json", "pr_curve.png", "confusion_matrix.png"} <= set(before)
+    failed = cli(*common, "--model", "nosuchmodel", "--exist-ok")
+    assert failed.exit_code == 2 and snapshot(out) == before, failed.output
+    # a run without plots: its metrics.json replaces the old one, the old plots go
+    again = cli(*common, "--model", "shapes-tinyssd", "--exist-ok", "--no-plots", "--no-report")
+    assert again.exit_code == 0 and "replacing" in again.output, again.output
+    assert sorted(snapshot(out)) == ["metrics.json"]
+
+
 def test_exist_ok_refuses_to_overwrite_a_file_no_earlier_run_wrote(cli, images, tmp_path):
     """--exist-ok said "other files there are kept", then wrote img0.jpg over the user's own
     img0.jpg (and labels/img1.txt): only files an earlier detect run wrote are replaced."""

@@ -6,6 +6,7 @@ per-class tables, and exits 1 when a `--fail-under` gate is missed.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,7 @@ def evaluate(
     report: bool = typer.Option(
         True, "--report/--no-report", help="Write report.html (scores, plots; opens offline)."
     ),
-    batch: int = typer.Option(8, "--batch", help="Images per forward pass (with --model)."),
+    batch: int = typer.Option(8, "--batch", help="Images per forward pass (with --model; >= 1)."),
     workers: int = WorkersOpt,
     half: bool = typer.Option(False, "--half", help="fp16 autocast on GPU (ignored on CPU)."),
     imgsz: int = typer.Option(
@@ -81,7 +82,7 @@ def evaluate(
     json_out: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    from visiontool.engine.evaluate.run import EvalConfig, run_eval
+    from visiontool.engine.evaluate.run import EvalConfig, check_config, run_eval
 
     config = EvalConfig(
         data=data,
@@ -102,10 +103,15 @@ def evaluate(
         half=half,
         imgsz=imgsz,
     )
+    check_config(config)  # a bad option is refused before the output folder is made
     console = Console(json_mode=json_out, quiet=quiet)
     with _out_folder(out, exist_ok, data, pred, console) as folder:
         config.out = folder.path
+        started = time.time()
         report = run_eval(config, on_log=console.log)
+        # --exist-ok: the earlier run's files this one did not write again go only now, so a
+        # run that fails (a typo in --model, a bad predictions file) leaves them as they were
+        folder.clear_previous(written_since=started)
     for message in report.warnings[:MAX_WARNINGS]:
         console.warn(message)
     if len(report.warnings) > MAX_WARNINGS:
@@ -117,7 +123,11 @@ def evaluate(
     console.final(f"results saved to {config.out}")
     for gate in report.failed:
         console.err.print(f"gate missed: {gate}", markup=False)
-    if report.failed:
+    if report.failed_images:  # said among the warnings (how many, the first reason)
+        console.err.print(
+            f"{report.failed_images} image(s) failed in the model: exit code 1", markup=False
+        )
+    if report.failed or report.failed_images:
         raise typer.Exit(1)
 
 
@@ -191,4 +201,5 @@ def _out_folder(out: Path | None, exist_ok: bool, data: Path, pred: Path | None,
         recursive_inputs=[data_path] if data_path.is_dir() else [],
         owned=EVAL_OUTPUTS,
         on_log=console.log,
+        clear_later=True,
     )

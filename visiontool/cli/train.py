@@ -67,7 +67,11 @@ def train(
     ),
     trainable_layers: int = typer.Option(None, "--trainable-layers", help="Backbone stages."),
     backbone_weights: str = typer.Option(
-        "none", "--backbone-weights", help="DEFAULT (ImageNet), none or PATH."
+        None,
+        "--backbone-weights",
+        help="The backbone's own weights (a detector composed with --head, --task single, or a "
+        "classifier over --backbone): DEFAULT (ImageNet), none or PATH.",
+        show_default="none",
     ),
     weights: str = typer.Option(
         "none", "--weights", "-w", help="Start from a full model: DEFAULT, none or PATH."
@@ -112,7 +116,9 @@ def train(
         "cosine", "--schedule", help="lr schedule: cosine, step, onecycle or constant."
     ),
     accumulate: int = typer.Option(1, "--accumulate", help="Steps of gradient accumulation."),
-    clip_grad: float = typer.Option(None, "--clip-grad", help="Max gradient norm."),
+    clip_grad: float = typer.Option(
+        None, "--clip-grad", help="Max gradient norm (> 0; 0 or unset: no clipping)."
+    ),
     ema: bool = typer.Option(False, "--ema", help="Keep an EMA of the weights."),
     amp: bool = typer.Option(
         False, "--amp", help="Mixed precision: bf16/fp16 on GPU; bf16 on CPUs with AVX512-BF16/AMX."
@@ -131,7 +137,9 @@ def train(
         help="Where training images are augmented: cpu (loader workers) or device (the "
         "training GPU; workers only decode).",
     ),
-    imgsz: int = typer.Option(None, "--imgsz", help="Input size."),
+    imgsz: int = typer.Option(
+        None, "--imgsz", help="Input size (>= 32).", show_default="the model's"
+    ),
     augment: str = typer.Option(
         None, "--augment", help="frcnn, ssd, classify, multilabel or none."
     ),
@@ -147,7 +155,9 @@ def train(
         "--metric",
         help="best.pt metric (map50 / top1 / accuracy for single / map for multilabel).",
     ),
-    patience: int = typer.Option(None, "--patience", help="Early stopping, in validations."),
+    patience: int = typer.Option(
+        None, "--patience", help="Early stopping, in validations (0 or unset: off)."
+    ),
     resume: Path = typer.Option(
         None,
         "--resume",

@@ -74,14 +74,18 @@ class OutDir:
         self._previous: tuple[Owned, str, Callable[[str], None] | None] | None = None
         atexit.register(self.release)
 
-    def clear_previous(self) -> list[str]:
+    def clear_previous(self, *, written_since: float | None = None) -> list[str]:
         """Remove the earlier run's files that `prepare_out(..., clear_later=True)` left in
-        place; the run calls it once everything is checked, before its first write. Returns
-        what was removed (no-op when there was nothing, or after the first call)."""
+        place; the run calls it once everything is checked, before its first write, or (with
+        `written_since`, a time.time()) at its end, sparing the files it wrote since then.
+        Returns what was removed (no-op when there was nothing, or after the first call)."""
         if self._previous is None:
             return self.replaced
         (owned, command, on_log), self._previous = self._previous, None
-        self.replaced = remove_owned(self.path, owned)
+        spare = None
+        if written_since is not None:
+            spare = lambda path: path.stat().st_mtime >= written_since  # noqa: E731
+        self.replaced = remove_owned(self.path, owned, spare=spare)
         if on_log is not None:
             if self.replaced:
                 on_log(
@@ -238,9 +242,12 @@ def check_inputs(
             )
 
 
-def remove_owned(folder: Path, owned: Owned) -> list[str]:
+def remove_owned(
+    folder: Path, owned: Owned, *, spare: Callable[[Path], bool] | None = None
+) -> list[str]:
     """Remove the files `owned` names inside `folder` (regular files and links only, never
-    following links out of it); prune folders left empty. Returns the removed paths, relative."""
+    following links out of it), but those `spare` says to keep; prune folders left empty.
+    Returns the removed paths, relative."""
     root = _resolve(folder)
     found: set[Path] = set()
     for entry in owned:
@@ -259,6 +266,8 @@ def remove_owned(folder: Path, owned: Owned) -> list[str]:
                 and root not in _resolve(candidate.parent).parents
             ):
                 continue  # never outside the folder
+            if spare is not None and spare(candidate):
+                continue
             found.add(candidate)
     removed = []
     for path in sorted(found):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +153,7 @@ class ModelRun:
     imgsz: int | None = None
     loaded: Any = None  # the model, when already loaded (a `LoadedModel`)
     conf: float | None = None  # tasks scored per image: the score threshold (None: the model's)
+    failures: list[str] = field(default_factory=list)  # why the model failed, one per image
 
     def load(self) -> Any:
         """The `LoadedModel` (loaded once, then reused)."""
@@ -201,7 +202,8 @@ def predict_detections(
     """Run a detector over every image of `dataset`; (detections, model name)."""
     loaded, predictor = _loaded_predictor(run, "detect")
     batches = _loader(dataset, run)
-    dets = collect_detections(predictor, batches, gt, loaded.info.classes, len(dataset), progress)
+    dets = collect_detections(predictor, batches, gt, loaded.info.classes, len(dataset), progress,
+                              failures=run.failures)  # fmt: skip
     return dets, loaded.info.name
 
 
@@ -212,16 +214,20 @@ def collect_detections(
     model_classes: list[str],
     total: int = 0,
     progress: Progress | None = None,
+    *,
+    failures: list[str] | None = None,
 ) -> Detections:
     """Predict every (images, targets) batch and tie the boxes to `gt`'s images and classes.
 
-    Shared by `eval --model` and validation during training, so both score the same way.
+    Shared by `eval --model` and validation during training, so both score the same way. An
+    image the model failed on scores as finding nothing; its reason goes to `failures`.
     """
     mapping = model_class_map(model_classes, gt.classes)
     parts: dict[str, list[np.ndarray]] = {"image": [], "boxes": [], "scores": [], "labels": []}
     done = 0
     for (images, targets), predictions in map_in_order(_predict_batch(predictor), batches):
         for target, pred in zip(targets, predictions, strict=True):
+            _note_failure(pred, target, failures)
             labels = mapping[pred.class_ids.numpy()]
             keep = labels >= 0
             parts["image"].append(np.full(int(keep.sum()), int(target["image_id"])))
@@ -232,6 +238,15 @@ def collect_detections(
         if progress is not None:
             progress(done, total)
     return detections_from_parts(parts)
+
+
+def _note_failure(pred: Any, target: Any, failures: list[str] | None) -> None:
+    """Record why the model failed on an image (`ImagePrediction.error`), naming the image."""
+    error = getattr(pred, "error", None)
+    if error is None or failures is None:
+        return
+    image_id = target.get("image_id") if isinstance(target, dict) else None
+    failures.append(f"image {int(image_id)}: {error}" if image_id is not None else error)
 
 
 def _predict_batch(predictor: Any) -> Callable[[tuple[Any, Any]], list[Any]]:
@@ -266,7 +281,8 @@ def predict_rows(
         names = ", ".join(dataset.classes[i] for i in missing[:5])
         raise ConfigError(f"the model cannot predict data-set classes {names}")
     predictor = Predictor(loaded, conf=run.conf, imgsz=run.imgsz, half=run.half)
-    rows = collect_rows(task, predictor, _loader(dataset, run), mapping, len(dataset), progress)
+    rows = collect_rows(task, predictor, _loader(dataset, run), mapping, len(dataset), progress,
+                        failures=run.failures)  # fmt: skip
     return rows, predictor.conf, loaded.info.name
 
 
@@ -277,14 +293,17 @@ def collect_rows(
     mapping: np.ndarray,
     total: int = 0,
     progress: Progress | None = None,
+    *,
+    failures: list[str] | None = None,
 ) -> list[Any]:
     """Predict every (images, targets) batch; one `task.image_row` per image (`mapping`: the
     model's class ids -> the data set's, -1 for a class it lacks). Shared by `eval` and
-    validation during training."""
+    validation during training. Why the model failed on an image goes to `failures`."""
     rows: list[Any] = []
     done = 0
     for (images, targets), predictions in map_in_order(_predict_batch(predictor), batches):
         for image, target, pred in zip(images, targets, predictions, strict=True):
+            _note_failure(pred, target, failures)
             size = (int(image.shape[-1]), int(image.shape[-2]))
             rows.append(task.image_row(pred, target, mapping=mapping, size=size))
         done += len(images)
@@ -313,10 +332,12 @@ def predict_classes(
     batches = _loader(dataset, run)
     for (images, targets), predictions in map_in_order(_predict_batch(predictor), batches):
         for target, pred in zip(targets, predictions, strict=True):
-            probs = pred.probs.numpy().astype(np.float64)
+            _note_failure(pred, target, run.failures)
             row = np.zeros(len(dataset.classes))
-            keep = mapping >= 0
-            row[mapping[keep]] = probs[keep]
+            if pred.error is None:  # a failed image scores nothing (no class ranked first)
+                probs = pred.probs.numpy().astype(np.float64)
+                keep = mapping >= 0
+                row[mapping[keep]] = probs[keep]
             scores.append(row)
             labels.append(int(target))
         done += len(images)

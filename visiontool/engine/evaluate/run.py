@@ -88,11 +88,14 @@ class EvalReport:
     failed: list[str] = field(default_factory=list)  # missed --fail-under gates
     matching: str | None = None  # detection: how predictions found their images
     thumbnails: Any = field(default=None, repr=False)  # report.html's images (io.report)
+    failed_images: int = 0  # images the model failed on (scored as finding nothing): exit 1
 
     def to_dict(self) -> dict[str, Any]:
         data = dict(self.metrics)
         if self.matching is not None:
             data["matching"] = self.matching
+        if self.failed_images:
+            data["failed_images"] = self.failed_images
         return data
 
 
@@ -101,6 +104,7 @@ Log = Callable[[str], None]
 
 DETECTION_CONF = 0.25
 """The confusion matrix's score threshold when `EvalConfig.conf` is None."""
+MIN_IMGSZ = 32  # as `detect`
 
 
 def run_eval(config: EvalConfig, *, on_log: Log | None = None) -> EvalReport:
@@ -108,8 +112,7 @@ def run_eval(config: EvalConfig, *, on_log: Log | None = None) -> EvalReport:
     from visiontool.tasks.spec import get_task
 
     log = on_log or (lambda message: None)
-    _validate(config)
-    check_gate_values(config.fail_under)
+    check_config(config)
     # scoring a file never imports torch: a forked worker can draw while the parent scores
     drawing = config.pred is not None and config.out is not None and config.plots
     with PlotWorker(enabled=drawing) as plots:
@@ -127,6 +130,9 @@ def run_eval(config: EvalConfig, *, on_log: Log | None = None) -> EvalReport:
             report = _run_classification(config, dataset, log, run)
         else:
             report = _run_detection(config, gt, dataset, log, run, plots)
+    if run is not None and run.failures:
+        report.failed_images = len(run.failures)
+        report.warnings.insert(0, failures_message(run.failures, report.images))
     report.failed = failed_gates(report.metrics, config.fail_under)
     if config.out is not None and config.report:
         report.files.append(str(_write_report(config, report)))
@@ -161,6 +167,21 @@ def _check_data_fits(
         )
 
 
+def failures_message(failures: list[str], images: int) -> str:
+    """How many images the model failed on, and the first reason."""
+    return (
+        f"{len(failures)} of {images} images failed in the model and were scored as finding "
+        f"nothing (first: {failures[0]}); the scores do not measure the model"
+    )
+
+
+def check_config(config: EvalConfig) -> None:
+    """Every option in its range (ConfigError, exit 2); the CLI calls it before the output
+    folder is made, `run_eval` again for API callers."""
+    _validate(config)
+    check_gate_values(config.fail_under)
+
+
 def _validate(config: EvalConfig) -> None:
     if (config.pred is None) == (config.model is None and config.weights is None):
         raise ConfigError("pass either --pred FILE or --model NAME/--weights PATH (not both)")
@@ -170,6 +191,13 @@ def _validate(config: EvalConfig) -> None:
             raise ConfigError(f"--iou-thresholds must be numbers in (0, 1], got {bad or 'none'}")
     if not 0.0 < config.iou <= 1.0 or (config.conf is not None and not 0.0 <= config.conf <= 1.0):
         raise ConfigError("--iou must be in (0, 1] and --conf in [0, 1]")
+    if config.batch < 1:
+        raise ConfigError(f"--batch must be >= 1, got {config.batch}")
+    if config.workers is not None and config.workers < 0:
+        raise ConfigError(f"--workers must be >= 0, got {config.workers}")
+    if config.imgsz is not None and config.imgsz < MIN_IMGSZ:
+        raise ConfigError(f"--imgsz must be >= {MIN_IMGSZ}, got {config.imgsz} (leave it out "
+                          "for the model's own size)")  # fmt: skip
     device = (config.device or "auto").lower()
     if device not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:\d+", device):
         raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N, got {config.device!r}")
@@ -203,6 +231,13 @@ def _run_detection(
                 f"{config.pred} holds no results at all: every score is 0; pass the "
                 "predictions of a finished run"
             )
+        elif raw.format == "jsonl":  # detect writes a line per image, even finding nothing
+            missing = _images_without_line(raw, gt)
+            if missing:
+                dets.warnings.append(
+                    f"{missing} of {len(gt.image_ids)} images have no line in {config.pred}: "
+                    "scored as finding nothing (an interrupted detect? run detect --resume)"
+                )
         source = str(config.pred)
     else:
         if dataset is None:
@@ -241,6 +276,16 @@ def _run_detection(
         if config.report and dataset is not None:
             report.thumbnails = eval_thumbnails(gt, dets, dataset, conf=shown_conf(config, run))
     return report
+
+
+def _images_without_line(raw: Any, gt: GroundTruth) -> int:
+    """How many of the data set's images no line of a predictions.jsonl names. `detect`
+    writes one line per image it processed (with no detections too), so a missing line means
+    an image never processed, not one with nothing in it. (A COCO results file lists only
+    images with detections: there, an absent image is not a gap.)"""
+    index = ImageIndex(gt.images)
+    named = {index.lookup(str(key))[0] for key in raw.keys}
+    return len(set(gt.image_ids) - named)
 
 
 EVAL_THUMBNAILS = 60  # images drawn into eval's report.html (reading them costs time)

@@ -10,6 +10,7 @@ one builder per kind.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,6 +29,50 @@ DEFAULT_SINGLE_BACKBONE = "resnet18"
 COMPOSE_OPTIONS = (
     "backbone", "fpn", "trainable_layers", "returned_layers", "backbone_weights", "arch",
 )  # fmt: skip
+
+
+# float options: (field, lowest, lowest allowed itself, highest or None, what the range means)
+FLOAT_RANGES = (
+    ("lr", 0.0, False, None, "a number > 0"),
+    ("weight_decay", 0.0, True, None, "a number >= 0 (0: no weight decay)"),
+    ("warmup", 0.0, True, None, "a number of epochs >= 0 (0: no warmup)"),
+    ("head_lr_mult", 0.0, False, None, "a number > 0 (the new layers' lr = lr x this)"),
+    ("clip_grad", 0.0, True, None, "a gradient norm > 0 (0: no clipping)"),
+    ("momentum", 0.0, True, 1.0, "a number in [0, 1)"),
+    ("ema_decay", 0.0, False, 1.0, "a number in (0, 1)"),
+)
+# integer options: (field, lowest, what the range means); None (where allowed) is not checked
+INT_RANGES = (
+    ("workers", 0, "a number of processes >= 0 (0: load in the main process)"),
+    ("freeze", 0, "a number of backbone stages >= 0"),
+    ("trainable_layers", 0, "a number of backbone stages >= 0"),
+    ("fpn_channels", 1, "a width >= 1"),
+    ("box_head", 1, "a width >= 1"),
+    ("patience", 0, "a number of validations >= 0 (0: no early stopping)"),
+    ("log_every", 1, "a number of steps >= 1"),
+)
+MIN_IMGSZ = 32  # as `detect`: smaller inputs fail inside the networks' strided layers
+
+
+def check_numbers(config: Any) -> None:
+    """Every number in its range, found before anything is built or written: a NaN or
+    infinite float (which args.json cannot even hold), a negative --clip-grad (gradient
+    ascent), a negative --workers... is a usage error naming the option."""
+    for name, low, closed, high, meaning in FLOAT_RANGES:
+        value = getattr(config, name)
+        if value is None:
+            continue
+        ok = isinstance(value, (int, float)) and math.isfinite(value)
+        ok = ok and (value >= low if closed else value > low) and (high is None or value < high)
+        if not ok:
+            raise ConfigError(f"--{name.replace('_', '-')} must be {meaning}, got {value}")
+    for name, low, meaning in INT_RANGES:
+        value = getattr(config, name)
+        if value is not None and value < low:
+            raise ConfigError(f"--{name.replace('_', '-')} must be {meaning}, got {value}")
+    if config.imgsz is not None and config.imgsz < MIN_IMGSZ:
+        raise ConfigError(f"--imgsz must be >= {MIN_IMGSZ}, got {config.imgsz} (leave it out "
+                          "for the model's own size)")  # fmt: skip
 
 
 def resolve_model_choice(cfg: Any) -> tuple[str | None, str | None]:
@@ -163,18 +208,7 @@ def _composed_detector(cfg: Any, head_name: str, num_classes: int) -> tuple[Any,
 def _registry_detector(cfg: Any, name: str, num_classes: int) -> tuple[Any, int]:
     from visiontool.models.factory import create_model, head_of
 
-    spec: ModelSpec = registry.get("model", name)
-    if spec.task != "detect":
-        raise ConfigError(
-            f"--model {name!r} is a {spec.task} model; --task detect needs a detector"
-        )
-    given = [f"--{o.replace('_', '-')}" for o in COMPOSE_OPTIONS if getattr(cfg, o, None)]
-    if given:
-        hint = f" --head {spec.head}" if spec.head else " --head NAME"
-        raise ConfigError(
-            f"{', '.join(given)} compose a detector from parts and do not apply to the registry "
-            f"model {spec.name!r}: use{hint} {' '.join(given)} ... instead"
-        )
+    spec = _registry_detector_spec(cfg, name)
     weights = cfg.weights if weights_kind(cfg.weights) == "default" else None
     module = create_model(spec.name, weights=weights, num_classes=num_classes)
     head = head_of(module.model_info)
@@ -184,6 +218,35 @@ def _registry_detector(cfg: Any, name: str, num_classes: int) -> tuple[Any, int]
         {**module.model_info.to_dict(), "build": {"model": spec.name, "num_classes": num_classes}}
     )
     return module, spec.input_size or cfg.imgsz or 0
+
+
+def _registry_detector_spec(cfg: Any, name: str) -> ModelSpec:
+    """The registry detector `--model NAME` names; the options that compose a detector from
+    parts, which it cannot honour, are refused (only values the user gave: their defaults are
+    None, and --backbone-weights none means what no option means)."""
+    spec: ModelSpec = registry.get("model", name)
+    if spec.task != "detect":
+        raise ConfigError(
+            f"--model {name!r} is a {spec.task} model; --task detect needs a detector"
+        )
+    given = [_flag(cfg, o) for o in COMPOSE_OPTIONS if _given(cfg, o)]
+    if given:
+        hint = f" --head {spec.head}" if spec.head else " --head NAME"
+        raise ConfigError(
+            f"{', '.join(given)} compose a detector from parts and do not apply to the registry "
+            f"model {spec.name!r}: use{hint} {' '.join(given)} ... instead"
+        )
+    return spec
+
+
+def check_model_options(cfg: Any) -> None:
+    """What can be told of the model choice before anything is built or written: --model
+    with --head, and composing options given to a registry detector."""
+    from visiontool.tasks.spec import get_task
+
+    model, head = resolve_model_choice(cfg)
+    if get_task(cfg.task).model_task == "detect" and head is None and model is not None:
+        _registry_detector_spec(cfg, model)
 
 
 def build_classifier_for_training(cfg: Any, dataset: Any) -> tuple[Any, ModelInfo, list[str]]:
@@ -242,7 +305,7 @@ def _no_detector_options(cfg: Any, name: str) -> None:
         ("backbone", "backbone_weights", "trainable_layers") if name == BACKBONE_CLASSIFIER else ()
     )
     head = ("fpn", "returned_layers", "arch", "anchors", "anchor_sizes", "anchor_ratios")
-    given = [f"--{o.replace('_', '-')}" for o in dict.fromkeys((*COMPOSE_OPTIONS, *head))
+    given = [_flag(cfg, o) for o in dict.fromkeys((*COMPOSE_OPTIONS, *head))
              if o not in own and _given(cfg, o)]  # fmt: skip
     if given:
         verb = "does" if len(given) == 1 else "do"
@@ -254,9 +317,22 @@ def _no_detector_options(cfg: Any, name: str) -> None:
         )
 
 
+def _flag(cfg: Any, option: str) -> str:
+    """The option as the user typed it (--no-fpn for fpn False)."""
+    if option == "fpn" and getattr(cfg, option, None) is False:
+        return "--no-fpn"
+    return f"--{option.replace('_', '-')}"
+
+
 def _given(cfg: Any, option: str) -> bool:
+    """Whether the user set `option`: None (the default) is not; --backbone-weights none is
+    the default's own meaning; --no-fpn and --trainable-layers 0 are values, not absences."""
     value = getattr(cfg, option, None)
-    return weights_kind(value) != "none" if option == "backbone_weights" else bool(value)
+    if option == "backbone_weights":
+        return weights_kind(value) != "none"
+    if option in ("fpn", "trainable_layers"):
+        return value is not None
+    return bool(value)
 
 
 def _backbone_classifier(cfg: Any, num_classes: int) -> tuple[Any, list[str]]:
@@ -289,9 +365,9 @@ def build_single_for_training(cfg: Any, dataset: Any) -> tuple[Any, ModelInfo, l
     if spec.task != "single":
         raise ConfigError(f"--model {name!r} is a {spec.task} model; --task single trains "
                           f"--model {DEFAULT_SINGLE} (over --backbone NAME)")  # fmt: skip
-    extra = [f"--{o.replace('_', '-')}" for o in ("fpn", "returned_layers", "arch", "anchors",
+    extra = [_flag(cfg, o) for o in ("fpn", "returned_layers", "arch", "anchors",
                                                   "anchor_sizes", "anchor_ratios")
-             if getattr(cfg, o, None)]  # fmt: skip
+             if _given(cfg, o)]  # fmt: skip
     if extra:
         raise ConfigError(f"{', '.join(extra)} shape detectors' heads; the single-object model "
                           "takes --backbone, --backbone-weights, --trainable-layers, --imgsz "

@@ -272,8 +272,11 @@ def _validate(config: TrainConfig) -> None:
     if config.name and config.out is not None:
         raise ConfigError("--name NAME writes to runs/train/NAME; --out DIR names the folder "
                           "itself: pass one of them")  # fmt: skip
-    if config.lr is not None and config.lr <= 0:
-        raise ConfigError("--lr must be > 0")
+    from visiontool.engine.train.setup import check_model_options, check_numbers
+
+    check_numbers(config)
+    if not config.resume:  # a resumed run's model is its checkpoint's (checked on merge)
+        check_model_options(config)
     if config.metric is not None:
         known = validation_metrics(config.task)
         if config.metric not in known:
