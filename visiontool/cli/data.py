@@ -198,10 +198,17 @@ def show(
     ),
     format: str = FormatOpt,
     seed: int = SeedOpt,
+    exist_ok: bool = typer.Option(
+        False,
+        "--exist-ok",
+        help="Replace an existing --out file (never one inside the data set); without --out, "
+        "reuse runs/data/show/exp.",
+    ),
     quiet: bool = QuietOpt,
 ) -> None:
     """Draw a grid of samples with their boxes after an augmentation preset."""
     from visiontool.data.datasets import open_dataset
+    from visiontool.data.outputs import RASTER_SUFFIXES, check_out_file, check_outside
     from visiontool.data.show import render_grid
     from visiontool.data.transforms import PRESETS
 
@@ -211,8 +218,16 @@ def show(
         raise typer.BadParameter(
             f"one of {', '.join(PRESETS)}, got {augment!r}", param_hint="--augment"
         )
+    checks = {"option": "--out", "exist_ok": exist_ok, "suffixes": RASTER_SUFFIXES}
+    if out is not None:  # before the data set is read: a doomed run fails at once
+        check_out_file(out, reads=[path], **checks)
     dataset = open_dataset(path, split=split, format=format)
-    target = out if out is not None else resolve_out(None, "data/show") / "grid.png"
+    reads = [path, dataset.root]
+    if out is not None:
+        target = check_out_file(out, reads=reads, **checks)
+    else:
+        check_outside(Path("runs") / "data" / "show", reads, option="--out")
+        target = resolve_out(None, "data/show", exist_ok=exist_ok) / "grid.png"
     written = render_grid(dataset, target, n=n, augment=augment, seed=seed)
     Console(quiet=quiet).final(f"wrote {written}")
 
@@ -227,19 +242,29 @@ def stats(
     plot: Path = typer.Option(
         None, "--plot", help="Also write box histograms to this PNG file (detection sets)."
     ),
+    exist_ok: bool = typer.Option(
+        False, "--exist-ok", help="Replace an existing --plot file (never one inside the data set)."
+    ),
     json_out: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Images, objects, per-class counts, box size and aspect-ratio distribution."""
     from visiontool.data.datasets import open_dataset
+    from visiontool.data.outputs import check_out_file
     from visiontool.data.stats import dataset_stats, plot_stats
 
+    checks = {"option": "--plot", "exist_ok": exist_ok, "example": "stats.png"}
+    if plot is not None:  # before the data set is read: a doomed run fails at once
+        check_out_file(plot, reads=[path], **checks)
     dataset = open_dataset(path, split=split, format=format)
     result = {"path": str(path), **dataset_stats(dataset)}
     console = Console(json_mode=json_out, quiet=quiet)
     if plot is not None and result["task"] == "detect":
+        check_out_file(plot, reads=[path, dataset.root], **checks)
         plot_stats(dataset, plot)
         console.log(f"wrote {plot}")
+    elif plot is not None:
+        console.warn(f"--plot: {path} is a classification data set; no box histograms written")
     if json_out:
         console.emit_json(result)
         return

@@ -55,10 +55,10 @@ class ClassificationDataset(_TorchDataset):  # type: ignore[misc]
     def __getitem__(self, index: int) -> tuple[Any, Any]:
         import torch
 
-        from visiontool.io.images import read_image
+        from visiontool.data.detection import read_named
 
         path, label = self.samples[index]
-        image = read_image(path)
+        image = read_named(path)
         target: Any = label
         if self.label_sets is not None:
             target = torch.zeros(len(self.classes), dtype=torch.float32)

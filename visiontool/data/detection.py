@@ -53,10 +53,8 @@ class DetectionDataset(_TorchDataset):  # type: ignore[misc]
         return self._records
 
     def __getitem__(self, index: int) -> tuple[Any, dict[str, Any]]:
-        from visiontool.io.images import read_image
-
         record = self._records[index]
-        image = read_image(record.path)
+        image = read_named(record.path)
         target = make_target(record, (int(image.shape[-2]), int(image.shape[-1])))
         if self.transforms is not None:
             image, target = self.transforms(image, target)
@@ -67,6 +65,18 @@ class DetectionDataset(_TorchDataset):  # type: ignore[misc]
             f"DetectionDataset(format={self.format!r}, split={self.split!r}, "
             f"images={len(self)}, classes={len(self.classes)}, root={str(self.root)!r})"
         )
+
+
+def read_named(path: Path) -> Any:
+    """`io.images.read_image`, its `ImageError` naming the file (a run that stops on it says
+    which image to fix)."""
+    from visiontool.errors import ImageError
+    from visiontool.io.images import read_image
+
+    try:
+        return read_image(path)
+    except ImageError as exc:
+        raise ImageError(f"{path}: {exc}") from exc
 
 
 def make_target(record: ImageRecord, canvas: tuple[int, int]) -> dict[str, Any]:

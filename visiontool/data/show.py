@@ -11,6 +11,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from visiontool.data.outputs import RASTER_SUFFIXES
+
 TILE = 256
 PAD = 4  # white gap around and between the tiles
 THICKNESS, FONT_SCALE = 2, 0.4  # a little bolder than io.draw's default for a 256 px tile
@@ -31,6 +33,11 @@ def render_grid(
     if out.is_dir():
         raise ConfigError(
             f"--out {out} is a folder; give the grid's file name, e.g. {out}/grid.png"
+        )
+    if out.suffix and out.suffix.lower() not in RASTER_SUFFIXES:
+        raise ConfigError(
+            f"--out {out}: cannot write a {out.suffix!r} image; give a file name ending in "
+            f"{', '.join(RASTER_SUFFIXES)}"
         )
     if n < 1:
         raise ConfigError(f"--n must be at least 1, got {n}")

@@ -95,7 +95,19 @@ def _classification_stats(dataset: Any) -> dict[str, Any]:
 
 
 def plot_stats(dataset: Any, path: str | Path) -> Path:
-    """A PNG with histograms of box sqrt(area) and aspect ratio, and objects per class."""
+    """A PNG with histograms of box sqrt(area) and aspect ratio, and objects per class. The
+    caller checks `path` (`data.outputs.check_out_file`); an OS error writing it is one
+    `ConfigError` naming `path` (never the temp file)."""
+    from visiontool.errors import ConfigError
+    from visiontool.runtime import os_error_text
+
+    try:
+        return _plot_stats(dataset, path)
+    except OSError as exc:
+        raise ConfigError(os_error_text(exc, path, "cannot write")) from exc
+
+
+def _plot_stats(dataset: Any, path: str | Path) -> Path:
     from visiontool.io.plotting import figure
 
     widths, heights, labels = box_sizes(dataset)

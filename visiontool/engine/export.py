@@ -78,6 +78,12 @@ def run_export(config: ExportConfig) -> ExportReport:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {config.format!r}")
     if config.imgsz is not None and config.imgsz < 32:
         raise ConfigError(f"--imgsz must be >= 32, got {config.imgsz}")
+    if config.imgsz is not None:
+        from visiontool.runtime import check_budget
+
+        # the traced sample (long side up to ~1.7x) and ~16x that in activations, float32,
+        # as `detect` reckons it (`engine.predict.pipeline`): refused before the model load
+        check_budget(3 * 4 * 16 * config.imgsz * int(config.imgsz * 1.7), f"--imgsz {config.imgsz}")
     if config.out:  # a bad --out is refused before the (slow) model load
         _check_out(Path(config.out), config)
     predictor = make_predictor(
@@ -120,20 +126,86 @@ def _is_detector(predictor: Any) -> bool:
 
 
 def _check_out(out: Path, config: ExportConfig) -> None:
-    """Refuse an --out that is a folder, the checkpoint itself, or an existing file (without
-    --exist-ok)."""
+    """Refuse an --out that is a folder, the weights file the model is loaded from (--weights
+    PATH, or the shipped or cached file of --model), a path inside the installed package or
+    the weights folders (shipped models, torch's download cache), or an existing file (without
+    --exist-ok). --exist-ok never makes any of the first ones writable."""
     if out.exists() and out.is_dir():
         raise ConfigError(f"--out {out} is a folder; name the file to write")
-    weights = Path(str(config.weights)) if config.weights else None
-    if (
-        weights is not None
-        and weights.exists()
-        and out.exists()
-        and out.resolve() == weights.resolve()
-    ):
-        raise ConfigError(f"--out {out} is the checkpoint being exported; choose another name")
-    if out.exists() and not config.exist_ok:
+    for source in model_sources(config):
+        if _same_file(out, source):
+            raise ConfigError(
+                f"--out {out} is the weights file the model is loaded from ({source}); "
+                "choose another name"
+            )
+    target = _resolve(out)
+    for folder, what in protected_folders():
+        if target == folder or folder in target.parents:
+            raise ConfigError(
+                f"--out {out} lies inside {what} ({folder}); nothing is written there: "
+                "choose a path outside it"
+            )
+    if (out.exists() or out.is_symlink()) and not config.exist_ok:
         raise ConfigError(f"--out {out} exists; pass --exist-ok to replace it")
+
+
+def model_sources(config: ExportConfig) -> list[Path]:
+    """The files the model of `config` is loaded from, as far as they can be told before
+    loading it: --weights PATH, else --model's shipped checkpoint (its torchvision download
+    lies in the cache `protected_folders` names)."""
+    from visiontool.io.weights import weights_kind
+
+    if weights_kind(config.weights) == "path":
+        return [Path(str(config.weights))]
+    if config.model is None or weights_kind(config.weights) != "default":
+        return []
+    from visiontool import registry
+
+    try:
+        spec = registry.get("model", config.model)
+    except Exception:  # noqa: BLE001 - an unknown name is reported by the model load
+        return []
+    if spec.source == "shipped":
+        from visiontool.models.shipped import weights_dir
+
+        return [weights_dir() / Path(spec.weights).name]
+    return []
+
+
+def protected_folders() -> list[tuple[Path, str]]:
+    """(folder, what it is) that export never writes into: the installed visiontool package
+    (its shipped weights among it), the shipped-weights folder in use, torch's weights cache."""
+    import visiontool
+    from visiontool.io.weights import cache_dir
+    from visiontool.models.shipped import weights_dir
+
+    return [
+        (_resolve(Path(visiontool.__file__).parent), "the installed visiontool package"),
+        (_resolve(weights_dir()), "the shipped-weights folder"),
+        (_resolve(cache_dir()), "torch's downloaded-weights cache"),
+    ]
+
+
+def _same_file(out: Path, source: Path) -> bool:
+    """`out` is `source`: the same path once links are resolved, or the same file (a hard
+    link)."""
+    import os
+
+    if _resolve(out) == _resolve(source):
+        return True
+    try:
+        return os.path.samefile(out, source)
+    except OSError:
+        return False
+
+
+def _resolve(path: Path) -> Path:
+    import os
+
+    try:
+        return Path(path).resolve()
+    except (OSError, RuntimeError):
+        return Path(os.path.abspath(path))
 
 
 def detector_step(module: Any) -> Any:

@@ -84,7 +84,13 @@ def read_anchors_json(path: str | Path) -> dict[str, Any]:
         or (wh <= 0).any()
     ):
         raise DataError(f"{path}: 'wh' must be {data['num']} positive [w, h] pairs")
-    if not isinstance(data["imgsz"], (int, float)) or data["imgsz"] <= 0:
+    imgsz = data["imgsz"]
+    if (
+        isinstance(imgsz, bool)
+        or not isinstance(imgsz, (int, float))
+        or not math.isfinite(imgsz)
+        or imgsz <= 0
+    ):
         raise DataError(f"{path}: 'imgsz' must be a positive number, got {data['imgsz']!r}")
     return data
 

@@ -18,6 +18,8 @@ torchvision's height / width form) in `visiontool.ops.anchors.anchor_generator_a
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -58,8 +60,12 @@ class FitConfig:
             raise ConfigError(f"--imgsz must be positive, got {self.imgsz}")
         if self.algo not in ALGOS:
             raise ConfigError(f"--algo must be one of {', '.join(ALGOS)}, got {self.algo!r}")
-        if not 0 < self.iou <= 1 or self.thr <= 1:
-            raise ConfigError("--iou must be in (0, 1] and --thr greater than 1")
+        if not 0 < self.iou <= 1:
+            raise ConfigError(f"--iou must be in (0, 1], got {self.iou}")
+        if not (math.isfinite(self.thr) and self.thr > 1):
+            raise ConfigError(f"--thr must be a finite number greater than 1, got {self.thr}")
+        if self.generations < 0:
+            raise ConfigError(f"--generations must be 0 or more, got {self.generations}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -261,7 +267,7 @@ def run_fit(
     """`anchors fit`: fit, then write anchors.json and anchors.png (the anchors over a sample
     of box shapes) into the run folder: `out`, else runs/anchors/exp, exp2, ... (claimed only
     once the fit has succeeded). `result.extra` names the folder and both files."""
-    from visiontool.engine.anchors.show import check_out, draw_fit, output_dir
+    from visiontool.engine.anchors.show import check_out, fit_picture, output_dir, save_png
     from visiontool.io.anchors_file import write_anchors_json
 
     config.validate()
@@ -272,11 +278,17 @@ def run_fit(
     dataset = open_dataset(data, split=split, task="detect")
     wh, dropped = box_shapes(dataset.records(), config.imgsz, min_size=config.min_size)
     result = fit_anchors(wh, config, dropped=dropped, source=str(data))
+    document = anchors_json(result)  # both made before anything is written: a failure
+    drawn = fit_picture(result.wh, _subsample(wh, 300, config.seed), config.imgsz)  # leaves none
+    try:
+        json.dumps(document, allow_nan=False)
+    except ValueError as exc:
+        raise DataError(f"{data}: the fit gave numbers that are not finite ({exc})") from None
     with output_dir(out, exist_ok=exist_ok, owned=(JSON_NAME, PICTURE_NAME)) as claimed:
         folder = claimed.path
         json_path, picture = folder / JSON_NAME, folder / PICTURE_NAME
-        write_anchors_json(json_path, anchors_json(result))
-        draw_fit(result.wh, _subsample(wh, 300, config.seed), config.imgsz, picture)
+        save_png(drawn, picture)
+        write_anchors_json(json_path, document)
     result.extra.update({"out": str(folder), "json": str(json_path), "picture": str(picture)})
     return result
 

@@ -175,7 +175,28 @@ def _listed(values: Sequence[float]) -> str:
     return ", ".join(f"{v:g}" for v in values)
 
 
+RATIO_RANGE = (1e-3, 1e3)  # width / height: beyond this an anchor is a line, not a box
+SIZE_RANGE = (1e-4, 100.0)  # --sizes, fractions of the image side
+SCALE_RANGE = (1e-3, 1e4)  # --scales, multiples of the stride
+
+
+def check_ranges(**options: Sequence[float] | None) -> None:
+    """Each of --ratios, --sizes, --scales given (keyword without the dashes) within its sane
+    range, else one ConfigError (exit 2) naming the option and the value: numbers far outside
+    them overflow the anchor arithmetic (nan, inf) long before they mean anything."""
+    ranges = {"ratios": RATIO_RANGE, "sizes": SIZE_RANGE, "scales": SCALE_RANGE}
+    for name, values in options.items():
+        low, high = ranges[name]
+        for value in values or ():
+            if not (math.isfinite(value) and low <= value <= high):
+                what = " (width / height)" if name == "ratios" else ""
+                raise ConfigError(
+                    f"--{name} {value:g}: each value{what} must lie in {low:g}..{high:g}"
+                )
+
+
 def _checked_shapes(sizes: Sequence[float], ratios: Sequence[float], make: Any) -> list:
+    check_ranges(sizes=sizes, ratios=ratios)
     try:
         return make(sizes, ratios)
     except ValueError as exc:
@@ -228,6 +249,7 @@ def grid_view(config: GridConfig) -> GridResult:
         raise ConfigError("--stride must be positive and --scales/--ratios non-empty")
     if min(config.scales) <= 0 or min(config.ratios) <= 0:
         raise ConfigError("--scales and --ratios must be positive")
+    check_ranges(scales=config.scales, ratios=config.ratios)
     _check_number(config.border, "--border")
     check_out(config.out, exist_ok=config.exist_ok)
     canvas = load_canvas(config.image, config.size)
@@ -506,7 +528,7 @@ def read_gt(path: Path) -> tuple[list[str], Any]:
     data = _read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("boxes"), list):
         raise DataError(f'{path}: expected {{"classes": [...], "boxes": [...]}}')
-    classes = [str(c) for c in data.get("classes") or []]
+    classes = _gt_classes(data.get("classes"), path)
     rows = []
     for i, item in enumerate(data["boxes"]):
         if isinstance(item, dict):
@@ -517,6 +539,11 @@ def read_gt(path: Path) -> tuple[list[str], Any]:
             cls, box = None, None
         if not isinstance(box, list) or len(box) != 4:
             raise DataError(f"{path}: box {i} must be [class, x1, y1, x2, y2] or {{class, box}}")
+        if not all(_is_number(v) for v in box):
+            raise DataError(
+                f"{path}: box {i} has coordinates {box!r}; x1, y1, x2, y2 must be numbers "
+                "(normalized xyxy, 0..1)"
+            )
         rows.append([_class_index(cls, classes, path, i), *map(float, box)])
         x1, y1, x2, y2 = rows[-1][1:]
         if not (0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1):
@@ -530,17 +557,57 @@ def read_gt(path: Path) -> tuple[list[str], Any]:
     return classes, torch.tensor(rows, dtype=torch.float32)
 
 
+def _gt_classes(value: Any, path: Path) -> list[str]:
+    """The ground truth's "classes": absent (null), or a list of class-name strings."""
+    from visiontool.data.records import name_problem
+
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
+        raise DataError(f'{path}: "classes" must be a list of class names (strings), got {value!r}')
+    for k, name in enumerate(value):
+        problem = name_problem(name)
+        if problem:
+            raise DataError(f'{path}: "classes" entry {k} ({name!r}) {problem}')
+    if len(set(value)) != len(value):
+        raise DataError(f'{path}: "classes" names a class twice; give each name once')
+    return list(value)
+
+
+def _is_number(value: Any) -> bool:
+    """A finite JSON number (true/false are not numbers)."""
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(float(value))
+    )
+
+
+MAX_GT_CLASSES = 1000  # class indexes without a "classes" list: 0..999
+
+
 def _class_index(cls: Any, classes: list[str], path: Path, i: int) -> int:
-    if isinstance(cls, str) and not cls.isdigit():
+    from visiontool.data.records import name_problem
+
+    if isinstance(cls, str) and not (cls.isascii() and cls.isdigit()):
+        problem = name_problem(cls)
+        if problem:
+            raise DataError(f"{path}: box {i} has class {cls!r}, which {problem}")
         if cls not in classes:
             classes.append(cls)
         return classes.index(cls)
-    try:
-        value = int(cls)
-    except (TypeError, ValueError) as exc:
-        raise DataError(f"{path}: box {i} has class {cls!r}; use an index or a name") from exc
+    if isinstance(cls, bool) or not isinstance(cls, (int, str)):
+        raise DataError(
+            f"{path}: box {i} has class {cls!r}; use a class index (a whole number) or a name"
+        )
+    value = int(cls)
     if value < 0 or (classes and value >= len(classes)):
         raise DataError(f"{path}: box {i} has class {value}, outside 0..{len(classes) - 1}")
+    if not classes and value >= MAX_GT_CLASSES:
+        raise DataError(
+            f'{path}: box {i} has class {value}; without a "classes" list indexes run '
+            f"0..{MAX_GT_CLASSES - 1}: add the class names"
+        )
     return value
 
 
@@ -716,13 +783,23 @@ def draw_centres(picture: Any, factor: float, stride: int, fh: int, fw: int) -> 
     return draw_points(picture, centres * factor, FAINT)
 
 
+MAX_FIT_SIDE = 2048  # the fit picture's side: imgsz scaled down to it (up to MIN_SIDE)
+
+
 def draw_fit(anchors_wh: Any, boxes_wh: Any, imgsz: int, path: Path) -> Path:
+    """`fit_picture` written to `path` as a PNG."""
+    save_png(fit_picture(anchors_wh, boxes_wh, imgsz), path)
+    return path
+
+
+def fit_picture(anchors_wh: Any, boxes_wh: Any, imgsz: int) -> Any:
     """Fitted anchors (coloured, with a WxH and w/h legend) over a sample of box shapes (faint), all
-    centred on an imgsz x imgsz canvas, so one sees which shapes each anchor stands for."""
+    centred on an imgsz x imgsz canvas (drawn MIN_SIDE..MAX_FIT_SIDE pixels wide), so one sees
+    which shapes each anchor stands for."""
     from visiontool.io.draw import FAINT, blank
     from visiontool.io.draw import draw_boxes as draw_plain
 
-    side = max(MIN_SIDE, int(imgsz))
+    side = min(max(MIN_SIDE, int(imgsz)), MAX_FIT_SIDE)
     factor = side / imgsz
     picture = blank(side, side)
     c = side / 2
@@ -743,8 +820,7 @@ def draw_fit(anchors_wh: Any, boxes_wh: Any, imgsz: int, path: Path) -> Path:
             "faint: a sample of the data set's box shapes; all centred",
         ],
     )
-    save_png(picture, path)
-    return path
+    return picture
 
 
 def save_png(picture: Any, path: Path) -> Path:
