@@ -378,3 +378,19 @@ def test_confusion_and_pictures_use_the_models_own_threshold():
     assert shown_conf(EvalConfig(data="d", model="shapes-tinyssd"), run) == own
     assert shown_conf(EvalConfig(data="d", model="shapes-tinyssd", conf=0.6), run) == 0.6
     assert shown_conf(EvalConfig(data="d", pred="p.jsonl"), None) == DETECTION_CONF
+
+
+def test_a_corrupt_image_met_in_a_loader_worker_is_one_line(cli, tmp_path):
+    """torch re-raises a worker's error with the worker's whole traceback as its message:
+    `error:` was followed by a dozen traceback lines."""
+    from visiontool.data.synth import synth_detection
+
+    data = tmp_path / "data"
+    synth_detection(data, n=12, imgsz=96, seed=2)
+    bad = sorted((data / "images" / "val").iterdir())[0]
+    bad.write_text("garbage")
+    result = cli("eval", "--data", data, "--model", "shapes-tinyssd", "--device", "cpu",
+                 "--workers", "1", "--out", tmp_path / "ev")  # fmt: skip
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code != 0 and "Traceback" not in result.output, result.output
+    assert lines[-1] == f"error: {bad}: not an image (unrecognised format)", result.output

@@ -45,7 +45,7 @@ class _Group(Group):
         except VisiontoolError as exc:
             if _debug(ctx):
                 raise
-            typer.echo(f"error: {exc}", err=True)
+            typer.echo(f"error: {_one_line(exc)}", err=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (turned into one by `run`)
             terminated = _TERMINATED.is_set()
@@ -119,6 +119,16 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _one_line(exc: BaseException) -> str:
+    """The error's own message. An error raised in a DataLoader worker reaches this process
+    re-made by torch with the worker's whole traceback as its text; its last line is ours."""
+    text = str(exc)
+    if "Original Traceback" not in text:
+        return text
+    last = [line for line in text.splitlines() if line.strip()][-1]
+    return last.split(": ", 1)[1] if last.startswith(type(exc).__module__) else last
 
 
 def _version(value: bool) -> None:
