@@ -53,7 +53,7 @@ def test_a_claimed_output_folder_is_undone_when_the_others_cannot_be_told(monkey
     config = DetectConfig(sources=[str(tmp_path)], out=out, model="shapes-tinyssd")
     with (
         pytest.raises(PeerStopped),
-        _claim_out(config, DistInfo(rank=0, world_size=2), [], [], None),
+        _claim_out(config, DistInfo(rank=0, world_size=2), None, [], [], None),
     ):
         pytest.fail("the run must not start")
     assert not out.exists()  # the folder rank 0 made (and its lock) are gone again
