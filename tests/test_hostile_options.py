@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_hostile_training import one_error_line
 from visiontool.data.synth import synth_detection
 from visiontool.errors import ConfigError
 
@@ -36,15 +37,6 @@ def shapes_val(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("shapes-val")
     synth_detection(out, n=12, imgsz=128, fmt="coco", seed=2)
     return out
-
-
-def one_error_line(result, code: int, *needles: str) -> str:
-    assert result.exit_code == code, result.output
-    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and "Traceback" not in result.output, result.output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 # --- 1: a registry detector needs no --backbone-weights ---------------------------------------
