@@ -394,3 +394,21 @@ def test_a_corrupt_image_met_in_a_loader_worker_is_one_line(cli, tmp_path):
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert result.exit_code != 0 and "Traceback" not in result.output, result.output
     assert lines[-1] == f"error: {bad}: not an image (unrecognised format)", result.output
+
+
+def test_a_class_id_that_contradicts_its_label_is_warned_and_the_label_wins(cli, tmp_path):
+    gt = write_gt(tmp_path)
+    images = ["val/a.jpg", "val/b.jpg", "val/sub/c.jpg"]
+    truthful = metrics_of(
+        score(cli, gt, write_jsonl(tmp_path / "ok.jsonl", images), tmp_path / "a")
+    )
+    pred = write_jsonl(tmp_path / "p.jsonl", images)
+    lines = pred.read_text().splitlines()
+    first = json.loads(lines[0])
+    first["detections"][0]["class_id"] = 1  # says dog, labelled cat
+    pred.write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
+    result = score(cli, gt, pred, tmp_path / "b")
+    assert "line 1: 1 prediction(s) whose class_id is not the data set's index" in result.output
+    assert metrics_of(result)["map"] == truthful["map"]  # scored by the label
+    assert "whose class_id" not in score(cli, gt, write_jsonl(tmp_path / "c.jsonl", images),
+                                         tmp_path / "c").output  # fmt: skip

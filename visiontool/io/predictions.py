@@ -543,6 +543,16 @@ def _class_indices(
     )
     unnamed = labels == -2
     ids = raw.class_ids
+    clash = (labels >= 0) & (ids >= 0) & (ids != labels)  # both given, and they disagree
+    if clash.any():
+        wheres = np.unique(raw.where[clash]).tolist()
+        listed = ", ".join(str(w) for w in wheres[:MAX_LISTED]) + (
+            "..." if len(wheres) > MAX_LISTED else ""
+        )
+        issues.warnings.append(
+            f"{raw.path}: {raw.unit} {listed}: {int(clash.sum())} prediction(s) whose class_id "
+            "is not the data set's index of their label: scored by the label"
+        )
     valid_id = (ids >= 0) & (ids < len(classes))
     labels[unnamed & valid_id] = ids[unnamed & valid_id]
     unknown_name = labels == -1
