@@ -83,6 +83,17 @@ def test_duplicate_image_ids(tmp_path: Path) -> None:
     assert code == 1 and "images[1]" in output and "duplicate image id 1" in output
 
 
+def test_two_categories_of_one_name_are_an_error(tmp_path: Path) -> None:
+    """Predictions and --classes name classes: two 'thing' categories would be ambiguous."""
+    root = coco(tmp_path)
+    path = root / "annotations" / "instances_train.json"
+    data = json.loads(path.read_text())
+    data["categories"].append({"id": 7, "name": "thing"})
+    path.write_text(json.dumps(data))
+    code, output = check(root)
+    assert code == 1 and "categories[1]" in output and "is also category id 1's" in output
+
+
 def test_path_escaping_the_root(tmp_path: Path) -> None:
     write_image(tmp_path / "secret.png")
     images = [{"id": 1, "file_name": "../../../secret.png", "width": 40, "height": 30}]

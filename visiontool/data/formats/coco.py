@@ -156,6 +156,14 @@ def _categories(
         if problem:
             issues.error(f"{json_path}: categories[{i}]", f"category name {name!r} {problem}")
             continue
+        if name in cats.values():  # classes are matched by name (predictions, --classes)
+            twin = next(k for k, v in cats.items() if v == name)
+            issues.error(
+                f"{json_path}: categories[{i}]",
+                f"category name {name!r} is also category id {twin}'s: class names must be "
+                "unique (predictions and --classes name classes)",
+            )
+            continue
         cats[cat["id"]] = name
     if not cats:
         issues.error(json_path, "no 'categories': cannot name the classes")
