@@ -279,6 +279,12 @@ def test_label_bad_inputs(tmp_path):
     good = write_gt(tmp_path)
     result = invoke("label", "--gt", str(good))
     assert result.exit_code == 2 and "--anchors FILE" in result.output
+    anchors = tmp_path / "anchors.json"
+    anchors.write_text(json.dumps({"anchors": D2L_ANCHORS}))
+    both = invoke("label", "--gt", str(good), "--anchors", str(anchors), "--sizes", "0.5",
+                  "--out", str(tmp_path / "both"))  # fmt: skip
+    assert both.exit_code == 2 and "pass one or the other" in both.output  # the file won
+    assert not (tmp_path / "both").exists()
 
 
 def test_label_large_assignment_prints_a_summary_and_draws_a_sample(tmp_path):

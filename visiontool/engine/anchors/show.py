@@ -382,6 +382,9 @@ def label_view(config: LabelConfig) -> LabelResult:
     _check_number(config.offset, "--offset")
     _check_number(config.iou_threshold, "--iou")
     check_out(config.out, exist_ok=config.exist_ok)
+    if config.anchors is not None and (config.sizes or config.ratios):
+        raise ConfigError("--anchors FILE gives the anchors; --sizes/--ratios generate them: "
+                          "pass one or the other")  # fmt: skip
     classes, gt = read_gt(config.gt)
     canvas = load_canvas(config.image, config.size)
     canvas_wh = (canvas.shape[1], canvas.shape[0])
