@@ -319,3 +319,29 @@ def test_sigterm_finalises_like_ctrl_c(images, tmp_path):
     lines = (out / "predictions.jsonl").read_text().splitlines()
     assert len(lines) == summary["counts"]["images"]
     time.sleep(0)
+
+
+def test_nothing_is_written_through_a_link_out_of_the_folder_or_over_a_device(
+    cli, images, tmp_path
+):
+    """A `labels` link inside --out carried detect's label files out of it; export
+    --exist-ok replaced a pipe (and, as root, /dev/null) with a regular file."""
+    from visiontool.io.atomic import write_bytes
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "labels").symlink_to(outside)
+    result = cli("detect", images, *MODEL, "--save-txt", "--out", out, "--exist-ok")
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert len(errors) == 1 and "leads outside the output folder" in errors[0]
+    assert list(outside.iterdir()) == []
+    pipe = tmp_path / "model.onnx"
+    os.mkfifo(pipe)
+    result = cli("export", "--model", "digits-lenet", "--out", pipe, "--exist-ok")
+    one_error_line(result, 2, "is not a regular file")
+    with pytest.raises(FileExistsError):
+        write_bytes(pipe, b"x")  # every atomic write: a pipe, device or folder stays
+    assert pipe.is_fifo()

@@ -132,6 +132,11 @@ def _check_out(out: Path, config: ExportConfig) -> None:
     --exist-ok). --exist-ok never makes any of the first ones writable."""
     if out.exists() and out.is_dir():
         raise ConfigError(f"--out {out} is a folder; name the file to write")
+    if out.exists() and not out.is_symlink() and not out.is_file():
+        raise ConfigError(
+            f"--out {out} exists and is not a regular file (a device or a pipe); it is never "
+            "replaced: name a file"
+        )
     for source in model_sources(config):
         if _same_file(out, source):
             raise ConfigError(

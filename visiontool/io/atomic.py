@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
@@ -14,6 +15,10 @@ from typing import IO, Any
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
     """Call `write(fileobj)` on a temp file in the target folder, then rename it into place."""
     path = Path(path)
+    if not path.is_symlink() and path.exists() and not path.is_file():
+        raise FileExistsError(  # a device (/dev/null), a pipe or a folder: never replaced
+            errno.EEXIST, "exists and is not a regular file (not replaced)", str(path)
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

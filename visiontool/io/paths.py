@@ -335,6 +335,27 @@ def _lock(path: Path, command: str) -> int | None:
     raise ConfigError(f"cannot lock --out {path}: it keeps changing; try again")
 
 
+class WriteGuard:
+    """Refuses a write whose folder resolves outside `root`: a link planted inside --out (say
+    `labels -> /elsewhere`) must not carry a run's files out of it. Folders checked once."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = _resolve(root)
+        self._checked: set[Path] = set()
+
+    def check(self, target: Path) -> Path:
+        parent = target.parent
+        if parent not in self._checked:
+            real = _resolve(parent)
+            if real != self.root and self.root not in real.parents:
+                raise ConfigError(
+                    f"{parent} leads outside the output folder {self.root} (through a link): "
+                    "nothing is written through it; remove the link or choose another --out"
+                )
+            self._checked.add(parent)
+        return target
+
+
 def _resolve(path: Path) -> Path:
     try:
         return path.resolve()

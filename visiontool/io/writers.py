@@ -102,9 +102,10 @@ class CocoResultsWriter:
 class YoloTxtWriter:
     """labels/<rel>.txt: `class cx cy w h [conf]`, normalised, one line per detection."""
 
-    def __init__(self, folder: Path, *, save_conf: bool = False) -> None:
+    def __init__(self, folder: Path, *, save_conf: bool = False, guard: Any = None) -> None:
         self.folder = folder
         self.save_conf = save_conf
+        self.guard = guard  # io.paths.WriteGuard: nothing written through a link out of --out
 
     def write(self, result: ImageResult, base: PurePosixPath | None = None) -> Path | None:
         """Write labels/<base>.txt (`base`: from `OutputNames`; default the input's name)."""
@@ -118,6 +119,8 @@ class YoloTxtWriter:
             lines.append(line + (f" {det.score:.5f}" if self.save_conf else ""))
         base = base if base is not None else PurePosixPath(result.rel).with_suffix("")
         target = self.folder / base.with_name(base.name + ".txt")
+        if self.guard is not None:
+            self.guard.check(target)
         return write_bytes(target, ("\n".join(lines) + ("\n" if lines else "")).encode())
 
     def close(self) -> None:
@@ -127,8 +130,9 @@ class YoloTxtWriter:
 class ImageWriter:
     """Annotated copies under the output folder at the input's relative path."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, guard: Any = None) -> None:
         self.folder = folder
+        self.guard = guard  # io.paths.WriteGuard: nothing written through a link out of --out
 
     def write(
         self,
@@ -151,6 +155,8 @@ class ImageWriter:
             encoded = self.encode(result, annotate(result, image) if bgr is None else bgr)
         base = base if base is not None else rel.with_suffix("")
         target = self.folder / base.with_name(base.name + suffix)
+        if self.guard is not None:
+            self.guard.check(target)
         return write_bytes(target, encoded)
 
     @staticmethod
@@ -181,8 +187,9 @@ class VideoOutputs:
     interrupted run leaves a video that plays). Frames at the source's fps / --vid-stride.
     """
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, guard: Any = None) -> None:
         self.folder = folder
+        self.guard = guard  # io.paths.WriteGuard: nothing written through a link out of --out
         self._rel: str | None = None
         self._writer: Any = None
 
@@ -199,6 +206,8 @@ class VideoOutputs:
             info = result.video
             fps = info.fps / max(1, info.stride) if info is not None else 30.0
             target = self.folder / base.with_name(base.name + ".mp4")
+            if self.guard is not None:
+                self.guard.check(target)
             self._writer = VideoWriter(target, fps=fps, size=(result.width, result.height))
             self._rel = result.rel
         self._writer.write(annotate(result, image) if bgr is None else bgr)

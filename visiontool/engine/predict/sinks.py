@@ -69,15 +69,20 @@ class ResultSink:
         self.names = names if names is not None else OutputNames()  # one name per input
         self.ordered = ordered
         self.jsonl = JsonlWriter(jsonl or out / "predictions.jsonl", append=append)
-        self.images = ImageWriter(out) if save_img else None
-        self.videos = VideoOutputs(out) if save_img else None
+        from visiontool.io.paths import WriteGuard
+
+        guard = WriteGuard(out)  # a link inside --out never carries files out of it
+        self.images = ImageWriter(out, guard=guard) if save_img else None
+        self.videos = VideoOutputs(out, guard=guard) if save_img else None
         self._video_base: tuple[str, Any] | None = None  # (rel, name) of the video being read
         self.coco = (
             CocoResultsWriter(out / "coco_results.json", category_ids, coco_image_ids)
             if save_coco
             else None
         )
-        self.txt = YoloTxtWriter(out / "labels", save_conf=save_conf) if save_txt else None
+        self.txt = (
+            YoloTxtWriter(out / "labels", save_conf=save_conf, guard=guard) if save_txt else None
+        )
         self.queue: queue.Queue[tuple[ImageResult, Any, Any] | None] = queue.Queue(maxsize=depth)
         self.pool = ThreadPoolExecutor(drawers, "visiontool-draw") if drawers > 1 else None
         self.error: BaseException | None = None
