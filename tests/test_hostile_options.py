@@ -102,6 +102,11 @@ BAD_TRAIN = [
     ("--imgsz", "31"), ("--imgsz", "0"), ("--imgsz", "-64"),
     ("--workers", "-1"), ("--patience", "-1"), ("--freeze", "-1"), ("--trainable-layers", "-1"),
     ("--fpn-channels", "0"), ("--box-head", "0"), ("--log-every", "0"),
+    # extremes that overflowed deep inside (second sweep): 100,000 loader processes wrapped the
+    # PID table; 1e308 overflowed SGD; huge seeds/batches overflowed C longs; imgsz ran out
+    ("--workers", "100000"), ("--lr", "1e308"), ("--weight-decay", "1e300"),
+    ("--seed", "99999999999999999999"), ("--seed", "-1"), ("--batch", "99999999999999999999"),
+    ("--imgsz", "100000"),
 ]  # fmt: skip
 
 
@@ -148,7 +153,8 @@ def test_zero_clip_grad_means_no_clipping_and_is_accepted():
 # --- 6: eval's numbers ---------------------------------------------------------------------------
 
 BAD_EVAL = [("--workers", "-1"), ("--batch", "0"), ("--batch", "-1"), ("--imgsz", "31"),
-            ("--imgsz", "0"), ("--iou", "nan"), ("--conf", "nan")]  # fmt: skip
+            ("--imgsz", "0"), ("--iou", "nan"), ("--conf", "nan"), ("--workers", "100000"),
+            ("--batch", "99999999999999999999"), ("--imgsz", "100000")]  # fmt: skip
 
 
 @pytest.mark.parametrize(("option", "value"), BAD_EVAL, ids=[" ".join(x) for x in BAD_EVAL])

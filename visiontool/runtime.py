@@ -157,6 +157,31 @@ def format_bytes(size: float) -> str:
     return f"{size:.1f} PB"  # pragma: no cover
 
 
+MAX_WORKERS = 256
+"""Loader processes a command may start: never faster beyond the cores, and --workers 100000
+forked until the PID table wrapped, and left orphans behind when stopped."""
+MAX_BATCH = 1_000_000
+"""Images per batch a command takes (larger overflowed islice with a traceback)."""
+
+
+def check_loader(workers: int | None, batch: int | None = None) -> None:
+    """--workers in 0..MAX_WORKERS and --batch in 1..MAX_BATCH, else ConfigError (exit 2)."""
+    if workers is not None and not 0 <= workers <= MAX_WORKERS:
+        raise ConfigError(f"--workers must be 0..{MAX_WORKERS} (0: load in the main process), "
+                          f"got {workers}")  # fmt: skip
+    if batch is not None and not 1 <= batch <= MAX_BATCH:
+        raise ConfigError(f"--batch must be 1..{MAX_BATCH:,}, got {batch}")
+
+
+def check_input_budget(imgsz: int, batch: int, *, training: bool = False) -> None:
+    """An --imgsz whose float input and activations would not fit in memory: one line, before
+    anything is built (the estimate `detect` uses; training keeps the activations for the
+    backward pass, about 3x)."""
+    what = f"--imgsz {imgsz}" + (f" with --batch {batch}" if batch > 1 else "")
+    factor = 3 if training else 1
+    check_budget(factor * 3 * 4 * 16 * imgsz * int(imgsz * 1.7) * batch, what)
+
+
 def check_budget(bytes_needed: float, what: str) -> None:
     """Refuse (ConfigError, exit 2) an allocation an option asks for that is over the memory
     budget (`memory_budget`), before making it: `what` names the option and its value."""

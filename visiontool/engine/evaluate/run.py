@@ -191,13 +191,14 @@ def _validate(config: EvalConfig) -> None:
             raise ConfigError(f"--iou-thresholds must be numbers in (0, 1], got {bad or 'none'}")
     if not 0.0 < config.iou <= 1.0 or (config.conf is not None and not 0.0 <= config.conf <= 1.0):
         raise ConfigError("--iou must be in (0, 1] and --conf in [0, 1]")
-    if config.batch < 1:
-        raise ConfigError(f"--batch must be >= 1, got {config.batch}")
-    if config.workers is not None and config.workers < 0:
-        raise ConfigError(f"--workers must be >= 0, got {config.workers}")
+    from visiontool.runtime import check_input_budget, check_loader
+
+    check_loader(config.workers, config.batch)
     if config.imgsz is not None and config.imgsz < MIN_IMGSZ:
         raise ConfigError(f"--imgsz must be >= {MIN_IMGSZ}, got {config.imgsz} (leave it out "
                           "for the model's own size)")  # fmt: skip
+    if config.imgsz is not None:
+        check_input_budget(config.imgsz, config.batch)
     device = (config.device or "auto").lower()
     if device not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:\d+", device):
         raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N, got {config.device!r}")

@@ -22,7 +22,7 @@ from visiontool.engine.predict.stream import DecodedItem
 from visiontool.errors import ConfigError, UnknownName
 from visiontool.io.images import DEFAULT_MAX_PIXELS
 from visiontool.results import Detection, ImageResult
-from visiontool.runtime import check_budget, default_workers
+from visiontool.runtime import check_input_budget, check_loader, default_workers
 
 Log = Callable[[str], None]
 
@@ -129,14 +129,11 @@ def check_options(
         raise ConfigError(f"--decode must be auto, cpu or device, got {decode!r}")
     if vid_stride < 1:
         raise ConfigError(f"--vid-stride must be >= 1, got {vid_stride}")
-    if workers is not None and workers < 0:
-        raise ConfigError(f"--workers must be >= 0, got {workers}")
+    check_loader(workers, batch)
     if topk < 1:
         raise ConfigError(f"--topk must be >= 1, got {topk}")
     if conf is not None and not 0.0 <= conf <= 1.0:
         raise ConfigError(f"--conf must be in [0, 1], got {conf}")
-    if batch < 1:
-        raise ConfigError(f"--batch must be >= 1, got {batch}")
     if inflight is not None and inflight < 1:
         raise ConfigError(f"--inflight must be >= 1, got {inflight}")
     if max_det < 1:
@@ -144,8 +141,7 @@ def check_options(
     if imgsz is not None and imgsz < 32:
         raise ConfigError(f"--imgsz must be >= 32, got {imgsz}")
     if imgsz is not None:  # float input (long side up to ~1.7x) and ~16x that in activations
-        what = f"--imgsz {imgsz}" + (f" with --batch {batch}" if batch > 1 else "")
-        check_budget(3 * 4 * 16 * imgsz * int(imgsz * 1.7) * batch, what)
+        check_input_budget(imgsz, batch)
 
 
 def make_predictor(

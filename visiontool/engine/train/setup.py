@@ -33,8 +33,8 @@ COMPOSE_OPTIONS = (
 
 # float options: (field, lowest, lowest allowed itself, highest or None, what the range means)
 FLOAT_RANGES = (
-    ("lr", 0.0, False, None, "a number > 0"),
-    ("weight_decay", 0.0, True, None, "a number >= 0 (0: no weight decay)"),
+    ("lr", 0.0, False, 1e30, "a number > 0 (and < 1e30)"),
+    ("weight_decay", 0.0, True, 1e30, "a number >= 0 (0: no weight decay; < 1e30)"),
     ("warmup", 0.0, True, None, "a number of epochs >= 0 (0: no warmup)"),
     ("head_lr_mult", 0.0, False, None, "a number > 0 (the new layers' lr = lr x this)"),
     ("clip_grad", 0.0, True, None, "a gradient norm > 0 (0: no clipping)"),
@@ -73,6 +73,13 @@ def check_numbers(config: Any) -> None:
     if config.imgsz is not None and config.imgsz < MIN_IMGSZ:
         raise ConfigError(f"--imgsz must be >= {MIN_IMGSZ}, got {config.imgsz} (leave it out "
                           "for the model's own size)")  # fmt: skip
+    from visiontool.runtime import check_input_budget, check_loader
+
+    check_loader(config.workers, config.batch)
+    if config.imgsz is not None:
+        check_input_budget(config.imgsz, config.batch, training=True)
+    if not 0 <= config.seed < 2**63:
+        raise ConfigError(f"--seed must be 0..2**63-1, got {config.seed}")
 
 
 def resolve_model_choice(cfg: Any) -> tuple[str | None, str | None]:
