@@ -345,3 +345,31 @@ def test_nothing_is_written_through_a_link_out_of_the_folder_or_over_a_device(
     with pytest.raises(FileExistsError):
         write_bytes(pipe, b"x")  # every atomic write: a pipe, device or folder stays
     assert pipe.is_fifo()
+
+
+def test_exist_ok_replaces_nothing_in_a_folder_without_an_earlier_run_of_that_command(
+    cli, images, tmp_path
+):
+    """--exist-ok removed files by name: detect into a train run's folder took its args.json,
+    eval its confusion_matrix.png, and train a user's results.csv and weights/last.pt."""
+    from visiontool.data.synth import synth_classification
+
+    digits = tmp_path / "digits"
+    synth_classification(digits, n=20, imgsz=32, seed=1, kind="digits")
+    common = ["--task", "classify", "--data", digits, "--epochs", "1", "--workers", "0"]
+    trained = tmp_path / "trained"
+    assert cli("train", *common, "--model", "lenet", "--out", trained).exit_code == 0
+    before = snapshot(trained)
+    detect = cli("detect", images, *MODEL, "--out", trained, "--exist-ok")
+    one_error_line(detect, 2, "named like `detect` outputs", "args.json")
+    evaluate = cli("eval", "--data", digits, "--model", "digits-lenet", "--workers", "0",
+                   "--out", trained, "--exist-ok")  # fmt: skip
+    one_error_line(evaluate, 2, "named like `eval` outputs", "confusion_matrix.png")
+    assert snapshot(trained) == before
+    users = tmp_path / "users"
+    for name in ("results.csv", "weights/last.pt", ".notes.tmp"):
+        (users / name).parent.mkdir(parents=True, exist_ok=True)
+        (users / name).write_text("the user's own")
+    result = cli("train", *common, "--model", "lenet", "--out", users, "--exist-ok")
+    one_error_line(result, 2, "named like `train` outputs", "no earlier `train` run")
+    assert len(snapshot(users)) == 3

@@ -202,4 +202,5 @@ def _out_folder(out: Path | None, exist_ok: bool, data: Path, pred: Path | None,
         owned=EVAL_OUTPUTS,
         on_log=console.log,
         clear_later=True,
+        holds_run=lambda folder: (folder / "metrics.json").is_file(),
     )

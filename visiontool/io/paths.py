@@ -130,12 +130,16 @@ def prepare_out(
     owned: Owned = (),
     on_log: Callable[[str], None] | None = None,
     clear_later: bool = False,
+    holds_run: Callable[[Path], bool] | None = None,
 ) -> OutDir:
     """Check, create and lock the output folder of `command`; see the module docstring.
 
     `inputs` are files (or folders read without descending) the run reads; `recursive_inputs`
-    are folders read with everything below them. Raises `ConfigError` (exit 2) naming the
-    folder and what to do; nothing is created or removed when it does.
+    are folders read with everything below them. `holds_run(folder)`: whether the folder holds
+    an earlier run of `command`; without one, files there named like its outputs are a user's
+    (or another command's) and --exist-ok refuses rather than replace them. Raises
+    `ConfigError` (exit 2) naming the folder and what to do; nothing is created or removed
+    when it does.
     """
     inputs, recursive_inputs = list(inputs), list(recursive_inputs)
     explicit = out is not None or exist_ok
@@ -167,6 +171,14 @@ def prepare_out(
             leftovers = [p.name for p in path.iterdir() if p.name != LOCK_NAME]
             if leftovers and not exist_ok:
                 raise ConfigError(_not_empty(path, command, leftovers))
+            if leftovers and holds_run is not None and not holds_run(path):
+                named = [p.relative_to(path).as_posix() for p in find_owned(path, owned)]
+                if named:
+                    raise ConfigError(
+                        f"--out {path} holds files named like `{command}` outputs "
+                        f"({_preview(named)}) but no earlier `{command}` run: --exist-ok "
+                        "replaces only such a run's own files; move them, or choose another --out"
+                    )
             if leftovers:
                 handle._previous = (owned, command, on_log)
                 if not clear_later:
@@ -248,6 +260,39 @@ def remove_owned(
     """Remove the files `owned` names inside `folder` (regular files and links only, never
     following links out of it), but those `spare` says to keep; prune folders left empty.
     Returns the removed paths, relative."""
+    found = find_owned(folder, owned, spare=spare)
+    removed = []
+    for path in found:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed.append(path.relative_to(folder).as_posix())
+    for path in sorted({p.parent for p in found}, key=lambda p: -len(p.parts)):
+        while path != folder and folder in path.parents:
+            try:
+                path.rmdir()
+            except OSError:
+                break
+            path = path.parent
+    return removed
+
+
+def args_record(folder: Path) -> dict:
+    """The folder's args.json (what a train or detect run records), {} when absent or not a
+    JSON object: evidence of which command's run a folder holds."""
+    import json
+
+    try:
+        data = json.loads((folder / "args.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def find_owned(
+    folder: Path, owned: Owned, *, spare: Callable[[Path], bool] | None = None
+) -> list[Path]:
+    """The files `owned` names inside `folder` (regular files and links, none reached through
+    a link out of it), less those `spare` keeps; sorted."""
     root = _resolve(folder)
     found: set[Path] = set()
     for entry in owned:
@@ -269,19 +314,7 @@ def remove_owned(
             if spare is not None and spare(candidate):
                 continue
             found.add(candidate)
-    removed = []
-    for path in sorted(found):
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-            removed.append(path.relative_to(folder).as_posix())
-    for path in sorted({p.parent for p in found}, key=lambda p: -len(p.parts)):
-        while path != folder and folder in path.parents:
-            try:
-                path.rmdir()
-            except OSError:
-                break
-            path = path.parent
-    return removed
+    return sorted(found)
 
 
 def _claim(base: Path) -> Path:

@@ -449,7 +449,7 @@ class Trainer:
             if self.cfg.name and out is None:
                 out = _named_run(self.cfg.name, exist_ok=exist_ok)
         return prepare_out(out, "train", exist_ok=exist_ok, owned=owned, on_log=self.log,
-                           clear_later=True, **reads)  # fmt: skip
+                           clear_later=True, holds_run=_holds_train_run, **reads)  # fmt: skip
 
     def release_out(self, *, failed: bool = False) -> None:
         """Unlock the output folder (run_train calls it when the run ends)."""
@@ -1067,6 +1067,21 @@ def _default_lr(cfg: TrainConfig) -> float:
     if cfg.optimizer == "adamw":
         return 1e-3
     return get_task(cfg.task).sgd_lr(cfg.batch)
+
+
+def _holds_train_run(folder: Path) -> bool:
+    """Evidence of an earlier train run in `folder`: an args.json with train's own keys (written
+    before the first epoch), or a results.csv of epochs; so --exist-ok replaces nothing of
+    another command's or a user's."""
+    from visiontool.io.paths import args_record
+
+    if "epochs" in args_record(folder):
+        return True
+    try:
+        with (folder / "results.csv").open(encoding="utf-8") as handle:
+            return handle.readline().startswith("epoch")
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def _named_run(name: str, *, exist_ok: bool) -> Path:
