@@ -126,8 +126,8 @@ def image_issues(dataset: Any) -> list[Issue]:
             continue
         if declared is not None and declared != shown:
             note = (
-                " (the size stored before EXIF rotation; boxes are read against the displayed "
-                "image)"
+                " (the declared size is the pixels as stored; its EXIF orientation turns the "
+                "image, and boxes are read against it as displayed)"
                 if declared == stored
                 else ""
             )
@@ -136,7 +136,8 @@ def image_issues(dataset: Any) -> list[Issue]:
                     ERROR,
                     where,
                     f"declared size {declared[0]}x{declared[1]} (WxH) differs from the image "
-                    f"file's {shown[0]}x{shown[1]}{note}; fix the annotation's width and height",
+                    f"as displayed, {shown[0]}x{shown[1]}{note}; fix the annotation's width "
+                    "and height",
                 )
             )
     return issues
