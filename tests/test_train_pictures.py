@@ -228,6 +228,7 @@ def test_a_failing_picture_is_one_warning_and_the_run_goes_on(cli, digits, tmp_p
     out = tmp_path / "run"
     out.mkdir()
     (out / "train_batch.jpg").write_bytes(b"an earlier run's")
+    (out / "args.json").write_text('{"epochs": 1}')  # what makes the folder a train run's
     result = cli("train", "--data", digits, "--task", "classify", "--model", "lenet",
                  "--batch", "8", "--workers", "0", "--augment", "none", "--epochs", "1",
                  "--out", out, "--exist-ok")  # fmt: skip
