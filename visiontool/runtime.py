@@ -173,10 +173,20 @@ def check_loader(workers: int | None, batch: int | None = None) -> None:
         raise ConfigError(f"--batch must be 1..{MAX_BATCH:,}, got {batch}")
 
 
-def check_input_budget(imgsz: int, batch: int, *, training: bool = False) -> None:
-    """An --imgsz whose float input and activations would not fit in memory: one line, before
-    anything is built (the estimate `detect` uses; training keeps the activations for the
-    backward pass, about 3x)."""
+MIN_IMGSZ = 32
+"""The smallest --imgsz: smaller inputs fail inside the networks' strided layers."""
+
+
+def check_imgsz(imgsz: int | None, batch: int = 1, *, training: bool = False) -> None:
+    """--imgsz (None: the model's own) at least MIN_IMGSZ, and its float input (long side up
+    to ~1.7x) and ~16x that in activations within the memory budget; training keeps the
+    activations for the backward pass, about 3x. One line (exit 2), before anything is built;
+    shared by detect, train, eval and export."""
+    if imgsz is None:
+        return
+    if imgsz < MIN_IMGSZ:
+        raise ConfigError(f"--imgsz must be >= {MIN_IMGSZ}, got {imgsz} (leave it out for the "
+                          "model's own size)")  # fmt: skip
     what = f"--imgsz {imgsz}" + (f" with --batch {batch}" if batch > 1 else "")
     factor = 3 if training else 1
     check_budget(factor * 3 * 4 * 16 * imgsz * int(imgsz * 1.7) * batch, what)

@@ -76,14 +76,9 @@ def run_export(config: ExportConfig) -> ExportReport:
 
     if config.format not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {config.format!r}")
-    if config.imgsz is not None and config.imgsz < 32:
-        raise ConfigError(f"--imgsz must be >= 32, got {config.imgsz}")
-    if config.imgsz is not None:
-        from visiontool.runtime import check_budget
+    from visiontool.runtime import check_imgsz
 
-        # the traced sample (long side up to ~1.7x) and ~16x that in activations, float32,
-        # as `detect` reckons it (`engine.predict.pipeline`): refused before the model load
-        check_budget(3 * 4 * 16 * config.imgsz * int(config.imgsz * 1.7), f"--imgsz {config.imgsz}")
+    check_imgsz(config.imgsz)  # the traced sample, as `detect` reckons it: before the model load
     if config.out:  # a bad --out is refused before the (slow) model load
         _check_out(Path(config.out), config)
     predictor = make_predictor(

@@ -104,7 +104,6 @@ Log = Callable[[str], None]
 
 DETECTION_CONF = 0.25
 """The confusion matrix's score threshold when `EvalConfig.conf` is None."""
-MIN_IMGSZ = 32  # as `detect`
 
 
 def run_eval(config: EvalConfig, *, on_log: Log | None = None) -> EvalReport:
@@ -191,14 +190,10 @@ def _validate(config: EvalConfig) -> None:
             raise ConfigError(f"--iou-thresholds must be numbers in (0, 1], got {bad or 'none'}")
     if not 0.0 < config.iou <= 1.0 or (config.conf is not None and not 0.0 <= config.conf <= 1.0):
         raise ConfigError("--iou must be in (0, 1] and --conf in [0, 1]")
-    from visiontool.runtime import check_input_budget, check_loader
+    from visiontool.runtime import check_imgsz, check_loader
 
     check_loader(config.workers, config.batch)
-    if config.imgsz is not None and config.imgsz < MIN_IMGSZ:
-        raise ConfigError(f"--imgsz must be >= {MIN_IMGSZ}, got {config.imgsz} (leave it out "
-                          "for the model's own size)")  # fmt: skip
-    if config.imgsz is not None:
-        check_input_budget(config.imgsz, config.batch)
+    check_imgsz(config.imgsz, config.batch)
     device = (config.device or "auto").lower()
     if device not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:\d+", device):
         raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N, got {config.device!r}")

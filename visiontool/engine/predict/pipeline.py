@@ -22,7 +22,7 @@ from visiontool.engine.predict.stream import DecodedItem
 from visiontool.errors import ConfigError, UnknownName
 from visiontool.io.images import DEFAULT_MAX_PIXELS
 from visiontool.results import Detection, ImageResult
-from visiontool.runtime import check_input_budget, check_loader, default_workers
+from visiontool.runtime import check_imgsz, check_loader, default_workers
 
 Log = Callable[[str], None]
 
@@ -138,10 +138,7 @@ def check_options(
         raise ConfigError(f"--inflight must be >= 1, got {inflight}")
     if max_det < 1:
         raise ConfigError(f"--max-det must be >= 1, got {max_det}")
-    if imgsz is not None and imgsz < 32:
-        raise ConfigError(f"--imgsz must be >= 32, got {imgsz}")
-    if imgsz is not None:  # float input (long side up to ~1.7x) and ~16x that in activations
-        check_input_budget(imgsz, batch)
+    check_imgsz(imgsz, batch)
 
 
 def make_predictor(

@@ -43,7 +43,6 @@ FLOAT_RANGES = (
 )
 # integer options: (field, lowest, what the range means); None (where allowed) is not checked
 INT_RANGES = (
-    ("workers", 0, "a number of processes >= 0 (0: load in the main process)"),
     ("freeze", 0, "a number of backbone stages >= 0"),
     ("trainable_layers", 0, "a number of backbone stages >= 0"),
     ("fpn_channels", 1, "a width >= 1"),
@@ -51,7 +50,6 @@ INT_RANGES = (
     ("patience", 0, "a number of validations >= 0 (0: no early stopping)"),
     ("log_every", 1, "a number of steps >= 1"),
 )
-MIN_IMGSZ = 32  # as `detect`: smaller inputs fail inside the networks' strided layers
 
 
 def check_numbers(config: Any) -> None:
@@ -70,14 +68,10 @@ def check_numbers(config: Any) -> None:
         value = getattr(config, name)
         if value is not None and value < low:
             raise ConfigError(f"--{name.replace('_', '-')} must be {meaning}, got {value}")
-    if config.imgsz is not None and config.imgsz < MIN_IMGSZ:
-        raise ConfigError(f"--imgsz must be >= {MIN_IMGSZ}, got {config.imgsz} (leave it out "
-                          "for the model's own size)")  # fmt: skip
-    from visiontool.runtime import check_input_budget, check_loader
+    from visiontool.runtime import check_imgsz, check_loader
 
     check_loader(config.workers, config.batch)
-    if config.imgsz is not None:
-        check_input_budget(config.imgsz, config.batch, training=True)
+    check_imgsz(config.imgsz, config.batch, training=True)
     if not 0 <= config.seed < 2**63:
         raise ConfigError(f"--seed must be 0..2**63-1, got {config.seed}")
 
