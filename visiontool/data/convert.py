@@ -37,9 +37,8 @@ def convert_dataset(
             f"got {to!r}"
         )
     reads = {"recursive_inputs" if Path(src).is_dir() else "inputs": [src]}
-    check_out_dir(out, "data convert", exist_ok=True, **reads)  # before reading src
-    if not overwrite:
-        _check_empty(out)
+    # before reading src; the CLI has no --exist-ok (files of another layout would mix in)
+    check_out_dir(out, "data convert", exist_ok=overwrite, has_exist_ok=False, **reads)
     splits = open_splits(src, format=format)
     task = next(iter(splits.values())).task
     wanted = "detect" if to in DETECTION_FORMATS else "classify"
@@ -63,26 +62,6 @@ def convert_dataset(
         "splits": {name: len(ds) for name, ds in splits.items()},
         "classes": len(next(iter(splits.values())).classes),
     }
-
-
-def _check_empty(out: Path) -> None:
-    """`data convert` writes only into a new or empty folder (it has no --exist-ok: files of
-    another layout left there would mix with the converted set)."""
-    from visiontool.io.paths import LOCK_NAME
-
-    if not out.is_dir():
-        return
-    try:
-        leftovers = sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME)
-    except OSError as exc:
-        raise ConfigError(f"cannot read --out {out}: {exc.strerror or exc}") from None
-    if leftovers:
-        shown = ", ".join(leftovers[:4]) + (f" and {len(leftovers) - 4} more" if
-                                            len(leftovers) > 4 else "")  # fmt: skip
-        raise ConfigError(
-            f"--out {out} already exists and is not empty ({shown}); data convert writes only "
-            "into a new or empty folder: choose a new folder, or empty this one first"
-        )
 
 
 def stage_dir(out: Path) -> Path:

@@ -196,10 +196,12 @@ def check_out_dir(
     exist_ok: bool = False,
     inputs: Iterable[str | Path] = (),
     recursive_inputs: Iterable[str | Path] = (),
+    has_exist_ok: bool = True,
 ) -> None:
     """The checks of `prepare_out` that need no writing (a file, inside the inputs, not empty
     without `exist_ok`), for commands that claim their folder only once results are ready:
-    they call this first, before reading data, so a doomed run fails at once."""
+    they call this first, before reading data, so a doomed run fails at once. A command
+    without an --exist-ok option (`has_exist_ok=False`) is not told to pass one."""
     if out is None:
         return
     path = Path(out)
@@ -214,10 +216,15 @@ def check_out_dir(
         except OSError as exc:
             raise ConfigError(f"cannot read --out {path}: {_reason(exc)}") from None
         if leftovers:
-            raise ConfigError(_not_empty(path, command, leftovers))
+            raise ConfigError(_not_empty(path, command, leftovers, has_exist_ok=has_exist_ok))
 
 
-def _not_empty(path: Path, command: str, leftovers: list[str]) -> str:
+def _not_empty(path: Path, command: str, leftovers: list[str], *, has_exist_ok: bool = True) -> str:
+    if not has_exist_ok:
+        return (
+            f"--out {path} already exists and is not empty ({_preview(leftovers)}); {command} "
+            "writes only into a new or empty folder: choose a new folder, or empty this one first"
+        )
     return (
         f"--out {path} already exists and is not empty ({_preview(leftovers)}); pass "
         f"--exist-ok to replace the files of the earlier `{command}` run there, or choose a "
