@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from visiontool.errors import ConfigError
+from visiontool.io.paths import resolve_path
 
 PNG_ONLY = (".png",)
 # what `visiontool.io.draw.save_image` (OpenCV) encodes by suffix
@@ -65,18 +66,11 @@ def check_out_file(
 
 def check_outside(path: Path, reads: Iterable[str | Path], *, option: str) -> None:
     """`ConfigError` when `path` is one of `reads` (files) or lies inside one (folders)."""
-    target = _resolve(path)
+    target = resolve_path(path)
     for raw in reads:
-        item = _resolve(Path(raw))
+        item = resolve_path(Path(raw))
         if target == item or item in target.parents:
             raise ConfigError(
                 f"{option} {path} lies inside the data set being read ({raw}): it would "
                 "overwrite or add to the data set's own files; write it outside the data set"
             )
-
-
-def _resolve(path: Path) -> Path:
-    try:
-        return path.resolve()
-    except (OSError, RuntimeError):
-        return Path(os.path.abspath(path))

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from visiontool.errors import ConfigError
+from visiontool.io.paths import resolve_path
 
 FORMATS = ("onnx", "torchscript")
 SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript"}
@@ -138,7 +139,7 @@ def _check_out(out: Path, config: ExportConfig) -> None:
                 f"--out {out} is the weights file the model is loaded from ({source}); "
                 "choose another name"
             )
-    target = _resolve(out)
+    target = resolve_path(out)
     for folder, what in protected_folders():
         if target == folder or folder in target.parents:
             raise ConfigError(
@@ -180,9 +181,9 @@ def protected_folders() -> list[tuple[Path, str]]:
     from visiontool.models.shipped import weights_dir
 
     return [
-        (_resolve(Path(visiontool.__file__).parent), "the installed visiontool package"),
-        (_resolve(weights_dir()), "the shipped-weights folder"),
-        (_resolve(cache_dir()), "torch's downloaded-weights cache"),
+        (resolve_path(Path(visiontool.__file__).parent), "the installed visiontool package"),
+        (resolve_path(weights_dir()), "the shipped-weights folder"),
+        (resolve_path(cache_dir()), "torch's downloaded-weights cache"),
     ]
 
 
@@ -191,21 +192,12 @@ def _same_file(out: Path, source: Path) -> bool:
     link)."""
     import os
 
-    if _resolve(out) == _resolve(source):
+    if resolve_path(out) == resolve_path(source):
         return True
     try:
         return os.path.samefile(out, source)
     except OSError:
         return False
-
-
-def _resolve(path: Path) -> Path:
-    import os
-
-    try:
-        return Path(path).resolve()
-    except (OSError, RuntimeError):
-        return Path(os.path.abspath(path))
 
 
 def detector_step(module: Any) -> Any:

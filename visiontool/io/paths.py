@@ -237,22 +237,22 @@ def check_inputs(
 ) -> None:
     """`ConfigError` when `out` is, or contains, an input, or lies inside a folder read
     recursively: the run would overwrite its inputs or read its own outputs."""
-    target = _resolve(out)
+    target = resolve_path(out)
     parents_cache: dict[Path, Path] = {}
     for raw in inputs:
         item = Path(raw)
         parent = parents_cache.get(item.parent)
         if parent is None:
-            parent = parents_cache.setdefault(item.parent, _resolve(item.parent))
-        resolved = parent / item.name if item.name not in ("", ".", "..") else _resolve(item)
-        resolved = _resolve(resolved) if resolved.is_symlink() else resolved
+            parent = parents_cache.setdefault(item.parent, resolve_path(item.parent))
+        resolved = parent / item.name if item.name not in ("", ".", "..") else resolve_path(item)
+        resolved = resolve_path(resolved) if resolved.is_symlink() else resolved
         if resolved == target or target in resolved.parents:
             raise ConfigError(
                 f"--out {out} is, or contains, the input {raw}: outputs would overwrite or mix "
                 "with the inputs; choose an output folder outside the inputs"
             )
     for raw in recursive_inputs:
-        resolved = _resolve(Path(raw))
+        resolved = resolve_path(Path(raw))
         if resolved == target or target in resolved.parents or resolved in target.parents:
             raise ConfigError(
                 f"--out {out} lies inside (or contains) {raw}, which is read with everything "
@@ -300,7 +300,7 @@ def find_owned(
 ) -> list[Path]:
     """The files `owned` names inside `folder` (regular files and links, none reached through
     a link out of it), less those `spare` keeps; sorted."""
-    root = _resolve(folder)
+    root = resolve_path(folder)
     found: set[Path] = set()
     for entry in owned:
         if callable(entry):
@@ -314,8 +314,8 @@ def find_owned(
             if candidate.name == LOCK_NAME or not (candidate.is_symlink() or candidate.is_file()):
                 continue
             if (
-                _resolve(candidate.parent) != root
-                and root not in _resolve(candidate.parent).parents
+                resolve_path(candidate.parent) != root
+                and root not in resolve_path(candidate.parent).parents
             ):
                 continue  # never outside the folder
             if spare is not None and spare(candidate):
@@ -380,13 +380,13 @@ class WriteGuard:
     `labels -> /elsewhere`) must not carry a run's files out of it. Folders checked once."""
 
     def __init__(self, root: Path) -> None:
-        self.root = _resolve(root)
+        self.root = resolve_path(root)
         self._checked: set[Path] = set()
 
     def check(self, target: Path) -> Path:
         parent = target.parent
         if parent not in self._checked:
-            real = _resolve(parent)
+            real = resolve_path(parent)
             if real != self.root and self.root not in real.parents:
                 raise ConfigError(
                     f"{parent} leads outside the output folder {self.root} (through a link): "
@@ -396,7 +396,9 @@ class WriteGuard:
         return target
 
 
-def _resolve(path: Path) -> Path:
+def resolve_path(path: Path) -> Path:
+    """`path` with links and `..` resolved, or made absolute when it cannot be (a link loop,
+    a folder we may not read): the form paths are compared in."""
     try:
         return path.resolve()
     except (OSError, RuntimeError):
