@@ -305,7 +305,7 @@ def _prepare(
         handle = prepare_out(
             config.out, "detect", exist_ok=config.exist_ok, inputs=inputs,
             recursive_inputs=recursive_inputs, owned=DETECT_OWNED, on_log=on_log,
-            clear_later=True, holds_run=_holds_detect_run,
+            clear_later=True, holds_run=has_run,
         )  # fmt: skip
         clashes = [] if handle.created else _user_files_in_the_way(config, plan, handle.path)
         if clashes:
@@ -329,8 +329,8 @@ def _prepare(
         if leftovers:
             handle.release()
             raise ConfigError(
-                f"--resume: {path} holds no detect run (no predictions.jsonl or args.json); "
-                "pass the --out of the run to carry on"
+                f"--resume: {path} holds no detect run (no predictions.jsonl, nor a detect "
+                "args.json); pass the --out of the run to carry on"
             )
     return handle
 
@@ -596,17 +596,6 @@ def _dataset_images(data: Path) -> list[tuple[int, str]]:
             with contextlib.suppress(ValueError):
                 images.append((int(record.image_id), record.path.relative_to(root).as_posix()))
     return images
-
-
-def _holds_detect_run(folder: Path) -> bool:
-    """Evidence of an earlier detect run in `folder`: its predictions (whole or in process
-    parts), or an args.json with detect's own keys (a run that stopped before any result)."""
-    from visiontool.engine.predict.merge import PART_GLOB, PREDICTIONS
-    from visiontool.io.paths import args_record
-
-    if (folder / PREDICTIONS).is_file() or any(folder.glob(PART_GLOB)):
-        return True
-    return "sources" in args_record(folder)
 
 
 def _user_files_in_the_way(config: DetectConfig, plan: Any, out: Path) -> list[str]:

@@ -63,8 +63,14 @@ class Previous:
 
 
 def has_run(out: Path) -> bool:
-    """Whether `out` holds a detect run to resume."""
-    return (out / PREDICTIONS).is_file() or any(out.glob(PART_GLOB)) or (out / ARGS).is_file()
+    """Whether `out` holds a detect run (to resume, or for --exist-ok to replace): its
+    predictions (whole or in process parts), or an args.json with detect's own keys (a run
+    that stopped before any result; another command's args.json is not one)."""
+    from visiontool.io.paths import args_record
+
+    if (out / PREDICTIONS).is_file() or any(out.glob(PART_GLOB)):
+        return True
+    return "sources" in args_record(out)
 
 
 def load_previous(out: Path, config: Any) -> Previous:
